@@ -1,0 +1,243 @@
+"""Settings: one typed, frozen object per process.
+
+Values come from, in order of precedence: keyword arguments, environment variables
+prefixed ``SEGSTREAM_`` (``SEGSTREAM_REDIS_URL``...), a TOML file named by
+``SEGSTREAM_CONFIG_FILE`` (flat keys, unknown keys refused), then the defaults
+below. Build it at the entry point (``Settings()``) and pass it down; library code
+never reads a global. ``segstream config docs`` regenerates docs/configuration.md
+from the descriptions here, and a test keeps that page in step.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "dev", "test", ""}
+
+
+class Settings(BaseSettings):
+    """Every knob of segstream. Field order here is the order of the docs page."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SEGSTREAM_",
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    # --- general -----------------------------------------------------------------
+    env: Literal["dev", "prod"] = Field(
+        "dev", description="`prod` refuses placeholder secrets and disabled API auth."
+    )
+    data_dir: Path = Field(
+        Path(".segstream"),
+        description="Local state: stack pids/ports/logs, checkpoints, Parquet history, "
+        "the embedded model registry.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level of every process."
+    )
+
+    # --- kafka -------------------------------------------------------------------
+    kafka_bootstrap: str | None = Field(
+        None,
+        description="Kafka bootstrap servers (`host:port[,host:port]`). Unset: use the broker "
+        "that `segstream stack up` started (its address is read from the data directory).",
+    )
+    topic_events: str = Field("events", description="Raw behavioural events, keyed by user id.")
+    topic_dlq: str = Field(
+        "events.dlq", description="Rejected events with `reason`/`detail` headers."
+    )
+    topic_features: str = Field("features", description="Per-user feature vectors.")
+    topic_segment_changes: str = Field(
+        "segment-changes", description="Segment transitions published for webhooks."
+    )
+    topic_partitions: int = Field(
+        4, ge=1, le=1024, description="Partitions for topics that `stack up` creates."
+    )
+
+    # --- redis -------------------------------------------------------------------
+    redis_url: str | None = Field(
+        None,
+        description="Redis URL (`redis://host:port/db`). Unset: use the redis-server that "
+        "`segstream stack up` started.",
+    )
+
+    # --- local stack -------------------------------------------------------------
+    broker_port: int = Field(
+        0, ge=0, le=65535, description="Port of the embedded broker; 0 picks a free one."
+    )
+    redis_port: int = Field(
+        0, ge=0, le=65535, description="Port of the stack's redis-server; 0 picks a free one."
+    )
+    stack_start_timeout_s: float = Field(
+        60.0, gt=0, description="How long `stack up` waits for a service to answer."
+    )
+
+    # --- streaming ---------------------------------------------------------------
+    stream_source: Literal["python", "kafka"] = Field(
+        "python",
+        description="`python`: the Kafka reader on PySpark's Python Data Source API; "
+        "`kafka`: Spark's JVM connector (needs the spark-sql-kafka jar).",
+    )
+    stream_starting_offsets: str = Field(
+        "earliest",
+        description='`earliest`, `latest` or JSON `{"events": {"0": 42}}` for a fresh checkpoint.',
+    )
+    stream_max_records_per_trigger: int = Field(
+        200_000, ge=1, description="Admission control: records read per micro-batch at most."
+    )
+    stream_trigger: str = Field(
+        "1 second", description="Processing-time trigger interval of `segstream stream`."
+    )
+    stream_checkpoint_dir: Path | None = Field(
+        None, description="Spark checkpoint location; unset: `<data_dir>/checkpoints/features`."
+    )
+    stream_watermark: str = Field(
+        "10 minutes", description="Event-time watermark; later events go to the DLQ as `late`."
+    )
+    session_gap_minutes: float = Field(
+        30.0, gt=0, description="Inactivity gap that ends a session without `session_id`."
+    )
+    feature_window_days: int = Field(
+        30, ge=1, le=3650, description="Lifetime/rolling feature window."
+    )
+    feature_ttl_s: int = Field(
+        90 * 24 * 3600, ge=60, description="TTL of a user's feature record in Redis."
+    )
+    spark_master: str = Field("local[2]", description="Spark master URL.")
+    spark_shuffle_partitions: int = Field(
+        4, ge=1, description="`spark.sql.shuffle.partitions` of the streaming job."
+    )
+
+    # --- training & registry -----------------------------------------------------
+    registry_uri: str | None = Field(
+        None,
+        description="MLflow tracking/registry URI. Unset: sqlite + artefact folder under "
+        "`<data_dir>/mlflow` (embedded).",
+    )
+    model_name: str = Field("segstream-segments", description="Registered model name.")
+    random_seed: int = Field(42, description="Seed of every fit.")
+
+    # --- serving -----------------------------------------------------------------
+    api_host: str = Field("127.0.0.1", description="Bind address of `segstream serve`.")
+    api_port: int = Field(8000, ge=1, le=65535, description="Port of `segstream serve`.")
+    api_workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes.")
+    api_auth_enabled: bool = Field(
+        True, description="Require an API key on /v1. Disabling is refused when env=prod."
+    )
+    api_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="Accepted API keys (JSON list in the env var). Sent in `X-API-Key`.",
+    )
+    api_max_batch_ids: int = Field(
+        1000, ge=1, le=100_000, description="Most user ids in one batch lookup (more: 413)."
+    )
+    api_max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest accepted request body (more: 413)."
+    )
+    webhook_urls: list[str] = Field(
+        default_factory=list, description="CMS endpoints that receive segment changes."
+    )
+    webhook_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key of `X-Segstream-Signature`. No default on purpose."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("SEGSTREAM_CONFIG_FILE")
+        if config_file:
+            path = Path(config_file)
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"SEGSTREAM_CONFIG_FILE={config_file!r} does not exist; "
+                    "unset it or point it at a TOML file"
+                )
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_prod(self) -> Settings:
+        if self.env == "prod":
+            if not self.api_auth_enabled:
+                raise ValueError("api_auth_enabled=false is refused when env=prod")
+            for key in self.api_keys:
+                if key.get_secret_value().lower() in PLACEHOLDER_SECRETS:
+                    raise ValueError("api_keys holds a placeholder key; set real keys for prod")
+            if self.webhook_urls and self.webhook_secret is None:
+                raise ValueError("webhook_urls are set but webhook_secret is not")
+        return self
+
+    # --- derived paths -----------------------------------------------------------
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.stream_checkpoint_dir or self.data_dir / "checkpoints" / "features"
+
+    @property
+    def history_dir(self) -> Path:
+        return self.data_dir / "history" / "features"
+
+    @property
+    def stack_dir(self) -> Path:
+        return self.data_dir / "stack"
+
+
+def settings_table() -> list[dict[str, Any]]:
+    """Rows (env var, type, default, description) for docs/configuration.md."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        default: Any = field.default
+        if field.default_factory is not None:
+            default = field.default_factory()  # type: ignore[call-arg]
+        annotation = str(field.annotation).replace("typing.", "").replace("pathlib.", "")
+        annotation = annotation.replace("<class '", "").replace("'>", "")
+        rows.append(
+            {
+                "env": f"SEGSTREAM_{name.upper()}",
+                "name": name,
+                "type": annotation,
+                "default": "unset" if default is None else repr(default),
+                "description": field.description or "",
+            }
+        )
+    return rows
+
+
+def render_configuration_doc() -> str:
+    lines = [
+        "# Configuration",
+        "",
+        "Generated from `segstream/config.py` by `segstream config docs`; do not edit by hand.",
+        "",
+        "Every setting is read from the environment variable shown (prefix `SEGSTREAM_`), or",
+        "from a flat TOML file named by `SEGSTREAM_CONFIG_FILE` (keys are the lower-case names",
+        "in the second column; unknown keys are refused). Environment beats file beats default.",
+        "`segstream config show` prints the values in effect, secrets masked.",
+        "",
+        "| variable | key | type | default | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for row in settings_table():
+        desc = row["description"].replace("|", "\\|")
+        lines.append(
+            f"| `{row['env']}` | `{row['name']}` | `{row['type']}` | `{row['default']}` | {desc} |"
+        )
+    return "\n".join(lines) + "\n"

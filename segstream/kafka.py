@@ -1,0 +1,234 @@
+"""Kafka adapter: topic admin, a fast producer, exact end offsets, reading back.
+
+Two clients, each where it is strongest (see README, dependencies):
+
+* ``confluent-kafka`` (librdkafka) for producing: ~20x the rate of kafka-python.
+* ``kafka-python`` for admin and for reading, including the Spark source, because
+  it is pure Python and its offsets API is simple to reason about.
+
+The embedded broker (tansu) answers ListOffsets(latest) with the base offset of the
+*last record batch*, not the log end. :func:`exact_end_offsets` is exact on both
+real Kafka and tansu: it seeks to that reported offset and reads one fetch, whose
+response carries the true high watermark.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+
+class KafkaUnavailable(RuntimeError):
+    """The bootstrap servers did not answer."""
+
+
+def wait_for_kafka(bootstrap: str, timeout_s: float = 30.0) -> None:
+    """Block until a metadata request succeeds or raise :class:`KafkaUnavailable`."""
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+            admin.list_topics()
+            admin.close()
+            return
+        except (KafkaError, OSError, ValueError) as exc:
+            last = exc
+            time.sleep(0.3)
+    raise KafkaUnavailable(
+        f"no Kafka broker answered at {bootstrap} within {timeout_s:.0f} s ({last}); "
+        "start one with `segstream stack up` or fix SEGSTREAM_KAFKA_BOOTSTRAP"
+    )
+
+
+def ensure_topics(bootstrap: str, names: list[str], partitions: int) -> list[str]:
+    """Create the topics that do not exist yet; return the names created."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    try:
+        existing = set(admin.list_topics())
+        missing = [n for n in names if n not in existing]
+        created = []
+        for name in missing:
+            try:
+                admin.create_topics(
+                    [NewTopic(name, num_partitions=partitions, replication_factor=1)]
+                )
+                created.append(name)
+            except TopicAlreadyExistsError:
+                pass
+        return created
+    finally:
+        admin.close()
+
+
+def make_consumer(bootstrap: str, **overrides: Any) -> KafkaConsumer:
+    """A group-less consumer for assign/seek reading, with fetch sizes for throughput."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "enable_auto_commit": False,
+        "group_id": None,
+        "fetch_max_bytes": 32 * 1024 * 1024,
+        "max_partition_fetch_bytes": 8 * 1024 * 1024,
+        "max_poll_records": 10_000,
+        "request_timeout_ms": 30_000,
+    }
+    config.update(overrides)
+    return KafkaConsumer(**config)
+
+
+def partitions_of(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
+    parts = consumer.partitions_for_topic(topic)
+    if not parts:
+        raise KafkaError(f"topic {topic!r} does not exist; run `segstream stack up` to create it")
+    return [TopicPartition(topic, p) for p in sorted(parts)]
+
+
+def exact_end_offsets(
+    consumer: KafkaConsumer, tps: list[TopicPartition], timeout_s: float = 10.0
+) -> dict[TopicPartition, int]:
+    """Log-end offset per partition, exact on real Kafka and on tansu.
+
+    Reassigns ``consumer`` to ``tps``; the caller re-seeks afterwards.
+    """
+    reported = consumer.end_offsets(tps)
+    consumer.assign(tps)
+    for tp in tps:
+        consumer.seek(tp, reported[tp])
+    result: dict[TopicPartition, int] = {}
+    deadline = time.monotonic() + timeout_s
+    while len(result) < len(tps) and time.monotonic() < deadline:
+        consumer.poll(timeout_ms=200, max_records=1)
+        for tp in tps:
+            hw = consumer.highwater(tp)
+            if hw is not None and tp not in result:
+                result[tp] = max(hw, reported[tp])
+    for tp in tps:
+        # A partition whose fetch never answered in time: fall back to what was
+        # reported (exact on real Kafka, and on tansu for an empty partition).
+        result.setdefault(tp, reported[tp])
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+    timestamp_ms: int
+
+
+def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> Iterator[Record]:
+    """Every record of ``topic`` from the beginning to the end measured at call time."""
+    consumer = make_consumer(bootstrap)
+    try:
+        tps = partitions_of(consumer, topic)
+        begin = consumer.beginning_offsets(tps)
+        end = exact_end_offsets(consumer, tps)
+        todo = {tp for tp in tps if end[tp] > begin[tp]}
+        for tp in tps:
+            consumer.seek(tp, begin[tp])
+        deadline = time.monotonic() + timeout_s
+        while todo:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic}: {len(todo)} partitions not at their end")
+            batches = consumer.poll(timeout_ms=500)
+            for tp, msgs in batches.items():
+                for m in msgs:
+                    if m.offset >= end[tp]:
+                        break
+                    yield Record(
+                        m.topic, m.partition, m.offset, m.key, m.value,
+                        {k: v for k, v in (m.headers or [])}, m.timestamp,
+                    )
+                if tp in todo and consumer.position(tp) >= end[tp]:
+                    todo.discard(tp)
+            for tp in list(todo):
+                if consumer.position(tp) >= end[tp]:
+                    todo.discard(tp)
+    finally:
+        consumer.close()
+
+
+def count_records(bootstrap: str, topic: str) -> int:
+    """Records currently in ``topic`` (end - beginning, exact on tansu too)."""
+    consumer = make_consumer(bootstrap)
+    try:
+        tps = partitions_of(consumer, topic)
+        begin = consumer.beginning_offsets(tps)
+        end = exact_end_offsets(consumer, tps)
+        return sum(end[tp] - begin[tp] for tp in tps)
+    finally:
+        consumer.close()
+
+
+class Producer:
+    """Keyed JSON-bytes producer on librdkafka with delivery-error accounting.
+
+    ``send`` never blocks for long: when the local queue is full it serves
+    delivery callbacks and retries. ``close`` flushes and raises if any record
+    failed, so nothing is lost silently.
+    """
+
+    def __init__(self, bootstrap: str, **overrides: Any) -> None:
+        from confluent_kafka import Producer as _Producer
+
+        config: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 20,
+            "batch.num.messages": 10_000,
+            "queue.buffering.max.messages": 500_000,
+            "compression.type": "none",
+            "enable.idempotence": False,
+            "acks": "all",
+        }
+        config.update(overrides)
+        self._producer = _Producer(config)
+        self.sent = 0
+        self.failed = 0
+        self.last_error: str | None = None
+
+    def _on_delivery(self, err: Any, _msg: Any) -> None:
+        if err is not None:
+            self.failed += 1
+            self.last_error = str(err)
+
+    def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: Mapping[str, bytes] | None = None,
+    ) -> None:
+        hdrs = list(headers.items()) if headers else None
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value=value, key=key, headers=hdrs, on_delivery=self._on_delivery
+                )
+                break
+            except BufferError:
+                self._producer.poll(0.05)
+        self.sent += 1
+        if self.sent % 10_000 == 0:
+            self._producer.poll(0)
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        remaining = self._producer.flush(timeout_s)
+        if remaining:
+            raise KafkaUnavailable(f"{remaining} records not delivered within {timeout_s} s")
+        if self.failed:
+            raise KafkaUnavailable(
+                f"{self.failed} of {self.sent} records failed delivery: {self.last_error}"
+            )
+
+    def close(self) -> None:
+        self.flush()
