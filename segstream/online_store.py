@@ -88,3 +88,50 @@ def decode_record(values: Sequence[bytes | None]) -> OnlineRecord | None:
         last_event_ms=int(ts or 0),
         updated_ms=int(upd or 0),
     )
+
+
+# --------------------------------------------------------------- `features` topic
+# One JSON message per user update, keyed by user id (so a user's updates stay in
+# order within a partition). Read by training (incremental updates) and serving
+# (segment-change detection).
+
+
+def encode_feature_message(
+    user_id: str,
+    vector: Sequence[float] | np.ndarray,
+    *,
+    last_event_ms: int,
+    updated_ms: int,
+    spec: FeatureSpec = FEATURE_SPEC,
+) -> bytes:
+    """
+    >>> msg = encode_feature_message("u1", [0.5] * 19, last_event_ms=1, updated_ms=2)
+    >>> decode_feature_message(msg).user_id
+    'u1'
+    """
+    import orjson
+
+    values = [float(v) for v in vector]
+    if len(values) != len(spec):
+        raise ValueError(f"vector has {len(values)} values, spec {spec.version} needs {len(spec)}")
+    return orjson.dumps({"user_id": user_id, "spec_version": spec.version,
+                         "last_event_ms": int(last_event_ms), "updated_ms": int(updated_ms),
+                         "vector": values})
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureMessage:
+    user_id: str
+    record: OnlineRecord
+
+
+def decode_feature_message(value: bytes) -> FeatureMessage:
+    import orjson
+
+    obj = orjson.loads(value)
+    return FeatureMessage(obj["user_id"], OnlineRecord(
+        vector=np.asarray(obj["vector"], dtype=VECTOR_DTYPE),
+        spec_version=obj["spec_version"],
+        last_event_ms=int(obj["last_event_ms"]),
+        updated_ms=int(obj["updated_ms"]),
+    ))
