@@ -1,0 +1,83 @@
+"""Settings: env prefix, TOML file, strictness, prod safety, docs kept in step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from segstream.config import Settings, render_configuration_doc
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_env_vars_with_prefix_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEGSTREAM_REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("SEGSTREAM_TOPIC_PARTITIONS", "8")
+    monkeypatch.setenv("SEGSTREAM_API_KEYS", '["k1", "k2"]')
+    s = Settings()
+    assert s.redis_url == "redis://127.0.0.1:1/0"
+    assert s.topic_partitions == 8
+    assert [k.get_secret_value() for k in s.api_keys] == ["k1", "k2"]
+
+
+def test_toml_file_is_read_and_env_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "segstream.toml"
+    cfg.write_text('topic_events = "clicks"\nfeature_window_days = 14\n')
+    monkeypatch.setenv("SEGSTREAM_CONFIG_FILE", str(cfg))
+    monkeypatch.setenv("SEGSTREAM_FEATURE_WINDOW_DAYS", "7")
+    s = Settings()
+    assert s.topic_events == "clicks"
+    assert s.feature_window_days == 7
+
+
+def test_unknown_key_in_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "segstream.toml"
+    cfg.write_text("topic_evnets = 'typo'\n")
+    monkeypatch.setenv("SEGSTREAM_CONFIG_FILE", str(cfg))
+    with pytest.raises(ValidationError, match="topic_evnets"):
+        Settings()
+
+
+def test_missing_config_file_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEGSTREAM_CONFIG_FILE", "/nonexistent/segstream.toml")
+    with pytest.raises(FileNotFoundError, match="unset it or point it at a TOML file"):
+        Settings()
+
+
+def test_bad_value_names_the_field() -> None:
+    with pytest.raises(ValidationError, match="topic_partitions"):
+        Settings(topic_partitions=0)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"api_auth_enabled": False}, "api_auth_enabled=false is refused"),
+        ({"api_keys": ["changeme"]}, "placeholder key"),
+        ({"api_keys": ["a-real-key-123"], "webhook_urls": ["http://x"]}, "webhook_secret"),
+    ],
+)
+def test_prod_refuses_unsafe_settings(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Settings(env="prod", **overrides)
+
+
+def test_dev_allows_disabling_auth() -> None:
+    assert Settings(api_auth_enabled=False).api_auth_enabled is False
+
+
+def test_settings_are_frozen() -> None:
+    s = Settings()
+    with pytest.raises(ValidationError):
+        s.topic_events = "x"  # type: ignore[misc]
+
+
+def test_configuration_doc_is_up_to_date() -> None:
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    assert page == render_configuration_doc(), (
+        "docs/configuration.md is stale: run `segstream config docs`"
+    )
+    for name in Settings.model_fields:
+        assert f"`SEGSTREAM_{name.upper()}`" in page

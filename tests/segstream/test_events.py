@@ -1,0 +1,158 @@
+"""Event contract v1: every rejection reason, normalisation, and no crash on any bytes."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from segstream.contract import DLQ_REASONS, MAX_RECORD_BYTES
+from segstream.events import Rejection, derive_event_id, parse_timestamp, validate_event
+
+NOW = 1_790_000_000_000  # 2026-09-21
+
+
+def ok(**fields: object) -> bytes:
+    base: dict[str, object] = {"user_id": "u1", "ts": "2026-09-20T10:00:00Z",
+                               "event_type": "page_view"}
+    base.update(fields)
+    return orjson.dumps({k: v for k, v in base.items() if v is not ...})
+
+
+def reject(raw: bytes) -> Rejection:
+    result = validate_event(raw, now_ms=NOW)
+    assert isinstance(result, Rejection), result
+    assert result.reason in DLQ_REASONS
+    return result
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason", "field"),
+    [
+        (b"\xff\xfe{}", "invalid_utf8", None),
+        (b'{"user_id": "u1",', "invalid_json", None),
+        (b'["u1"]', "not_an_object", None),
+        (b"42", "not_an_object", None),
+        (b'{"a":"' + b"x" * MAX_RECORD_BYTES + b'"}', "record_too_large", None),
+        (ok(user_id=...), "missing_field", "user_id"),
+        (ok(ts=...), "missing_field", "ts"),
+        (ok(event_type=...), "missing_field", "event_type"),
+        (ok(user_id=""), "empty_field", "user_id"),
+        (ok(user_id="   "), "empty_field", "user_id"),
+        (ok(event_type=""), "empty_field", "event_type"),
+        (ok(user_id=42), "wrong_type", "user_id"),
+        (ok(user_id="u" * 300), "field_too_long", "user_id"),
+        (ok(category="c" * 300), "field_too_long", "category"),
+        (ok(session_id=7), "wrong_type", "session_id"),
+        (ok(ts="yesterday"), "bad_timestamp", "ts"),
+        (ok(ts="2026-13-45T10:00:00Z"), "bad_timestamp", "ts"),
+        (ok(ts=True), "bad_timestamp", "ts"),
+        (ok(ts=-5), "bad_timestamp", "ts"),
+        (ok(ts=12), "bad_timestamp", "ts"),  # 1970: a unit mistake
+        (ok(ts=NOW + 2 * 86_400_000), "ts_in_future", "ts"),
+        (ok(dwell_ms="ten"), "wrong_type", "dwell_ms"),
+        (ok(dwell_ms=True), "wrong_type", "dwell_ms"),
+        (ok(amount=-1.5), "negative_number", "amount"),
+        (ok(dwell_ms=-1), "negative_number", "dwell_ms"),
+        (ok(properties=[1, 2]), "wrong_type", "properties"),
+    ],
+)
+def test_each_rejection_names_reason_and_field(raw: bytes, reason: str, field: str | None) -> None:
+    r = reject(raw)
+    assert (r.reason, r.field) == (reason, field)
+    assert r.detail
+    assert reason in r.message()
+
+
+def test_non_finite_number_is_rejected() -> None:
+    r = validate_event({"user_id": "u", "ts": NOW, "event_type": "x", "amount": float("nan")},
+                       now_ms=NOW)
+    assert isinstance(r, Rejection) and (r.reason, r.field) == ("wrong_type", "amount")
+
+
+def test_normalises_a_full_event() -> None:
+    ev = validate_event(ok(event_id="e1", session_id="s1", content_id="c1", category="news",
+                           dwell_ms=1500, amount=0, platform="ios", channel="email",
+                           properties={"b": 1, "a": [1]}), now_ms=NOW)
+    assert not isinstance(ev, Rejection)
+    assert ev == {
+        "event_id": "e1", "user_id": "u1", "ts": 1_789_898_400_000,  # 2026-09-20T10:00Z
+        "event_type": "page_view", "session_id": "s1", "content_id": "c1", "category": "news",
+        "dwell_ms": 1500.0, "amount": 0.0, "platform": "ios", "channel": "email",
+        "properties": '{"b":1,"a":[1]}',
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-01-01T00:00:00Z", 1_767_225_600_000),
+        ("2026-01-01T00:00:00", 1_767_225_600_000),  # naive means UTC
+        ("2026-01-01 00:00", 1_767_225_600_000),
+        ("2026-01-01", 1_767_225_600_000),
+        ("2026-01-01T02:00:00+02:00", 1_767_225_600_000),
+        ("2026-01-01T02:00:00+0200", 1_767_225_600_000),
+        ("2026-01-01T00:00:00.123456789Z", 1_767_225_600_123),
+        (1_767_225_600, 1_767_225_600_000),  # epoch seconds
+        (1_767_225_600.5, 1_767_225_600_500),
+        (1_767_225_600_000, 1_767_225_600_000),  # epoch ms
+        ("1767225600000", 1_767_225_600_000),
+        ("1767225600", 1_767_225_600_000),
+    ],
+)
+def test_timestamp_forms(value: object, expected: int) -> None:
+    assert parse_timestamp(value) == expected
+
+
+def test_event_id_is_derived_deterministically_when_absent() -> None:
+    a = validate_event(ok(content_id="c9"), now_ms=NOW)
+    b = validate_event(ok(content_id="c9"), now_ms=NOW)
+    c = validate_event(ok(content_id="c8"), now_ms=NOW)
+    assert isinstance(a, dict) and isinstance(b, dict) and isinstance(c, dict)
+    assert a["event_id"] == b["event_id"] != c["event_id"]
+    assert a["event_id"] == derive_event_id(a)
+
+
+def test_same_instant_in_other_forms_gets_the_same_derived_id() -> None:
+    a = validate_event(ok(ts="2026-09-20T12:00:00+02:00"), now_ms=NOW)
+    b = validate_event(ok(ts=1_789_898_400_000), now_ms=NOW)
+    assert isinstance(a, dict) and isinstance(b, dict)
+    assert a["ts"] == b["ts"] and a["event_id"] == b["event_id"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=400))
+def test_no_byte_string_crashes_the_validator(raw: bytes) -> None:
+    result = validate_event(raw, now_ms=NOW)
+    assert isinstance(result, dict | Rejection)
+    if isinstance(result, Rejection):
+        assert result.reason in DLQ_REASONS
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                   max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(
+    st.sampled_from(["user_id", "ts", "event_type", "event_id", "dwell_ms", "amount",
+                     "properties", "session_id", "other"]), json_values))
+def test_no_json_object_crashes_the_validator(obj: dict[str, object]) -> None:
+    raw = orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS) if _serialisable(obj) else b"{}"
+    result = validate_event(raw, now_ms=NOW)
+    assert isinstance(result, dict | Rejection)
+    if isinstance(result, dict):  # accepted ⇒ normalised shape
+        assert isinstance(result["ts"], int) and result["user_id"].strip()
+
+
+def _serialisable(obj: object) -> bool:
+    try:
+        orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
+        return True
+    except (TypeError, orjson.JSONEncodeError):
+        return False
