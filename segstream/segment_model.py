@@ -52,7 +52,8 @@ class Preprocessor:
         x = np.asarray(x, dtype=np.float64)
         z = np.where(self.log1p, np.log1p(np.maximum(x, 0.0)), x)
         z = (z - self.center) / self.scale
-        return np.clip(z, -self.clip, self.clip)
+        out: np.ndarray = np.clip(z, -self.clip, self.clip)
+        return out
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,8 @@ class SegmentModel:
     @classmethod
     def load(cls, directory: Path, version: str | None = None) -> SegmentModel:
         meta = json.loads((directory / META_FILE).read_text())
-        arrays = np.load(directory / ARTEFACT_FILE)
+        with np.load(directory / ARTEFACT_FILE) as npz:  # read fully, close the file
+            arrays = {key: npz[key] for key in npz.files}
         pre = Preprocessor(arrays["log1p"].astype(bool), arrays["center"], arrays["scale"],
                            float(meta["clip"]))
         return cls(

@@ -1,0 +1,323 @@
+"""MLflow model-registry adapter: register, alias, list and load :class:`SegmentModel`.
+
+The artefact is stored as the plain files :meth:`SegmentModel.save` writes (an
+``.npz`` and a ``.json``) under the artifact path ``model`` of one MLflow run, and
+registered as a model version whose ``source`` points there. Loading needs only
+numpy and the MLflow client, never scikit-learn or a pyfunc flavour.
+
+Each version carries, as MLflow tags (searchable, shown by ``segstream models``):
+``spec_version``, ``k``, ``rows``, ``data_start_ms``/``data_end_ms``, ``parent``,
+``segment_ids``, ``personas``, ``metrics`` (JSON), ``gate`` (``passed`` or
+``rejected``), ``gate_reasons`` and ``kind`` (``bootstrap``, ``incremental``,
+``refit``). The full profiles and the drift baseline live in the artefact JSON.
+
+Embedded default (``registry_uri`` unset): ``sqlite:///<data_dir>/mlflow/mlflow.db``
+with artefacts in ``<data_dir>/mlflow/artifacts``. The alias ``champion`` is the
+model serving uses; :meth:`Registry.champion_version` is one indexed query (~5 ms),
+cheap enough to poll.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from segstream.config import Settings
+from segstream.segment_model import SegmentModel
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+EXPERIMENT = "segstream-training"
+ARTIFACT_PATH = "model"
+_HISTORY_TAG = "champion_history"  # registered-model tag: JSON list of past champions
+
+
+class RegistryError(RuntimeError):
+    """A registry operation that cannot be done as asked (the message says why)."""
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """Outcome of the quality gates for one candidate (see :mod:`training.gates`)."""
+
+    passed: bool
+    reasons: tuple[str, ...] = ()  # why it was rejected (empty when passed)
+    checks: dict[str, Any] = field(default_factory=dict)  # measured values per check
+
+    def summary(self) -> str:
+        return "passed" if self.passed else "rejected: " + "; ".join(self.reasons)
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """What ``segstream models list/show`` prints about one registered version."""
+
+    version: str
+    created_ms: int
+    aliases: tuple[str, ...]
+    tags: dict[str, str]
+    source: str
+    run_id: str | None
+
+    @property
+    def is_champion(self) -> bool:
+        return CHAMPION in self.aliases
+
+    @property
+    def gate(self) -> str:
+        return self.tags.get("gate", "unknown")
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return dict(json.loads(self.tags.get("metrics", "{}")))
+
+    def tag_int(self, key: str) -> int | None:
+        value = self.tags.get(key)
+        return int(value) if value not in (None, "", "None") else None
+
+
+def embedded_uri(settings: Settings) -> str:
+    return f"sqlite:///{(settings.data_dir / 'mlflow' / 'mlflow.db').resolve()}"
+
+
+class Registry:
+    """The project's view of the MLflow model registry (one registered model).
+
+    Parameters
+    ----------
+    settings : Settings
+        ``registry_uri`` (unset: embedded sqlite under ``data_dir``), ``model_name``.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        from mlflow import MlflowClient
+
+        self.settings = settings
+        self.name = settings.model_name
+        if settings.registry_uri:
+            self.uri = settings.registry_uri
+            self._artifact_location: str | None = None
+        else:
+            root = (settings.data_dir / "mlflow").resolve()
+            root.mkdir(parents=True, exist_ok=True)
+            self.uri = embedded_uri(settings)
+            self._artifact_location = (root / "artifacts").as_uri()
+        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        self._experiment_id: str | None = None
+
+    # --- writing -------------------------------------------------------------------
+    def _experiment(self) -> str:
+        if self._experiment_id is None:
+            exp = self.client.get_experiment_by_name(EXPERIMENT)
+            if exp is not None:
+                self._experiment_id = str(exp.experiment_id)
+            else:
+                self._experiment_id = str(self.client.create_experiment(
+                    EXPERIMENT, artifact_location=self._artifact_location))
+        return self._experiment_id
+
+    def _ensure_registered_model(self) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(self.name)
+        except MlflowException:
+            try:
+                self.client.create_registered_model(
+                    self.name, description="segstream behavioural segments (SegmentModel)")
+            except MlflowException:  # created concurrently by another process
+                self.client.get_registered_model(self.name)
+
+    def register(
+        self,
+        model: SegmentModel,
+        *,
+        gate: GateResult | None = None,
+        tags: Mapping[str, Any] | None = None,
+        kind: str = "bootstrap",
+        description: str = "",
+    ) -> str:
+        """Log ``model`` as run artefacts and register it as a new version.
+
+        A candidate that failed its gates is registered too (``gate=rejected`` and
+        the reasons as tags) so the decision stays auditable; it just never gets
+        the champion alias. Sets and returns ``model.version``.
+        """
+        self._ensure_registered_model()
+        info = model.info
+        version_tags: dict[str, str] = {
+            "spec_version": model.spec_version,
+            "k": str(model.k),
+            "kind": kind,
+            "rows": str(info.get("rows", "")),
+            "data_start_ms": str(info.get("data_start_ms", "")),
+            "data_end_ms": str(info.get("data_end_ms", "")),
+            "parent": str(info.get("parent") or ""),
+            "segment_ids": json.dumps([int(s) for s in model.segment_ids]),
+            "personas": json.dumps(list(model.personas)),
+            "metrics": json.dumps({k: round(float(v), 6) for k, v in model.metrics.items()}),
+            "gate": "unchecked" if gate is None else ("passed" if gate.passed else "rejected"),
+            "gate_reasons": "" if gate is None else "; ".join(gate.reasons),
+        }
+        for key, value in (tags or {}).items():
+            version_tags[key] = value if isinstance(value, str) else json.dumps(value)
+        run = self.client.create_run(self._experiment(), run_name=f"{kind}-k{model.k}",
+                                     tags={"kind": kind})
+        run_id = run.info.run_id
+        try:
+            with tempfile.TemporaryDirectory(prefix="segstream-model-") as tmp:
+                model.save(Path(tmp))
+                self.client.log_artifacts(run_id, tmp, ARTIFACT_PATH)
+            for key, value in model.metrics.items():
+                self.client.log_metric(run_id, key, float(value))
+            self.client.log_param(run_id, "k", model.k)
+            self.client.log_param(run_id, "spec_version", model.spec_version)
+            if gate is not None:
+                self.client.log_dict(run_id, {"passed": gate.passed, "reasons": list(gate.reasons),
+                                              "checks": gate.checks}, "gate.json")
+            self.client.set_terminated(run_id)
+        except Exception:
+            self.client.set_terminated(run_id, status="FAILED")
+            raise
+        mv = self.client.create_model_version(
+            self.name, source=f"{run.info.artifact_uri}/{ARTIFACT_PATH}", run_id=run_id,
+            tags=version_tags, description=description or gate_text(gate))
+        model.version = str(mv.version)
+        log.info("registered %s version %s (%s)", self.name, mv.version, version_tags["gate"])
+        return str(mv.version)
+
+    def set_alias(self, version: str, alias: str = CHAMPION) -> None:
+        """Point ``alias`` at ``version``; for ``champion`` also record the history."""
+        self.show(version)  # raises a clear error for an unknown version
+        if alias == CHAMPION:
+            history = self.champion_history()
+            current = self.champion_version()
+            if current is not None and current != str(version):
+                history.append(current)
+                self.client.set_registered_model_tag(self.name, _HISTORY_TAG,
+                                                     json.dumps(history[-50:]))
+        self.client.set_registered_model_alias(self.name, alias, str(version))
+
+    def promote(self, version: str, *, force: bool = False) -> None:
+        """Make ``version`` the champion; refuses a version that did not pass its gates."""
+        info = self.show(version)
+        if info.gate != "passed" and not force:
+            raise RegistryError(
+                f"version {version} has gate={info.gate!r} ({info.tags.get('gate_reasons') or '-'})"
+                "; only versions that passed the quality gates are promoted "
+                "(use --force to override deliberately)"
+            )
+        self.set_alias(version, CHAMPION)
+
+    def rollback(self) -> str:
+        """Point ``champion`` back at the previous champion; returns that version."""
+        history = self.champion_history()
+        current = self.champion_version()
+        while history and history[-1] == current:
+            history.pop()
+        if not history:
+            raise RegistryError(
+                "no previous champion to roll back to; promote a version explicitly with "
+                "`segstream models promote VERSION`"
+            )
+        previous = history.pop()
+        self.client.set_registered_model_tag(self.name, _HISTORY_TAG, json.dumps(history))
+        self.client.set_registered_model_alias(self.name, CHAMPION, previous)
+        return previous
+
+    def champion_history(self) -> list[str]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            rm = self.client.get_registered_model(self.name)
+        except MlflowException:
+            return []
+        return [str(v) for v in json.loads(rm.tags.get(_HISTORY_TAG, "[]"))]
+
+    # --- reading -------------------------------------------------------------------
+    def champion_version(self) -> str | None:
+        """The version behind the ``champion`` alias, or ``None`` (cheap: poll it)."""
+        return self.alias_version(CHAMPION)
+
+    def alias_version(self, alias: str) -> str | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self.client.get_model_version_by_alias(self.name, alias).version)
+        except MlflowException:  # no such model or alias
+            return None
+
+    def resolve(self, ref: str) -> str:
+        """``"3"`` -> ``"3"``; ``"champion"``/``"@champion"`` -> the aliased version."""
+        ref = str(ref).lstrip("@")
+        if ref.isdigit():
+            return ref
+        if ref == "latest":
+            versions = self.versions()
+            if not versions:
+                raise RegistryError(f"model {self.name!r} has no versions; run `segstream train`")
+            return versions[0].version
+        version = self.alias_version(ref)
+        if version is None:
+            raise RegistryError(
+                f"model {self.name!r} has no alias {ref!r} in {self.uri}; train and promote a "
+                "model first (`segstream train`, `segstream models promote VERSION`)"
+            )
+        return version
+
+    def show(self, ref: str) -> VersionInfo:
+        from mlflow.exceptions import MlflowException
+
+        version = self.resolve(ref)
+        try:
+            mv = self.client.get_model_version(self.name, version)
+        except MlflowException as exc:
+            raise RegistryError(
+                f"model {self.name!r} has no version {version} in {self.uri}; "
+                "see `segstream models list`"
+            ) from exc
+        return _info(mv)
+
+    def versions(self) -> list[VersionInfo]:
+        """All versions, newest first."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self.client.search_model_versions(f"name='{self.name}'")
+        except MlflowException:
+            return []
+        return sorted((_info(mv) for mv in found), key=lambda v: -int(v.version))
+
+    def load(self, ref: str = CHAMPION) -> SegmentModel:
+        """Download the artefact of a version or alias and load it (``.version`` set)."""
+        import mlflow.artifacts
+
+        info = self.show(ref)
+        with tempfile.TemporaryDirectory(prefix="segstream-load-") as tmp:
+            path = mlflow.artifacts.download_artifacts(
+                artifact_uri=info.source, dst_path=tmp, tracking_uri=self.uri)
+            model = SegmentModel.load(Path(path), version=info.version)
+            shutil.rmtree(path, ignore_errors=True)
+        return model
+
+
+def gate_text(gate: GateResult | None) -> str:
+    return "quality gates not run" if gate is None else gate.summary()
+
+
+def _info(mv: Any) -> VersionInfo:
+    return VersionInfo(
+        version=str(mv.version),
+        created_ms=int(mv.creation_timestamp or 0),
+        aliases=tuple(mv.aliases or ()),
+        tags=dict(mv.tags or {}),
+        source=str(mv.source),
+        run_id=mv.run_id,
+    )
