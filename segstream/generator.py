@@ -169,7 +169,7 @@ def generate(cfg: GeneratorConfig) -> GeneratedLog:
     # exactly `events` valid events, chosen uniformly, in event-time order
     keep = np.sort(rng.choice(len(events), size=cfg.events, replace=False))
     chosen = [events[i] for i in keep]
-    chosen.sort(key=lambda e: (e[0], e[2]["user_id"], e[1]))  # type: ignore[arg-type,return-value]
+    chosen.sort()  # (ts, serial) is unique, so the dict bodies are never compared
     _emit(rng, cfg, chosen, log)
     return log
 
@@ -213,19 +213,22 @@ def _user_sessions(
     content = rng.integers(0, 200, total).tolist()
     page_dwell = (rng.random(total) < 0.5).tolist()
     dwell_l, amount_l, sess_l = dwell.tolist(), amount.tolist(), sess.tolist()
-    starts_l, plat_l, chan_l, sid_l = (starts.tolist(), platforms.tolist(), channels.tolist(),
-                                       has_sid.tolist())
+    starts_l = starts.tolist()
+    in_span = [t0 <= t < t1 for t in starts_l]
+    plat_l = [_PLATFORMS[i] for i in platforms.tolist()]
+    chan_l = [CHANNELS[i] for i in channels.tolist()]
+    sid_l = [f"{uid}-s{t // 1000}" if has else None
+             for t, has in zip(starts_l, has_sid.tolist(), strict=True)]
     for i in range(total):
         s = sess_l[i]
-        if not t0 <= starts_l[s] < t1:
+        if not in_span[s]:
             continue
         et = types[ev_types[i]]
         ev: dict[str, object] = {
-            "user_id": uid, "event_type": et,
-            "platform": _PLATFORMS[plat_l[s]], "channel": CHANNELS[chan_l[s]],
+            "user_id": uid, "event_type": et, "platform": plat_l[s], "channel": chan_l[s],
         }
         if sid_l[s]:
-            ev["session_id"] = f"{uid}-s{starts_l[s] // 1000}"
+            ev["session_id"] = sid_l[s]
         if et in _CONTENT_EVENTS:
             cat = CATEGORIES[cats[i]]
             ev["category"] = cat
@@ -247,11 +250,11 @@ _COMMERCE_EVENTS = frozenset({"add_to_cart", "purchase"})
 
 def _to_record(ts: int, serial: int, body: dict[str, object], iso_ts: str | None,
                with_id: bool) -> bytes:
-    out = dict(body)
-    out["ts"] = iso_ts if iso_ts is not None else ts
+    """Encode an event; sets ``ts`` and ``event_id`` on ``body`` itself (no copy)."""
+    body["ts"] = iso_ts if iso_ts is not None else ts
     if with_id:
-        out["event_id"] = f"e{serial:08d}-{body['user_id']}"
-    return orjson.dumps(out)
+        body["event_id"] = f"e{serial:08d}-{body['user_id']}"
+    return orjson.dumps(body)
 
 
 def _iso(ts_ms: list[int]) -> list[str]:
@@ -288,10 +291,13 @@ def _emit(rng: np.random.Generator, cfg: GeneratorConfig, events: list[_Event],
     bad = (rng.random(n) < cfg.malformed_rate).tolist()
     bad_kind = rng.integers(0, len(_MALFORMED), n).tolist()
     pending_dups: list[tuple[int, bytes, bytes]] = []  # (emit at index, key, value)
+    values, keys, kinds = log.values, log.keys, log.kinds  # hot loop: local names
     for i, (ts, serial, body) in enumerate(events):
         key = str(body["user_id"]).encode()
         value = _to_record(ts, serial, body, iso_text[i] if iso[i] else None, with_id[i])
-        _append(log, key, value, "valid")
+        values.append(value)
+        keys.append(key)
+        kinds.append("valid")
         if dup[i]:
             pending_dups.append((i + dup_after[i], key, value))
             pending_dups.sort()
@@ -300,6 +306,7 @@ def _emit(rng: np.random.Generator, cfg: GeneratorConfig, events: list[_Event],
             _append(log, k, v, "duplicate")
         if late[i] and ts - cfg.late_by_ms >= log.start_ms:
             old = {**body, "event_type": "page_view"}
+            old.pop("event_id", None)
             late_value = _to_record(ts - cfg.late_by_ms, 10_000_000 + i, old,
                                     late_text[i] if iso[i] else None, True)
             _append(log, key, late_value, "late")
