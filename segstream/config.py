@@ -152,6 +152,41 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = Field(
         None, description="HMAC-SHA256 key of `X-Segstream-Signature`. No default on purpose."
     )
+    api_cold_start_segment: int | None = Field(
+        None,
+        description="Segment id `?default=true` answers for an unknown user; unset: the "
+        "champion's largest segment.",
+    )
+    api_stale_after_s: float = Field(
+        86_400.0, gt=0, description="Features older than this are flagged `stale` in lookups."
+    )
+    api_model_poll_s: float = Field(
+        5.0, gt=0, description="How often the API polls the registry's champion alias."
+    )
+    api_personalization_file: Path | None = Field(
+        None,
+        description="YAML mapping segment -> content templates per placement, and experiments "
+        "(holdout shares); unset: the built-in mapping (docs/serving.md).",
+    )
+    api_drift_window: int = Field(
+        5000, ge=100, le=1_000_000,
+        description="Served feature vectors kept per worker for PSI / segment-share drift.",
+    )
+    segment_min_dwell_s: float = Field(
+        3600.0, ge=0,
+        description="Hysteresis: a user must stay this long in a segment before another "
+        "change is published.",
+    )
+    webhook_max_attempts: int = Field(
+        8, ge=1, le=100, description="Delivery attempts before a change is dead-lettered."
+    )
+    webhook_backoff_s: float = Field(
+        0.5, gt=0, description="First retry delay; doubles per attempt, with full jitter."
+    )
+    webhook_backoff_max_s: float = Field(
+        60.0, gt=0, description="Longest delay between two delivery attempts."
+    )
+    webhook_timeout_s: float = Field(5.0, gt=0, description="HTTP timeout of one delivery.")
 
     @classmethod
     def settings_customise_sources(

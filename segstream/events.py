@@ -133,7 +133,9 @@ def derive_event_id(event: Mapping[str, Any]) -> str:
     return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=12).hexdigest()
 
 
-def validate_event(raw: bytes | str | Mapping[str, Any], *, now_ms: int | None = None) -> Event | Rejection:
+def validate_event(
+    raw: bytes | str | Mapping[str, Any], *, now_ms: int | None = None
+) -> Event | Rejection:
     """Validate one record. See the module docstring for the rules."""
     if isinstance(raw, bytes | bytearray | memoryview):
         raw = bytes(raw)

@@ -31,7 +31,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 import orjson
@@ -153,7 +152,8 @@ def generate(cfg: GeneratorConfig) -> GeneratedLog:
     while True:  # deterministic: the same seed always takes the same path
         events: list[_Event] = []
         for u, (uid, truth) in enumerate(log.truth.items()):
-            before, after = PERSONA_BY_NAME[truth.persona], PERSONA_BY_NAME[truth.persona_after_drift]
+            before = PERSONA_BY_NAME[truth.persona]
+            after = PERSONA_BY_NAME[truth.persona_after_drift]
             first = start + int(before.start_late * span)
             spans = [(before, first, start + span)]
             if drift_ms is not None:
@@ -325,7 +325,6 @@ def _append(log: GeneratedLog, key: bytes | None, value: bytes, kind: str) -> No
 def iter_jsonl(path: Path) -> Iterator[bytes]:
     """Read back a file written by :meth:`GeneratedLog.write_jsonl`."""
     opener = gzip.open if path.suffix == ".gz" else open
-    f: IO[bytes]
     with opener(path, "rb") as f:  # type: ignore[operator]
         for line in f:
             line = line.rstrip(b"\n")

@@ -208,7 +208,8 @@ class Producer:
         key: bytes | None = None,
         headers: Mapping[str, bytes] | None = None,
     ) -> None:
-        hdrs = list(headers.items()) if headers else None
+        hdrs: list[tuple[str, str | bytes | None]] | None = (
+            list(headers.items()) if headers else None)
         while True:
             try:
                 self._producer.produce(

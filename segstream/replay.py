@@ -14,6 +14,7 @@ import io
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,8 +69,8 @@ def read_rows(path: Path, fmt: Format) -> Iterator[dict[str, Any]]:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=50_000):
             yield from batch.to_pylist()
         return
-    raw = gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
-    with raw:
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rb") as raw:  # type: ignore[operator]
         if fmt == "csv":
             text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
             yield from csv.DictReader(text)
@@ -114,20 +115,16 @@ def make_mapper(mapping: Mapping[str, str], event_type: str | None,
         if event_type is not None:
             out["event_type"] = event_type
         if ts_format and isinstance(out.get("ts"), str):
-            try:
+            with suppress(ValueError):  # left as text: the validator says bad_timestamp
                 dt = datetime.strptime(out["ts"], ts_format)
                 if dt.tzinfo is None:
                     dt = dt.replace(tzinfo=UTC)
                 out["ts"] = int(dt.timestamp() * 1000)
-            except ValueError:
-                pass  # left as text: the validator rejects it as bad_timestamp
         for name in OPTIONAL_NUMBER_FIELDS:
             value = out.get(name)
             if isinstance(value, str):
-                try:
+                with suppress(ValueError):  # else the validator names the field
                     out[name] = float(value)
-                except ValueError:
-                    pass  # the validator names the field (wrong_type)
         return out
 
     return convert

@@ -96,7 +96,8 @@ def generate(
     send_s = time.monotonic() - t1
     kinds = {k: log.kinds.count(k) for k in ("valid", "duplicate", "late", "malformed")}
     console.print(
-        f"sent {len(log.values):,} records to {topic} ({', '.join(f'{v:,} {k}' for k, v in kinds.items())}) "
+        f"sent {len(log.values):,} records to {topic} "
+        f"({', '.join(f'{v:,} {k}' for k, v in kinds.items())}) "
         f"in {gen_s + send_s:.1f} s: generate {gen_s:.1f} s, send {send_s:.1f} s "
         f"({len(log.values) / max(send_s, 1e-9):,.0f} records/s)"
     )
@@ -130,9 +131,8 @@ def replay(
     """
     from segstream.cli import console, fail, load_settings
     from segstream.kafka import KafkaUnavailable, Producer
-    from segstream.replay import ReplayError, detect_format, make_mapper, parse_mapping
+    from segstream.replay import ReplayError, detect_format, make_mapper, parse_mapping, read_rows
     from segstream.replay import replay as run
-    from segstream.replay import read_rows
     from segstream.stack import StackError, endpoints
 
     if speed is not None and max_speed:

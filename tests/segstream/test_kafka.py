@@ -44,7 +44,9 @@ def test_empty_topic_counts_zero(kafka_bootstrap: str, topic_factory: Callable[.
     assert count_records(kafka_bootstrap, topic_factory("empty", partitions=2)) == 0
 
 
-def test_headers_and_keys_round_trip(kafka_bootstrap: str, topic_factory: Callable[..., str]) -> None:
+def test_headers_and_keys_round_trip(
+    kafka_bootstrap: str, topic_factory: Callable[..., str]
+) -> None:
     topic = topic_factory("hdr", partitions=1)
     producer = Producer(kafka_bootstrap)
     producer.send(topic, b"x", key=b"user-1", headers={"reason": b"late"})

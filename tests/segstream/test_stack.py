@@ -13,7 +13,16 @@ import redis
 
 from segstream.config import Settings
 from segstream.kafka import count_records
-from segstream.stack import StackError, StackState, down, endpoints, pid_runs, state_path, status, up
+from segstream.stack import (
+    StackError,
+    StackState,
+    down,
+    endpoints,
+    pid_runs,
+    state_path,
+    status,
+    up,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 
