@@ -1,0 +1,124 @@
+"""The app factory: lifespan (Redis, model, background tasks), routers, handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import Response
+
+from segstream.config import Settings
+from segstream.contract import FEATURE_SPEC
+from serving import metrics
+from serving.deps import ApiKey
+from serving.drift import DriftWindow
+from serving.errors import ServingError, install_handlers
+from serving.middleware import ServingMiddleware
+from serving.model_holder import ModelHolder
+from serving.model_source import ModelSource, RegistrySource
+from serving.personalization import load_mapping
+from serving.redis_pipe import PipelinedRedis
+from serving.routes import experiments, health, personalization, segments, users
+from serving.state import AppState
+
+log = logging.getLogger(__name__)
+DRIFT_INTERVAL_S = 1.0
+
+
+def redis_url_of(settings: Settings) -> str:
+    if settings.redis_url:
+        return settings.redis_url
+    from segstream.stack import StackError, StackState, state_path
+
+    svc = StackState.load(state_path(settings)).services.get("redis")
+    if svc is None:
+        raise StackError("no Redis configured or running: `segstream stack up` or set "
+                         "SEGSTREAM_REDIS_URL")
+    return svc.address
+
+
+async def _drift_loop(state: AppState) -> None:
+    current = None
+    while True:
+        await asyncio.sleep(DRIFT_INTERVAL_S)
+        served = state.holder.current
+        if served is None:
+            continue
+        if served is not current:  # a new model: a new baseline, a fresh window
+            current = served
+            state.drift.reset()
+            metrics.PSI.clear()
+        psis, js = state.drift.compute(served.baseline, served.model.k)
+        for name, value in psis.items():
+            metrics.PSI.labels(name).set(value)
+        if js is not None:
+            metrics.SEGMENT_JS.set(js)
+        metrics.DRIFT_WINDOW.set(state.drift.count)
+
+
+def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI:
+    """Build the API. ``source`` defaults to the MLflow registry of training/."""
+    if settings.env == "prod" and not settings.api_auth_enabled:
+        raise ValueError("api_auth_enabled=false is refused when env=prod")
+    mapping = load_mapping(settings.api_personalization_file)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        holder = ModelHolder(source if source is not None else RegistrySource(settings))
+        state = AppState(
+            settings=settings, redis=PipelinedRedis(redis_url_of(settings)), holder=holder,
+            mapping=mapping, drift=DriftWindow(settings.api_drift_window, len(FEATURE_SPEC)),
+            api_keys=tuple(k.get_secret_value().encode() for k in settings.api_keys),
+        )
+        app.state.serving = state
+        await asyncio.to_thread(holder.refresh)
+        state.tasks = [asyncio.create_task(holder.run(settings.api_model_poll_s)),
+                       asyncio.create_task(_drift_loop(state))]
+        if not settings.api_auth_enabled:
+            log.warning("API key auth is DISABLED (SEGSTREAM_API_AUTH_ENABLED=false)")
+        gc.collect()
+        gc.freeze()  # long-lived objects out of the collector's way: fewer GC pauses
+        try:
+            yield
+        finally:
+            for task in state.tasks:
+                task.cancel()
+            await asyncio.gather(*state.tasks, return_exceptions=True)
+            await state.redis.close()
+
+    app = FastAPI(
+        title="segstream API",
+        version="1",
+        summary="Which segment is this user in, and what should the CMS show them.",
+        description="Segment lookups by user id or posted session features, the segment "
+        "catalogue, CMS personalization with holdout experiments, uplift. Errors are JSON "
+        '`{"error": {"code", "message", "field"}}`. /v1 needs `X-API-Key` unless auth is '
+        "disabled by setting.",
+        lifespan=lifespan,
+    )
+    install_handlers(app)
+
+    async def on_unexpected(_: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", exc_info=exc)
+        body: dict[str, Any] = ServingError("internal error; see the server log").body()
+        return Response(orjson.dumps(body), status_code=500, media_type="application/json")
+
+    app.add_exception_handler(Exception, on_unexpected)
+    v1 = APIRouter(prefix="/v1", dependencies=[ApiKey])
+    for module in (users, segments, personalization, experiments):
+        v1.include_router(module.router)
+    app.include_router(v1)
+    app.include_router(health.router)
+    app.add_middleware(ServingMiddleware, max_body_bytes=settings.api_max_body_bytes)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for uvicorn workers (``--factory``): settings from the environment."""
+    return create_app(Settings())

@@ -1,0 +1,117 @@
+"""Every Prometheus metric of serving/, in one module.
+
+Names start with ``segstream_``; histograms have explicit buckets; labels are
+bounded (route templates, status codes, segment ids, feature names, outcomes) and
+user ids are never labels. With several uvicorn workers ``segstream serve`` sets
+``PROMETHEUS_MULTIPROC_DIR`` *before* this module is imported, so values live in
+per-process files that :func:`render` aggregates; gauges declare how.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+PREFIX = "segstream"
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.03,
+                   0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+DISTANCE_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0)
+STALENESS_BUCKETS = (1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 6 * 3600.0, 86_400.0,
+                     7 * 86_400.0, 30 * 86_400.0)
+DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+# --- HTTP ---------------------------------------------------------------------------
+REQUESTS = Counter(f"{PREFIX}_http_requests_total", "HTTP requests by route template, "
+                   "method and status.", ["route", "method", "status"])
+LATENCY = Histogram(f"{PREFIX}_http_request_duration_seconds", "HTTP request latency by "
+                    "route template, method and status.", ["route", "method", "status"],
+                    buckets=LATENCY_BUCKETS)
+
+# --- assignments --------------------------------------------------------------------
+ASSIGNMENTS = Counter(f"{PREFIX}_assignments_total", "Segment assignments served, by "
+                      "segment id.", ["segment"])
+DISTANCE = Histogram(f"{PREFIX}_assignment_distance", "Distance of a served user to its "
+                     "centroid (scaled feature space).", buckets=DISTANCE_BUCKETS)
+STALENESS = Histogram(f"{PREFIX}_feature_staleness_seconds", "Age of the stored features "
+                      "at lookup (now - record update time).", buckets=STALENESS_BUCKETS)
+
+# --- drift (computed per worker over a sliding window; the max across workers) -------
+PSI = Gauge(f"{PREFIX}_feature_psi", "Population stability index of a feature over the "
+            "recent window vs the champion's training baseline.", ["feature"],
+            multiprocess_mode="livemax")
+SEGMENT_JS = Gauge(f"{PREFIX}_segment_share_js_divergence", "Jensen-Shannon divergence "
+                   "(base 2) of recent segment shares vs the champion's baseline shares.",
+                   multiprocess_mode="livemax")
+DRIFT_WINDOW = Gauge(f"{PREFIX}_drift_window_rows", "Rows in the drift window.",
+                     multiprocess_mode="livemax")
+
+# --- model --------------------------------------------------------------------------
+MODEL_VERSION = Gauge(f"{PREFIX}_model_version", "Registry version of the model being "
+                      "served (-1: not numeric).", multiprocess_mode="livemax")
+MODEL_LOADED = Gauge(f"{PREFIX}_model_loaded_timestamp_seconds", "When the served model "
+                     "was loaded (model age = time() - this).", multiprocess_mode="livemin")
+MODEL_AGE = Gauge(f"{PREFIX}_model_age_seconds", "Seconds since the served model was "
+                  "loaded, as of the last scrape.", multiprocess_mode="livemax")
+MODEL_RELOADS = Counter(f"{PREFIX}_model_reloads_total", "Successful hot reloads.")
+MODEL_RELOAD_FAILURES = Counter(f"{PREFIX}_model_reload_failures_total", "Registry polls "
+                                "or loads that failed (the last good model kept serving).")
+REGISTRY_UP = Gauge(f"{PREFIX}_model_registry_up", "1 if the last registry poll "
+                    "succeeded, 0 if serving the last good model.", multiprocess_mode="livemin")
+
+# --- redis --------------------------------------------------------------------------
+REDIS_ERRORS = Counter(f"{PREFIX}_redis_errors_total", "Redis commands that failed.",
+                       ["operation"])
+
+# --- segment changes and webhooks ---------------------------------------------------
+SEGMENT_CHANGES = Counter(f"{PREFIX}_segment_changes_total", "Segment changes published.")
+SEGMENT_CHANGES_SUPPRESSED = Counter(f"{PREFIX}_segment_changes_suppressed_total",
+                                     "Changes held back by the minimum dwell (hysteresis).")
+WEBHOOK_DELIVERIES = Counter(f"{PREFIX}_webhook_deliveries_total", "Webhook delivery "
+                             "attempts by outcome.", ["outcome"])
+WEBHOOK_RETRIES = Counter(f"{PREFIX}_webhook_retries_total", "Webhook deliveries retried.")
+WEBHOOK_DEAD_LETTERS = Counter(f"{PREFIX}_webhook_dead_letters_total", "Changes "
+                               "dead-lettered after the last attempt.")
+WEBHOOK_LATENCY = Histogram(f"{PREFIX}_webhook_delivery_duration_seconds", "Duration of "
+                            "one webhook HTTP attempt.", buckets=DELIVERY_BUCKETS)
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text for /metrics (aggregated over workers in multiprocess mode)."""
+    if MULTIPROCESS:
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def exported_names() -> set[str]:
+    """Every sample name this module can export (for the dashboard/alert test)."""
+    names: set[str] = set()
+    for metric in (REQUESTS, LATENCY, ASSIGNMENTS, DISTANCE, STALENESS, PSI, SEGMENT_JS,
+                   DRIFT_WINDOW, MODEL_VERSION, MODEL_LOADED, MODEL_AGE, MODEL_RELOADS,
+                   MODEL_RELOAD_FAILURES, REGISTRY_UP, REDIS_ERRORS, SEGMENT_CHANGES,
+                   SEGMENT_CHANGES_SUPPRESSED, WEBHOOK_DELIVERIES, WEBHOOK_RETRIES,
+                   WEBHOOK_DEAD_LETTERS, WEBHOOK_LATENCY):
+        for family in metric.describe():
+            base = family.name
+            if family.type == "counter":
+                names.update({base + "_total", base + "_created"})
+            elif family.type == "histogram":
+                names.update({base + "_bucket", base + "_sum", base + "_count",
+                              base + "_created"})
+            else:
+                names.add(base)
+    return names

@@ -1,0 +1,68 @@
+"""Where the API gets its model: a small protocol and its adapters.
+
+* :class:`RegistrySource` — the MLflow registry of training/ (``training.registry``):
+  the champion alias, polled cheaply, and ``load(version)``.
+* :class:`StaticSource` — models held in memory (tests that need no registry, the
+  benchmark, tools that serve a model file).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Protocol
+
+from segstream.segment_model import SegmentModel
+
+if TYPE_CHECKING:
+    from segstream.config import Settings
+
+
+class ModelSource(Protocol):
+    def champion_version(self) -> str | None:
+        """The version the champion alias points at now (cheap: polled)."""
+
+    def load(self, version: str) -> SegmentModel:
+        """The model artefact of ``version``."""
+
+
+class RegistrySource:
+    """Adapter over ``training.registry.Registry`` (MLflow)."""
+
+    def __init__(self, settings: Settings) -> None:
+        from training.registry import Registry  # heavy (mlflow): only where it is used
+
+        self._registry = Registry(settings)
+
+    def champion_version(self) -> str | None:
+        version = self._registry.champion_version()
+        return None if version is None else str(version)
+
+    def load(self, version: str) -> SegmentModel:
+        model = self._registry.load(version)
+        if model.version is None:
+            model.version = str(version)
+        return model
+
+
+class StaticSource:
+    """In-memory versions and a champion pointer; ``promote`` moves the pointer."""
+
+    def __init__(self, model: SegmentModel | None = None, version: str = "1") -> None:
+        self._lock = threading.Lock()
+        self._models: dict[str, SegmentModel] = {}
+        self._champion: str | None = None
+        if model is not None:
+            self.promote(model, version)
+
+    def promote(self, model: SegmentModel, version: str) -> None:
+        with self._lock:
+            model.version = version
+            self._models[version] = model
+            self._champion = version
+
+    def champion_version(self) -> str | None:
+        return self._champion
+
+    def load(self, version: str) -> SegmentModel:
+        with self._lock:
+            return self._models[version]

@@ -1,0 +1,40 @@
+"""Conversions and uplift per holdout experiment (stored in Redis)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path
+
+from serving import experiments
+from serving.deps import State
+from serving.errors import NotFound
+from serving.schemas import ConversionIn, ConversionOut, UpliftReport
+
+router = APIRouter(tags=["experiments"])
+
+ExperimentId = Annotated[str, Path(min_length=1, max_length=128,
+                                   pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+@router.post("/conversions", response_model=ConversionOut, status_code=201)
+async def conversion(body: ConversionIn, state: State) -> dict[str, Any]:
+    """Record a conversion; the arm is recomputed from the user and experiment ids."""
+    if body.experiment_id not in state.mapping.holdouts:
+        raise NotFound(f"unknown experiment {body.experiment_id!r}; configured: "
+                       f"{sorted(state.mapping.holdouts)}", field="body.experiment_id")
+    arm = state.mapping.arm(body.experiment_id, body.user_id)
+    (counted,) = await state.redis_call("convert", [experiments.convert_command(
+        body.experiment_id, body.user_id, arm, body.value)])
+    return {"user_id": body.user_id, "experiment_id": body.experiment_id, "arm": arm,
+            "counted": bool(counted)}
+
+
+@router.get("/experiments/{experiment_id}/uplift", response_model=UpliftReport)
+async def uplift(experiment_id: ExperimentId, state: State) -> dict[str, Any]:
+    """Conversion rate per arm and per segment, uplift with 95% confidence intervals."""
+    if experiment_id not in state.mapping.holdouts:
+        raise NotFound(f"unknown experiment {experiment_id!r}; configured: "
+                       f"{sorted(state.mapping.holdouts)}", field="path.experiment_id")
+    (flat,) = await state.redis_call("uplift", [experiments.stats_command(experiment_id)])
+    return experiments.report(experiment_id, experiments.parse_stats(flat))

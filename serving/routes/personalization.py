@@ -1,0 +1,48 @@
+"""The CMS hook: content templates for a user and placement, with the holdout arm."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+
+from serving import experiments
+from serving.deps import State
+from serving.errors import InvalidInput
+from serving.schemas import Personalization
+
+router = APIRouter(tags=["personalization"])
+
+
+@router.get("/users/{user_id}/personalization", response_model=Personalization,
+            responses={404: {"description": "Unknown user and `default` not set."},
+                       422: {"description": "Unknown placement."}})
+async def personalization(
+    user_id: Annotated[str, Path(min_length=1, max_length=256)],
+    placement: Annotated[str, Query(max_length=128, description="CMS placement name.")],
+    state: State,
+    default: Annotated[bool, Query(description="Unknown user: use the cold-start "
+                                   "segment.")] = True,
+) -> dict[str, Any]:
+    """Templates for the user's segment; users in the holdout get the default ones.
+
+    An exposure is recorded once per user and experiment (for /uplift).
+    """
+    place = state.mapping.placements.get(placement)
+    if place is None:
+        raise InvalidInput(f"unknown placement {placement!r}; configured: "
+                           f"{sorted(state.mapping.placements)}", field="query.placement")
+    seg = await state.segment_of(user_id, default)
+    sid, persona = int(seg["segment_id"]), str(seg["persona"])
+    arm = None
+    templates = place.templates(sid, persona)
+    if place.experiment is not None:
+        arm = state.mapping.arm(place.experiment, user_id)
+        if arm == "control":
+            templates = place.default
+        await state.redis_call("expose", [experiments.expose_command(
+            place.experiment, user_id, arm, sid)])
+    return {"user_id": user_id, "placement": placement, "segment_id": sid,
+            "persona": persona, "templates": list(templates),
+            "experiment_id": place.experiment, "arm": arm,
+            "model_version": seg["model_version"], "cold_start": seg["cold_start"]}

@@ -1,0 +1,50 @@
+"""The segment catalogue: persona, size and share, profile, content templates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from serving.deps import State
+from serving.errors import NotFound
+from serving.predict import Served
+from serving.schemas import Catalogue, SegmentInfo
+from serving.state import AppState
+
+router = APIRouter(tags=["catalogue"])
+
+
+def _info(state: AppState, served: Served, row: int) -> dict[str, Any]:
+    model = served.model
+    profile = dict(model.profiles[row]) if row < len(model.profiles) else {}
+    sid, persona = int(model.segment_ids[row]), model.personas[row]
+    size, share = profile.get("size"), profile.get("share")
+    return {
+        "segment_id": sid, "persona": persona,
+        "size": None if size is None else int(size),
+        "share": None if share is None else float(share),
+        "profile": profile,
+        "templates": {name: list(p.templates(sid, persona))
+                      for name, p in state.mapping.placements.items()},
+    }
+
+
+@router.get("/segments", response_model=Catalogue)
+async def catalogue(state: State) -> dict[str, Any]:
+    """Every segment of the champion model."""
+    served = state.served()
+    return {"model_version": served.version,
+            "segments": [_info(state, served, i) for i in range(served.model.k)]}
+
+
+@router.get("/segments/{segment_id}", response_model=SegmentInfo,
+            responses={404: {"description": "No such segment in the champion model."}})
+async def segment(segment_id: int, state: State) -> dict[str, Any]:
+    """One segment of the champion model."""
+    served = state.served()
+    row = served.row_of.get(segment_id)
+    if row is None:
+        raise NotFound(f"segment {segment_id} is not in model version {served.version}; "
+                       f"it has {sorted(served.row_of)}", field="path.segment_id")
+    return _info(state, served, row)

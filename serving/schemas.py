@@ -1,0 +1,147 @@
+"""Request and response models. Feature fields are derived from FEATURE_SPEC, so
+no feature name is typed here; their bounds come from the feature kind."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from segstream.contract import FEATURE_SPEC, Feature
+
+
+def _feature_field(f: Feature) -> Any:
+    ge: float | None = None
+    le: float | None = None
+    if f.kind == "ratio":
+        ge, le = 0.0, 1.0
+    elif f.kind in ("count", "money", "duration", "days"):
+        ge = 0.0
+    return (float, Field(f.default, ge=ge, le=le, description=f"{f.description} Unit: "
+                         f"{f.unit}. Default when not posted: {f.default}."))
+
+
+#: POST /v1/segments/assign body: every spec feature, optional with its spec default.
+SessionFeatures: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    "SessionFeatures",
+    __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
+    **{f.name: _feature_field(f) for f in FEATURE_SPEC.features},
+)
+SessionFeatures.__doc__ = (f"Session features of feature spec {FEATURE_SPEC.version}; "
+                           "missing features take their documented default.")
+
+
+class Reason(BaseModel):
+    feature: str
+    value: float = Field(description="The raw feature value.")
+    z: float = Field(description="The value in the model's scaled space.")
+    direction: Literal["high", "low"]
+    weight: float = Field(description="How much this feature favours the assigned segment "
+                          "over the runner-up (squared-distance units).")
+
+
+class SegmentAnswer(BaseModel):
+    user_id: str | None
+    segment_id: int
+    persona: str
+    probabilities: dict[str, float] = Field(
+        description="Soft membership per segment id: softmax of -d²/temperature "
+        "(the model's training spread); sums to 1.")
+    distance: float = Field(description="Distance to the assigned centroid (scaled space).")
+    reasons: list[Reason]
+    model_version: str
+    feature_spec: str
+    features_updated_at: str | None = Field(description="When the stored features were "
+                                            "written (ISO 8601, UTC); null for posted ones.")
+    stale: bool = Field(description="Stored features older than `api_stale_after_s`.")
+    cold_start: bool = Field(description="True when `?default=true` answered an unknown "
+                             "user with the cold-start segment.")
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_ids: list[str] = Field(description="Up to `api_max_batch_ids` ids (more: 413).")
+
+
+class BatchAnswer(BaseModel):
+    results: list[SegmentAnswer]
+    missing: list[str] = Field(description="Ids without stored features.")
+
+
+class SegmentInfo(BaseModel):
+    segment_id: int
+    persona: str
+    size: int | None
+    share: float | None
+    profile: dict[str, Any]
+    templates: dict[str, list[str]] = Field(description="Content templates per placement.")
+
+
+class Catalogue(BaseModel):
+    model_version: str
+    segments: list[SegmentInfo]
+
+
+class Personalization(BaseModel):
+    user_id: str
+    placement: str
+    segment_id: int
+    persona: str
+    templates: list[str]
+    experiment_id: str | None
+    arm: Literal["treatment", "control"] | None = Field(
+        description="control: the holdout (default experience); deterministic per "
+        "user and experiment.")
+    model_version: str
+    cold_start: bool
+
+
+class ConversionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    user_id: str = Field(min_length=1, max_length=256)
+    experiment_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    value: float = Field(1.0, ge=0.0, description="Conversion value (revenue...).")
+
+
+class ConversionOut(BaseModel):
+    user_id: str
+    experiment_id: str
+    arm: Literal["treatment", "control"]
+    counted: bool = Field(description="False if the user was never exposed in this "
+                          "experiment (kept, but not in the conversion rates).")
+
+
+class ArmStats(BaseModel):
+    exposed: int
+    converted: int
+    rate: float | None
+    value: float
+
+
+class Uplift(BaseModel):
+    absolute: float | None = Field(description="rate(treatment) - rate(control)")
+    absolute_ci95: tuple[float, float] | None = Field(description="Wald interval.")
+    relative: float | None = Field(description="absolute / rate(control)")
+    relative_ci95: tuple[float, float] | None = Field(description="Delta method on the "
+                                                      "log rate ratio.")
+
+
+class UpliftGroup(BaseModel):
+    treatment: ArmStats
+    control: ArmStats
+    uplift: Uplift
+
+
+class UpliftReport(BaseModel):
+    experiment_id: str
+    overall: UpliftGroup
+    segments: dict[str, UpliftGroup]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    ready: bool
+    details: dict[str, Any]

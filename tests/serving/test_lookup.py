@@ -1,0 +1,221 @@
+"""Lookups by user, batch and posted features, and their 4xx paths (real Redis)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from segstream.contract import FEATURE_SPEC
+from tests.serving.conftest import PERSONAS, SEGMENT_IDS, Api, prototypes, put_user
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def api(api_factory: Callable[..., Api], redis_client: Any) -> Api:
+    for row in range(3):
+        put_user(redis_client, f"user-{row}", prototypes()[row])
+    return api_factory()
+
+
+def test_lookup_returns_segment_persona_probabilities_reasons(api: Api) -> None:
+    r = httpx.get(f"{api.url}/v1/users/user-1/segment", headers=api.headers)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["user_id"] == "user-1"
+    assert body["segment_id"] == SEGMENT_IDS[1]
+    assert body["persona"] == PERSONAS[1]
+    assert set(body["probabilities"]) == {str(s) for s in SEGMENT_IDS}
+    assert body["probabilities"]["20"] > 0.99
+    assert abs(sum(body["probabilities"].values()) - 1) < 1e-9
+    assert body["distance"] == pytest.approx(0.0, abs=1e-9)
+    assert body["reasons"] and body["reasons"][0]["feature"] in FEATURE_SPEC.names
+    assert body["model_version"] == "1"
+    assert body["feature_spec"] == FEATURE_SPEC.version
+    assert body["stale"] is False and body["features_updated_at"].endswith("+00:00")
+
+
+def test_every_prototype_lands_in_its_own_segment(api: Api) -> None:
+    got = [httpx.get(f"{api.url}/v1/users/user-{i}/segment", headers=api.headers)
+           .json()["segment_id"] for i in range(3)]
+    assert got == list(SEGMENT_IDS)
+
+
+def test_stale_features_are_flagged(api_factory: Callable[..., Api], redis_client: Any
+                                    ) -> None:
+    put_user(redis_client, "old", prototypes()[0], updated_ms=1_000_000_000_000)
+    api = api_factory(api_stale_after_s=60)
+    assert httpx.get(f"{api.url}/v1/users/old/segment", headers=api.headers).json()["stale"]
+
+
+def test_unknown_user_404_names_the_field_and_default_gives_cold_start(api: Api) -> None:
+    r = httpx.get(f"{api.url}/v1/users/nobody/segment", headers=api.headers)
+    assert r.status_code == 404
+    assert r.json()["error"]["field"] == "path.user_id"
+    assert "nobody" in r.json()["error"]["message"]
+    r = httpx.get(f"{api.url}/v1/users/nobody/segment?default=true", headers=api.headers)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["cold_start"] is True
+    assert body["segment_id"] == SEGMENT_IDS[0]  # the largest segment (profiles' size)
+
+
+def test_configured_cold_start_segment(api_factory: Callable[..., Api]) -> None:
+    api = api_factory(api_cold_start_segment=30)
+    r = httpx.get(f"{api.url}/v1/users/nobody/segment?default=1", headers=api.headers)
+    assert r.json()["segment_id"] == 30 and r.json()["persona"] == PERSONAS[2]
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong"}, {"X-API-Key": ""}])
+def test_missing_or_wrong_key_is_401_json(api: Api, headers: dict[str, str]) -> None:
+    r = httpx.get(f"{api.url}/v1/users/user-1/segment", headers=headers)
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == "unauthorized"
+    assert r.json()["error"]["field"] == "header.X-API-Key"
+
+
+def test_any_of_several_keys_is_accepted(api_factory: Callable[..., Api], redis_client: Any
+                                         ) -> None:
+    put_user(redis_client, "u", prototypes()[0])
+    api = api_factory(api_keys=["first-key-aaaa", "second-key-bbbb"])
+    for key in ("first-key-aaaa", "second-key-bbbb"):
+        r = httpx.get(f"{api.url}/v1/users/u/segment", headers={"X-API-Key": key})
+        assert r.status_code == 200
+
+
+def test_auth_off_only_by_explicit_setting(api_factory: Callable[..., Api], redis_client: Any
+                                           ) -> None:
+    put_user(redis_client, "u", prototypes()[0])
+    api = api_factory(api_auth_enabled=False)
+    assert httpx.get(f"{api.url}/v1/users/u/segment").status_code == 200
+
+
+def test_batch_one_round_trip_results_and_missing(api: Api) -> None:
+    ids = ["user-2", "ghost", "user-0", "user-1"]
+    r = httpx.post(f"{api.url}/v1/users/segments:batch", json={"user_ids": ids},
+                   headers=api.headers)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [a["user_id"] for a in body["results"]] == ["user-2", "user-0", "user-1"]
+    assert [a["segment_id"] for a in body["results"]] == [30, 10, 20]
+    assert body["missing"] == ["ghost"]
+
+
+def test_batch_over_the_limit_is_413_naming_the_field(api_factory: Callable[..., Api]) -> None:
+    api = api_factory(api_max_batch_ids=5)
+    r = httpx.post(f"{api.url}/v1/users/segments:batch",
+                   json={"user_ids": [f"u{i}" for i in range(6)]}, headers=api.headers)
+    assert r.status_code == 413
+    assert r.json()["error"]["field"] == "body.user_ids"
+    r = httpx.post(f"{api.url}/v1/users/segments:batch", json={"user_ids": []},
+                   headers=api.headers)
+    assert r.status_code == 422
+
+
+def test_body_over_the_byte_limit_is_413(api_factory: Callable[..., Api]) -> None:
+    api = api_factory(api_max_body_bytes=2048)
+    big = {"user_ids": ["x" * 100] * 50}
+    r = httpx.post(f"{api.url}/v1/users/segments:batch", json=big, headers=api.headers)
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "payload_too_large"
+
+
+def test_assign_posted_features_with_defaults(api: Api) -> None:
+    spender = prototypes()[1]
+    changed = {name: float(spender[j]) for j, name in enumerate(FEATURE_SPEC.names)
+               if spender[j] != FEATURE_SPEC.defaults[j]}
+    r = httpx.post(f"{api.url}/v1/segments/assign", json=changed, headers=api.headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["segment_id"] == 20 and r.json()["user_id"] is None
+    r = httpx.post(f"{api.url}/v1/segments/assign", json={}, headers=api.headers)
+    assert r.json()["segment_id"] == 10  # all defaults: the shoppers' prototype
+
+
+@pytest.mark.parametrize(("payload", "field"), [
+    ({FEATURE_SPEC.names[0]: "many"}, f"body.{FEATURE_SPEC.names[0]}"),
+    ({FEATURE_SPEC.names[0]: -1}, f"body.{FEATURE_SPEC.names[0]}"),
+    ({"no_such_feature": 1}, "body.no_such_feature"),
+    ({next(f.name for f in FEATURE_SPEC.features if f.kind == "ratio"): 1.5},
+     "body." + next(f.name for f in FEATURE_SPEC.features if f.kind == "ratio")),
+])
+def test_assign_422_names_field_and_reason(api: Api, payload: dict[str, Any], field: str
+                                           ) -> None:
+    r = httpx.post(f"{api.url}/v1/segments/assign", json=payload, headers=api.headers)
+    assert r.status_code == 422
+    err = r.json()["error"]
+    assert err["field"] == field
+    assert err["details"][0]["reason"]
+
+
+def test_malformed_json_and_wrong_types_are_4xx_not_500(api: Api) -> None:
+    r = httpx.post(f"{api.url}/v1/segments/assign", content=b"{nope",
+                   headers={**api.headers, "content-type": "application/json"})
+    assert r.status_code == 422
+    r = httpx.post(f"{api.url}/v1/users/segments:batch", json={"user_ids": "u1"},
+                   headers=api.headers)
+    assert r.status_code == 422 and r.json()["error"]["field"] == "body.user_ids"
+    r = httpx.get(f"{api.url}/v1/users/{'x' * 300}/segment", headers=api.headers)
+    assert r.status_code == 422 and r.json()["error"]["field"] == "path.user_id"
+    r = httpx.get(f"{api.url}/v1/nowhere", headers=api.headers)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+def test_catalogue_and_one_segment(api: Api) -> None:
+    r = httpx.get(f"{api.url}/v1/segments", headers=api.headers)
+    assert r.status_code == 200
+    segs = r.json()["segments"]
+    assert [s["segment_id"] for s in segs] == list(SEGMENT_IDS)
+    assert [s["share"] for s in segs] == [0.5, 0.3, 0.2]
+    assert segs[1]["templates"]["homepage"] == ["homepage-big-spenders"]
+    r = httpx.get(f"{api.url}/v1/segments/30", headers=api.headers)
+    assert r.json()["persona"] == PERSONAS[2]
+    r = httpx.get(f"{api.url}/v1/segments/99", headers=api.headers)
+    assert r.status_code == 404 and r.json()["error"]["field"] == "path.segment_id"
+
+
+def test_health_ready_docs(api: Api) -> None:
+    assert httpx.get(f"{api.url}/healthz").json() == {"status": "ok"}
+    r = httpx.get(f"{api.url}/readyz")
+    assert r.status_code == 200 and r.json()["details"]["model_version"] == "1"
+    assert r.json()["details"]["redis"] is True
+    assert httpx.get(f"{api.url}/docs").status_code == 200
+    schema = httpx.get(f"{api.url}/openapi.json").json()
+    assert "/v1/users/{user_id}/segment" in schema["paths"]
+    assert set(FEATURE_SPEC.names) <= set(
+        schema["components"]["schemas"]["SessionFeatures"]["properties"])
+
+
+def test_readyz_503_without_redis(api_factory: Callable[..., Api]) -> None:
+    from segstream.stack import free_port
+
+    api = api_factory(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    r = httpx.get(f"{api.url}/readyz")
+    assert r.status_code == 503
+    assert r.json()["details"]["redis"] is False
+    r = httpx.get(f"{api.url}/v1/users/u/segment", headers=api.headers)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
+
+
+def test_no_model_means_not_ready() -> None:
+    from serving.model_source import StaticSource
+
+    assert StaticSource().champion_version() is None
+
+
+def test_vectorised_reasons_match_the_model() -> None:
+    from serving.predict import Served, assign
+    from tests.serving.conftest import make_model
+
+    model = make_model()
+    rng = np.random.default_rng(3)
+    x = prototypes()[rng.integers(0, 3, 50)] * rng.uniform(0.5, 1.5, (50, 19))
+    batch = assign(Served.build(model, "1"), x)
+    for i in range(50):
+        expect = model.reasons(x[i:i + 1])
+        got = [model.feature_names[j] for j, w in
+               zip(batch.reason_cols[i], batch.reason_weights[i], strict=True) if w > 0]
+        assert got == [r["feature"] for r in expect]
