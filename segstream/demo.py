@@ -6,6 +6,7 @@ what each produced. Steps are idempotent: running the demo twice is fine.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 
 from rich.console import Console
@@ -18,9 +19,9 @@ Step = Callable[[Settings, Console], None]
 
 def topic_counts(settings: Settings) -> dict[str, int]:
     from segstream.kafka import count_records
-    from segstream.stack import endpoints
+    from segstream.stack import kafka_address
 
-    bootstrap = endpoints(settings).kafka_bootstrap
+    bootstrap = kafka_address(settings)
     names = [settings.topic_events, settings.topic_dlq, settings.topic_features,
              settings.topic_segment_changes]
     return {name: count_records(bootstrap, name) for name in names}
@@ -36,20 +37,22 @@ def step_stack(settings: Settings, console: Console) -> None:
 
 
 def step_events(settings: Settings, console: Console) -> None:
-    from segstream.generator import GeneratorConfig, generate
+    from segstream.generator import GeneratorConfig, stream
     from segstream.kafka import Producer
-    from segstream.stack import endpoints
+    from segstream.stack import kafka_address
 
     console.rule("2. synthetic events -> Kafka")
     before = topic_counts(settings)
-    with console.status("generating 100,000 events for 1,000 users (seed 42)..."):
-        log = generate(GeneratorConfig(users=1000, events=100_000, seed=42,
-                                       malformed_rate=0.005, duplicate_rate=0.005,
-                                       late_rate=0.002))
-    producer = Producer(endpoints(settings).kafka_bootstrap)
-    with console.status(f"sending {len(log.values):,} records to {settings.topic_events}..."):
-        for key, value in zip(log.keys, log.values, strict=True):
+    producer = Producer(kafka_address(settings))
+    kinds: Counter[str] = Counter()
+    with console.status(f"generating 100,000 events for 1,000 users (seed 42) -> "
+                        f"{settings.topic_events}..."):
+        _, records = stream(GeneratorConfig(users=1000, events=100_000, seed=42,
+                                            malformed_rate=0.005, duplicate_rate=0.005,
+                                            late_rate=0.002))
+        for key, value, kind in records:
             producer.send(settings.topic_events, value, key=key)
+            kinds[kind] += 1
         producer.flush()
     after = topic_counts(settings)
     table = Table("topic", "records before", "arrived", "records now",
@@ -57,8 +60,8 @@ def step_events(settings: Settings, console: Console) -> None:
     for name, now in after.items():
         table.add_row(name, f"{before[name]:,}", f"{now - before[name]:+,}", f"{now:,}")
     console.print(table)
-    console.print(f"  mixed in: {log.kinds.count('malformed'):,} malformed, "
-                  f"{log.kinds.count('duplicate'):,} duplicate, {log.kinds.count('late'):,} late")
+    console.print(f"  mixed in: {kinds['malformed']:,} malformed, "
+                  f"{kinds['duplicate']:,} duplicate, {kinds['late']:,} late")
 
 
 STEPS: list[Step] = [step_stack, step_events]

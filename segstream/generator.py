@@ -130,7 +130,26 @@ def _expected_events(truth: Truth, days: float, drift_at: float | None) -> float
     return total
 
 
+Record = tuple[bytes | None, bytes, str]  # (key, value, kind)
+
+
 def generate(cfg: GeneratorConfig) -> GeneratedLog:
+    """The whole log in memory (tests, files). See :func:`stream` to send as you go."""
+    log, records = stream(cfg)
+    for key, value, kind in records:
+        log.keys.append(key)
+        log.values.append(value)
+        log.kinds.append(kind)
+    return log
+
+
+def stream(cfg: GeneratorConfig) -> tuple[GeneratedLog, Iterator[Record]]:
+    """Plan the log (truth, event times) and return the records as an iterator.
+
+    Encoding happens while the caller consumes the iterator, so a producer can
+    send records while later ones are still being encoded. The returned
+    :class:`GeneratedLog` holds the truth and time span; its record lists stay empty.
+    """
     rng = np.random.default_rng(cfg.seed)
     start = _iso_ms(cfg.start)
     span = int(cfg.days * DAY_MS)
@@ -170,8 +189,7 @@ def generate(cfg: GeneratorConfig) -> GeneratedLog:
     keep = np.sort(rng.choice(len(events), size=cfg.events, replace=False))
     chosen = [events[i] for i in keep]
     chosen.sort()  # (ts, serial) is unique, so the dict bodies are never compared
-    _emit(rng, cfg, chosen, log)
-    return log
+    return log, _emit(rng, cfg, chosen, log.start_ms)
 
 
 def _user_sessions(
@@ -278,7 +296,7 @@ _MALFORMED: tuple[tuple[str, bytes], ...] = (
 
 
 def _emit(rng: np.random.Generator, cfg: GeneratorConfig, events: list[_Event],
-          log: GeneratedLog) -> None:
+          start_ms: int) -> Iterator[Record]:
     n = len(events)
     ts_all = [e[0] for e in events]
     iso_text = _iso(ts_all)
@@ -291,35 +309,26 @@ def _emit(rng: np.random.Generator, cfg: GeneratorConfig, events: list[_Event],
     bad = (rng.random(n) < cfg.malformed_rate).tolist()
     bad_kind = rng.integers(0, len(_MALFORMED), n).tolist()
     pending_dups: list[tuple[int, bytes, bytes]] = []  # (emit at index, key, value)
-    values, keys, kinds = log.values, log.keys, log.kinds  # hot loop: local names
     for i, (ts, serial, body) in enumerate(events):
         key = str(body["user_id"]).encode()
         value = _to_record(ts, serial, body, iso_text[i] if iso[i] else None, with_id[i])
-        values.append(value)
-        keys.append(key)
-        kinds.append("valid")
+        yield key, value, "valid"
         if dup[i]:
             pending_dups.append((i + dup_after[i], key, value))
             pending_dups.sort()
         while pending_dups and pending_dups[0][0] <= i:
             _, k, v = pending_dups.pop(0)
-            _append(log, k, v, "duplicate")
-        if late[i] and ts - cfg.late_by_ms >= log.start_ms:
+            yield k, v, "duplicate"
+        if late[i] and ts - cfg.late_by_ms >= start_ms:
             old = {**body, "event_type": "page_view"}
             old.pop("event_id", None)
             late_value = _to_record(ts - cfg.late_by_ms, 10_000_000 + i, old,
                                     late_text[i] if iso[i] else None, True)
-            _append(log, key, late_value, "late")
+            yield key, late_value, "late"
         if bad[i]:
-            _append(log, None, _MALFORMED[bad_kind[i]][1], "malformed")
+            yield None, _MALFORMED[bad_kind[i]][1], "malformed"
     for _, k, v in pending_dups:
-        _append(log, k, v, "duplicate")
-
-
-def _append(log: GeneratedLog, key: bytes | None, value: bytes, kind: str) -> None:
-    log.values.append(value)
-    log.keys.append(key)
-    log.kinds.append(kind)
+        yield k, v, "duplicate"
 
 
 def iter_jsonl(path: Path) -> Iterator[bytes]:

@@ -51,7 +51,7 @@ def generate(
         segstream generate --users 1000 --events 100000 --topic events --truth truth.csv
     """
     from segstream.cli import console, fail, load_settings
-    from segstream.generator import GeneratorConfig
+    from segstream.generator import GeneratorConfig, stream
     from segstream.generator import generate as run
 
     if (topic is None) == (out is None):
@@ -64,42 +64,46 @@ def generate(
         raise fail(str(exc), 2) from exc
     settings = load_settings()
     t0 = time.monotonic()
-    with console.status(f"generating {events:,} events for {users:,} users..."):
-        log = run(cfg)
-    gen_s = time.monotonic() - t0
-    if truth:
-        log.write_truth(truth)
     if out:
+        with console.status(f"generating {events:,} events for {users:,} users..."):
+            log = run(cfg)
         log.write_jsonl(out)
-        console.print(f"wrote {len(log.values):,} records to {out} in {gen_s:.1f} s")
+        if truth:
+            log.write_truth(truth)
+        console.print(f"wrote {len(log.values):,} records to {out} "
+                      f"in {time.monotonic() - t0:.1f} s")
         return
     assert topic is not None
     from segstream.kafka import KafkaUnavailable, Producer
-    from segstream.stack import StackError, endpoints
+    from segstream.stack import StackError, kafka_address
 
     try:
-        producer = Producer(endpoints(settings).kafka_bootstrap)
+        producer = Producer(kafka_address(settings))
     except StackError as exc:
         raise fail(str(exc)) from exc
-    t1 = time.monotonic()
+    with console.status(f"planning {events:,} events for {users:,} users..."):
+        log, records = stream(cfg)
+    if truth:
+        log.write_truth(truth)
+    kinds = dict.fromkeys(("valid", "duplicate", "late", "malformed"), 0)
     with _progress() as bar:
-        task = bar.add_task(f"-> {topic}", total=len(log.values))
-        for i, (key, value) in enumerate(zip(log.keys, log.values, strict=True)):
+        task = bar.add_task(f"-> {topic}", total=events)
+        for key, value, kind in records:  # encoded while earlier records are sent
             producer.send(topic, value, key=key)
-            if i % 5000 == 4999:
+            kinds[kind] += 1
+            if kind == "valid" and kinds["valid"] % 5000 == 0:
                 bar.advance(task, 5000)
         try:
             producer.flush()
         except KafkaUnavailable as exc:
             raise fail(str(exc)) from exc
-        bar.update(task, completed=len(log.values))
-    send_s = time.monotonic() - t1
-    kinds = {k: log.kinds.count(k) for k in ("valid", "duplicate", "late", "malformed")}
+        bar.update(task, completed=events)
+    seconds = time.monotonic() - t0
+    total = sum(kinds.values())
     console.print(
-        f"sent {len(log.values):,} records to {topic} "
-        f"({', '.join(f'{v:,} {k}' for k, v in kinds.items())}) "
-        f"in {gen_s + send_s:.1f} s: generate {gen_s:.1f} s, send {send_s:.1f} s "
-        f"({len(log.values) / max(send_s, 1e-9):,.0f} records/s)"
+        f"sent {total:,} records to {topic} "
+        f"({', '.join(f'{v:,} {k}' for k, v in kinds.items())}) in {seconds:.1f} s "
+        f"({total / max(seconds, 1e-9):,.0f} records/s, generation included)"
     )
 
 
@@ -133,7 +137,7 @@ def replay(
     from segstream.kafka import KafkaUnavailable, Producer
     from segstream.replay import ReplayError, detect_format, make_mapper, parse_mapping, read_rows
     from segstream.replay import replay as run
-    from segstream.stack import StackError, endpoints
+    from segstream.stack import StackError, kafka_address
 
     if speed is not None and max_speed:
         raise fail("give --speed or --max, not both", 2)
@@ -147,7 +151,7 @@ def replay(
         mapping = parse_mapping(map or [])
         mapper = make_mapper(mapping, event_type, ts_format)
         rows = read_rows(file, fmt)  # type: ignore[arg-type]
-        producer = Producer(endpoints(settings).kafka_bootstrap)
+        producer = Producer(kafka_address(settings))
     except (ReplayError, StackError) as exc:
         raise fail(str(exc), 2) from exc
     target = topic or settings.topic_events

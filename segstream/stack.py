@@ -247,12 +247,19 @@ def status(settings: Settings) -> dict[str, tuple[Service | None, bool]]:
     return out
 
 
+def kafka_address(settings: Settings) -> str:
+    """Kafka bootstrap servers: the setting, else the running stack's broker."""
+    return settings.kafka_bootstrap or _address(StackState.load(state_path(settings)), "kafka")
+
+
+def redis_address(settings: Settings) -> str:
+    """Redis URL: the setting, else the running stack's redis-server."""
+    return settings.redis_url or _address(StackState.load(state_path(settings)), "redis")
+
+
 def endpoints(settings: Settings) -> Endpoints:
     """Where Kafka and Redis are: settings first, else the running stack."""
-    state = StackState.load(state_path(settings))
-    kafka = settings.kafka_bootstrap or _address(state, "kafka")
-    redis = settings.redis_url or _address(state, "redis")
-    return Endpoints(kafka, redis)
+    return Endpoints(kafka_address(settings), redis_address(settings))
 
 
 def _address(state: StackState, name: str) -> str:
