@@ -19,6 +19,7 @@ from segstream.online_store import encode_record, feature_key
 from segstream.segment_model import Preprocessor, SegmentModel
 from segstream.stack import free_port
 from serving.model_source import ModelSource, StaticSource
+from training.baseline import build_baseline  # the baseline shape training stores
 
 API_KEY = "k-test-0123456789"
 SEGMENT_IDS = (10, 20, 30)
@@ -51,15 +52,14 @@ def make_model(centroid_shift: float = 0.0, segment_ids: tuple[int, ...] = SEGME
     centroids = pre.transform(prototypes()) + centroid_shift
     rng = np.random.default_rng(7)
     sample = np.repeat(prototypes(), 400, axis=0) * rng.uniform(0.8, 1.2, (1200, 19))
-    quantiles = {name: np.quantile(sample[:, j], np.linspace(0, 1, 11)).tolist()
-                 for j, name in enumerate(FEATURE_SPEC.names)}
+    labels = np.repeat(np.arange(3), 400)
+    baseline = build_baseline(sample, labels, rng.uniform(0, 1, 1200), segment_ids)
     return SegmentModel(
         spec_version=FEATURE_SPEC.version, feature_names=FEATURE_SPEC.names,
         preprocessor=pre, centroids=centroids, segment_ids=segment_ids, personas=PERSONAS,
         temperature=1.0,
         profiles=[{"size": s, "share": s / 1000} for s in (500, 300, 200)],
-        baseline={"feature_quantiles": quantiles,
-                  "segment_shares": {str(s): 1 / 3 for s in segment_ids}},
+        baseline=baseline,
     )
 
 
