@@ -128,6 +128,41 @@ class Settings(BaseSettings):
     )
     model_name: str = Field("segstream-segments", description="Registered model name.")
     random_seed: int = Field(42, description="Seed of every fit.")
+    train_k_min: int = Field(3, ge=2, le=100, description="Smallest k that `--k auto` tries.")
+    train_k_max: int = Field(12, ge=2, le=100, description="Largest k that `--k auto` tries.")
+    gate_silhouette_margin: float = Field(
+        0.02, ge=0, description="Gate: a candidate's silhouette may trail the champion's "
+        "(same rows) by at most this much.",
+    )
+    gate_min_share: float = Field(
+        0.005, ge=0, lt=1, description="Gate: a segment smaller than this share is collapsed."
+    )
+    persona_overrides_file: Path | None = Field(
+        None, description="YAML: segment id -> name (or {name, description}) overriding the "
+        "generated persona names.",
+    )
+    update_batch_rows: int = Field(
+        5000, ge=1, description="`segstream update`: rows per partial_fit mini-batch."
+    )
+    update_half_life_rows: float | None = Field(
+        200_000.0, gt=0, description="Forgetting: rows after which an old row's weight halves "
+        "(unset: no forgetting).",
+    )
+    update_publish_rows: int = Field(
+        50_000, ge=1, description="Publish a candidate version after this many new rows."
+    )
+    update_publish_minutes: float = Field(
+        10.0, gt=0, description="...or after this many minutes with new rows."
+    )
+    update_window_rows: int = Field(
+        50_000, ge=100, description="Recent users kept for gates, profiles and drift refits."
+    )
+    drift_psi_threshold: float = Field(
+        0.25, gt=0, description="Refit on the recent window when a feature's PSI passes this."
+    )
+    drift_distance_ratio: float = Field(
+        1.5, gt=1, description="...or when mean distance-to-centroid grows by this factor."
+    )
 
     # --- serving -----------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Bind address of `segstream serve`.")

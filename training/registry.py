@@ -162,6 +162,8 @@ class Registry:
             "parent": str(info.get("parent") or ""),
             "segment_ids": json.dumps([int(s) for s in model.segment_ids]),
             "personas": json.dumps(list(model.personas)),
+            "segment_shares": json.dumps({str(p.get("segment_id")): round(float(p["share"]), 5)
+                                          for p in model.profiles if "share" in p}),
             "metrics": json.dumps({k: round(float(v), 6) for k, v in model.metrics.items()}),
             "gate": "unchecked" if gate is None else ("passed" if gate.passed else "rejected"),
             "gate_reasons": "" if gate is None else "; ".join(gate.reasons),

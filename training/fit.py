@@ -1,0 +1,96 @@
+"""Turn a feature table into a complete :class:`SegmentModel`.
+
+``fit_model`` is the bootstrap/refit path (fit the preprocessor and k-means on the
+table); ``model_from_centroids`` finishes a model from centroids that incremental
+updates produced (the parent's preprocessor is kept). Both go through
+:func:`finish`, which matches stable ids to the parent, builds profiles, persona
+names, the drift baseline and the metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from segstream.contract import FEATURE_SPEC
+from segstream.segment_model import Preprocessor, SegmentModel
+from training.baseline import build_baseline
+from training.data import FeatureTable
+from training.ids import match_ids
+from training.kmeans import DecayingKMeans
+from training.metrics import quality
+from training.preprocess import fit_preprocessor, inverse_transform
+from training.profiles import build_profiles, name_segments
+
+#: a new centroid farther than this many cluster radii (RMS distance of rows to
+#: their centroid) from its best parent match is a new segment
+ID_MATCH_RADII = 1.0
+
+
+def fit_model(table: FeatureTable, k: int, *, seed: int = 0, parent: SegmentModel | None = None,
+              next_id: int = 1, kind: str = "bootstrap",
+              overrides: dict[int, dict[str, str]] | None = None) -> SegmentModel:
+    if len(table) < max(2 * k, 10):
+        raise ValueError(f"{len(table)} rows are too few to fit k={k} segments; "
+                         f"need at least {max(2 * k, 10)}")
+    pre = fit_preprocessor(table.X)
+    Z = pre.transform(table.X)
+    km = DecayingKMeans(n_clusters=k, random_state=seed).fit(Z)
+    return finish(table, pre, km.cluster_centers_, km.counts_, parent=parent, next_id=next_id,
+                  kind=kind, seed=seed, overrides=overrides)
+
+
+def model_from_centroids(table: FeatureTable, parent: SegmentModel, centroids: np.ndarray,
+                         weights: np.ndarray, *, seed: int = 0, kind: str = "incremental",
+                         next_id: int = 1,
+                         overrides: dict[int, dict[str, str]] | None = None) -> SegmentModel:
+    return finish(table, parent.preprocessor, centroids, weights, parent=parent,
+                  next_id=next_id, kind=kind, seed=seed, overrides=overrides)
+
+
+def finish(table: FeatureTable, pre: Preprocessor, centroids: np.ndarray, weights: np.ndarray,
+           *, parent: SegmentModel | None, next_id: int, kind: str, seed: int,
+           overrides: dict[int, dict[str, str]] | None = None) -> SegmentModel:
+    Z = pre.transform(table.X)
+    c = np.asarray(centroids, dtype=np.float64)
+    d2 = (Z * Z).sum(1)[:, None] - 2.0 * Z @ c.T + (c * c).sum(1)[None, :]
+    np.maximum(d2, 0.0, out=d2)
+    labels = d2.argmin(1)
+    own = d2[np.arange(len(Z)), labels]
+    temperature = float(max(own.mean(), 1e-6))
+    retired: list[int] = []
+    if parent is not None:
+        # the parent's centroids, seen through the new preprocessor
+        old = pre.transform(inverse_transform(parent.preprocessor, parent.centroids))
+        next_id = max(next_id, int(parent.info.get("next_segment_id", 0)),
+                      max(parent.segment_ids) + 1)
+        m = match_ids(old, parent.segment_ids, c, next_id=next_id,
+                      max_distance=ID_MATCH_RADII * float(np.sqrt(temperature)))
+        ids, next_id, new_ids, shifts = m.ids, m.next_id, m.new, m.distances
+        retired = [*parent.info.get("retired_ids", []), *m.retired]
+    else:
+        ids = tuple(range(next_id, next_id + len(c)))
+        new_ids, shifts = ids, {}
+        next_id += len(c)
+    profiles = build_profiles(table.X, Z, labels, c, ids, pre)
+    personas = name_segments(profiles, overrides)
+    metrics = quality(Z, labels, c, seed=seed)
+    start, end = table.data_range
+    info: dict[str, Any] = {
+        "k": len(c), "kind": kind, "rows": len(table), "data_start_ms": start,
+        "data_end_ms": end, "source": table.source,
+        "parent": parent.version if parent is not None else None,
+        "next_segment_id": next_id, "retired_ids": sorted(set(retired)),
+        "new_segment_ids": list(new_ids),
+        "id_shifts": {str(k): round(v, 5) for k, v in shifts.items()},
+        "cluster_weights": [float(w) for w in weights],
+        "seed": seed, "trained_at_ms": int(time.time() * 1000),
+    }
+    return SegmentModel(
+        spec_version=FEATURE_SPEC.version, feature_names=FEATURE_SPEC.names, preprocessor=pre,
+        centroids=c.copy(), segment_ids=ids, personas=personas, temperature=temperature,
+        profiles=profiles, baseline=build_baseline(table.X, labels, np.sqrt(own), ids),
+        metrics=metrics, info=info,
+    )

@@ -1,0 +1,206 @@
+"""Incremental updates: partial_fit on the ``features`` stream, candidates through gates.
+
+:class:`Updater` holds the champion's centroids in a :class:`DecayingKMeans` (the
+champion's preprocessor stays fixed between refits) and a window of the most
+recent vector per user. Every ``update_publish_rows`` rows or
+``update_publish_minutes`` it publishes a candidate: normally the decayed
+centroids; when drift passes a threshold (max feature PSI against the parent's
+baseline, or mean distance-to-centroid grown by ``drift_distance_ratio``) a full
+refit on the window instead. Candidates go through the gates; a passing one
+becomes the champion and the parent of the next.
+
+:func:`consume` reads the topic without a consumer group: it assigns all
+partitions and keeps its own offsets in ``<data_dir>/checkpoints/training``,
+saved after each published candidate, so a restart resumes where it left off.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from segstream.config import Settings
+from segstream.segment_model import SegmentModel
+from training.baseline import feature_psi
+from training.data import FeatureTable, table_from_messages
+from training.fit import fit_model, model_from_centroids
+from training.kmeans import DecayingKMeans
+from training.pipeline import Published, next_segment_id, publish
+from training.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DriftState:
+    psi_max: float
+    psi_feature: str
+    distance_ratio: float
+
+    def triggered(self, settings: Settings) -> bool:
+        return (self.psi_max > settings.drift_psi_threshold
+                or self.distance_ratio > settings.drift_distance_ratio)
+
+
+def drift_of(model: SegmentModel, X: np.ndarray) -> DriftState:
+    psis = feature_psi(model.baseline, X)
+    name = max(psis, key=lambda k: psis[k]) if psis else ""
+    base = float((model.baseline.get("distance") or {}).get("mean", 0.0)) or 1.0
+    ratio = float(model.assign(X).distances.mean()) / base if len(X) else 1.0
+    return DriftState(psis.get(name, 0.0), name, ratio)
+
+
+class Updater:
+    """Decayed partial_fit from a parent model; publishes candidates to the registry."""
+
+    def __init__(self, settings: Settings, registry: Registry, parent: SegmentModel,
+                 *, overrides: dict[int, dict[str, str]] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.overrides = overrides
+        self.clock = clock
+        self.window: OrderedDict[str, tuple[int, np.ndarray]] = OrderedDict()
+        self.rows_seen = 0
+        self.published: list[Published] = []
+        self._reset(parent)
+
+    def _reset(self, parent: SegmentModel) -> None:
+        self.parent = parent
+        weights = parent.info.get("cluster_weights") or [
+            p.get("size", 1) for p in parent.profiles] or [1.0] * parent.k
+        self.km = DecayingKMeans.from_centroids(
+            parent.centroids, np.maximum(np.asarray(weights, dtype=float), 1.0),
+            half_life=self.settings.update_half_life_rows, random_state=self.settings.random_seed)
+        self.rows_since_publish = 0
+        self.last_publish = self.clock()
+
+    def window_table(self) -> FeatureTable:
+        users = np.array(list(self.window), dtype=object)
+        X = np.vstack([v for _, v in self.window.values()])
+        ts = np.array([t for t, _ in self.window.values()], dtype=np.int64)
+        return FeatureTable(users, X, ts, f"{self.settings.topic_features} (recent window)")
+
+    def feed(self, table: FeatureTable) -> list[Published]:
+        """partial_fit ``table`` in mini-batches; publish whenever a trigger fires."""
+        out = []
+        step = self.settings.update_batch_rows
+        for lo in range(0, len(table), step):
+            part = table.take(np.arange(lo, min(lo + step, len(table))))
+            self.km.partial_fit(self.parent.preprocessor.transform(part.X))
+            for uid, ts, x in zip(part.user_ids, part.last_event_ms, part.X, strict=True):
+                self.window[uid] = (int(ts), x)
+                self.window.move_to_end(uid)
+            while len(self.window) > self.settings.update_window_rows:
+                self.window.popitem(last=False)
+            self.rows_seen += len(part)
+            self.rows_since_publish += len(part)
+            due = (self.rows_since_publish >= self.settings.update_publish_rows
+                   or self.clock() - self.last_publish >= 60 * self.settings.update_publish_minutes)
+            if due:
+                out.append(self.publish())
+        return out
+
+    def publish(self) -> Published:
+        """Register a candidate from what was learned since the last one."""
+        table = self.window_table()
+        drift = drift_of(self.parent, table.X)
+        champion = self.parent
+        current = self.registry.champion_version()
+        if current is not None and current != self.parent.version:
+            champion = self.registry.load(current)  # promoted by someone else meanwhile
+        next_id = next_segment_id(self.registry)
+        if drift.triggered(self.settings):
+            kind = "refit"
+            candidate = fit_model(table, self.parent.k, seed=self.settings.random_seed,
+                                  parent=self.parent, next_id=next_id, kind=kind,
+                                  overrides=self.overrides)
+        else:
+            kind = "incremental"
+            candidate = model_from_centroids(table, self.parent, self.km.cluster_centers_,
+                                             self.km.counts_, seed=self.settings.random_seed,
+                                             next_id=next_id, overrides=self.overrides)
+        candidate.info["drift"] = {"psi_max": drift.psi_max, "psi_feature": drift.psi_feature,
+                                   "distance_ratio": drift.distance_ratio}
+        candidate.info["rows_seen"] = self.rows_seen
+        result = publish(self.registry, candidate, table.X, self.settings, champion=champion,
+                         kind=kind, extra_tags={"drift_psi_max": f"{drift.psi_max:.4f}",
+                                                "drift_distance_ratio":
+                                                    f"{drift.distance_ratio:.4f}"})
+        log.info("published version %s (%s): %s", result.version, kind, result.gate.summary())
+        self.published.append(result)
+        if result.promoted:
+            self._reset(candidate)
+        else:
+            self.rows_since_publish = 0
+            self.last_publish = self.clock()
+        return result
+
+
+# ------------------------------------------------------------------- Kafka side
+def checkpoint_path(settings: Settings) -> Path:
+    return settings.data_dir / "checkpoints" / "training" / "offsets.json"
+
+
+def consume(settings: Settings, updater: Updater, *, once: bool, bootstrap: str,
+            poll_ms: int = 500, on_batch: Callable[[int], None] | None = None,
+            stop: Callable[[], bool] = lambda: False) -> int:
+    """Feed ``updater`` from the features topic; with ``once``, stop at the current end.
+
+    Returns the number of messages read. Offsets are checkpointed after each
+    published candidate and at the end.
+    """
+    from kafka import TopicPartition
+
+    from segstream.kafka import exact_end_offsets, make_consumer, partitions_of
+
+    topic = settings.topic_features
+    path = checkpoint_path(settings)
+    saved: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
+    consumer = make_consumer(bootstrap)
+    read = 0
+    try:
+        tps = partitions_of(consumer, topic)
+        end = exact_end_offsets(consumer, tps) if once else {}
+        begin = consumer.beginning_offsets(tps)
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, max(saved.get(str(tp.partition), 0), begin[tp]))
+
+        def save() -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pos = {str(tp.partition): consumer.position(tp) for tp in tps}
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(pos))
+            tmp.replace(path)
+
+        def done() -> bool:
+            return once and all(consumer.position(tp) >= end[tp] for tp in tps)
+
+        while not done() and not stop():
+            batches = consumer.poll(timeout_ms=poll_ms,
+                                    max_records=settings.update_batch_rows)
+            values: list[bytes] = []
+            for tp, msgs in batches.items():
+                limit = end.get(TopicPartition(tp.topic, tp.partition))
+                values.extend(m.value for m in msgs
+                              if m.value is not None and (limit is None or m.offset < limit))
+            if not values:
+                continue
+            read += len(values)
+            published = updater.feed(table_from_messages(values, topic))
+            if on_batch is not None:
+                on_batch(len(values))
+            if published:
+                save()
+        save()
+    finally:
+        consumer.close()
+    return read
