@@ -1,0 +1,105 @@
+"""Fitting: preprocessing, k selection, profiles, names, baseline, quality on known personas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from segstream.contract import FEATURE_SPEC, FeatureSpecMismatch
+from training.data import FeatureTable, table_from_frame
+from training.fit import fit_model
+from training.kmeans import DecayingKMeans
+from training.preprocess import fit_preprocessor, inverse_transform
+from training.profiles import read_overrides
+from training.selection import select_k
+
+
+def test_preprocessor_follows_the_spec_and_clips() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.lognormal(2, 1, (1000, len(FEATURE_SPEC)))
+    X[0, 2] = 1e12  # an absurd spend
+    pre = fit_preprocessor(X, clip=5.0)
+    assert pre.log1p.tolist() == [f.heavy_tailed for f in FEATURE_SPEC.features]
+    z = pre.transform(X)
+    assert np.abs(np.median(z, 0)).max() < 1e-9
+    assert z[0, 2] == 5.0
+    inside = z[1:5]
+    np.testing.assert_allclose(inverse_transform(pre, inside), X[1:5], rtol=1e-9)
+
+
+def test_fit_recovers_the_personas(labelled: tuple[FeatureTable, np.ndarray, pd.DataFrame]
+                                   ) -> None:
+    table, labels, _ = labelled
+    model = fit_model(table, 7, seed=42)
+    model.check_spec()
+    assert adjusted_rand_score(labels, model.assign(table.X).segment_ids) >= 0.95
+    assert model.segment_ids == tuple(range(1, 8))
+    assert len(set(model.personas)) == 7
+    assert sum(p["share"] for p in model.profiles) == pytest.approx(1.0)
+    assert model.info["rows"] == 3000 and model.info["data_start_ms"] > 0
+    # drift baseline in the shape serving reads
+    b = model.baseline
+    assert set(b["features"]) == set(FEATURE_SPEC.names)
+    for spec in b["features"].values():
+        assert len(spec["edges"]) == len(spec["proportions"]) + 1
+        assert sum(spec["proportions"]) == pytest.approx(1.0)
+    assert set(b["segment_shares"]) == {str(s) for s in model.segment_ids}
+    assert b["distance"]["p50"] <= b["distance"]["p90"] <= b["distance"]["p99"]
+    # the high-spend persona is the segment whose top features are spend-related
+    purchase = FEATURE_SPEC.names[FEATURE_SPEC.index("purchase_ratio")]
+    hi = max(model.profiles, key=lambda p: p["z"][purchase])
+    assert hi["distinguishing"][0]["direction"] == "high"
+
+
+def test_k_auto_picks_the_number_of_personas(
+        labelled: tuple[FeatureTable, np.ndarray, pd.DataFrame]) -> None:
+    table, _, _ = labelled
+    Z = fit_preprocessor(table.X).transform(table.X)
+    sel = select_k(Z, range(4, 10), seed=42)
+    assert sel.best_k == 7
+    assert [int(r["k"]) for r in sel.rows] == list(range(4, 10))
+    assert set(sel.votes) == {"silhouette", "calinski_harabasz", "davies_bouldin", "elbow"}
+
+
+def test_persona_overrides_from_yaml(tmp_path: Path,
+                                     labelled: tuple[FeatureTable, np.ndarray, pd.DataFrame]
+                                     ) -> None:
+    f = tmp_path / "names.yaml"
+    f.write_text('3: "Binge viewers"\n5: {name: "High-spend loyalists", description: "buy"}\n')
+    overrides = read_overrides(f)
+    model = fit_model(labelled[0], 7, seed=42, overrides=overrides)
+    by_id = dict(zip(model.segment_ids, model.personas, strict=True))
+    assert by_id[3] == "Binge viewers" and by_id[5] == "High-spend loyalists"
+    assert model.profiles[model.segment_ids.index(5)]["description"] == "buy"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("power: x\n")
+    with pytest.raises(ValueError, match="not a segment id"):
+        read_overrides(bad)
+
+
+def test_feature_table_refuses_another_spec(
+        labelled: tuple[FeatureTable, np.ndarray, pd.DataFrame]) -> None:
+    df = labelled[2].copy()
+    df["spec_version"] = "v0"
+    with pytest.raises(FeatureSpecMismatch, match="'v0'"):
+        table_from_frame(df)
+    with pytest.raises(ValueError, match="lacks columns"):
+        table_from_frame(labelled[2].drop(columns=[FEATURE_SPEC.names[3]]))
+
+
+def test_partial_fit_forgets_with_a_half_life() -> None:
+    rng = np.random.default_rng(0)
+    km = DecayingKMeans.from_centroids(np.array([[0.0], [10.0]]), np.array([1000.0, 1000.0]),
+                                       half_life=1000)
+    for _ in range(10):  # the first cluster moves to 2.0
+        km.partial_fit(rng.normal(2.0, 0.1, (500, 1)))
+    assert km.cluster_centers_[0, 0] == pytest.approx(2.0, abs=0.05)
+    assert km.counts_[1] == pytest.approx(1000 * 0.5 ** 5, rel=1e-6)
+    no_forget = DecayingKMeans.from_centroids(np.array([[0.0], [10.0]]),
+                                              np.array([1000.0, 1000.0]))
+    no_forget.partial_fit(np.full((1000, 1), 2.0))
+    assert no_forget.cluster_centers_[0, 0] == pytest.approx(1.0)

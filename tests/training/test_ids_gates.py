@@ -1,0 +1,69 @@
+"""Stable segment ids across refits, and the quality gates."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+from segstream.contract import FEATURE_SPEC
+from training.data import FeatureTable
+from training.fit import fit_model
+from training.gates import GatePolicy, check_gates
+
+
+def test_refit_on_the_same_distribution_keeps_ids(
+        labelled: tuple[FeatureTable, np.ndarray, pd.DataFrame],
+        labelled_again: tuple[FeatureTable, np.ndarray]) -> None:
+    table, _, _ = labelled
+    first = fit_model(table, 7, seed=42)
+    first.version = "1"
+    # a new sample of the same behaviour, another seed: rows and centroid order differ
+    second = fit_model(labelled_again[0], 7, seed=7, parent=first)
+    assert sorted(second.segment_ids) == sorted(first.segment_ids)
+    assert second.info["parent"] == "1" and second.info["new_segment_ids"] == []
+    for users in (table, labelled_again[0]):
+        same = (first.assign(users.X).segment_ids == second.assign(users.X).segment_ids).mean()
+        assert same >= 0.995
+
+
+def test_new_segments_get_new_ids_and_retired_ids_are_never_reused(
+        labelled: tuple[FeatureTable, np.ndarray, pd.DataFrame]) -> None:
+    table, _, _ = labelled
+    seven = fit_model(table, 7, seed=42)
+    five = fit_model(table, 5, seed=42, parent=seven)  # two segments vanish (merged)
+    assert set(five.segment_ids) <= set(seven.segment_ids) | {8, 9, 10, 11, 12}
+    retired = set(five.info["retired_ids"])
+    assert len(retired) >= 2 and retired.isdisjoint(five.segment_ids)
+    again = fit_model(table, 7, seed=42, parent=five)  # they come back: as new ids
+    assert retired.isdisjoint(again.segment_ids)
+    assert min(again.info["new_segment_ids"]) >= 8
+    assert set(again.info["retired_ids"]) >= retired
+
+
+def test_gates_pass_a_good_and_reject_a_bad_candidate(
+        labelled: tuple[FeatureTable, np.ndarray, pd.DataFrame]) -> None:
+    table, _, _ = labelled
+    policy = GatePolicy(margin=0.02, min_share=0.005)
+    good = fit_model(table, 7, seed=42)
+    assert check_gates(good, table.X, None, policy).passed
+    # deliberately bad: one centroid moved far from any user -> empty segment,
+    # and a worse silhouette than the champion's on the same rows
+    c = good.centroids.copy()
+    c[0] = 40.0
+    bad = dataclasses.replace(good, centroids=c)
+    result = check_gates(bad, table.X, good, policy)
+    assert not result.passed
+    text = " ".join(result.reasons)
+    assert f"segment {good.segment_ids[0]} is empty" in text
+    assert "worse than champion" in text
+    # two centroids on top of each other: collapsed
+    c2 = good.centroids.copy()
+    c2[1] = c2[2] + 0.01
+    result = check_gates(dataclasses.replace(good, centroids=c2), table.X, None, policy)
+    assert any("collapsed" in r for r in result.reasons)
+    # another spec version
+    result = check_gates(dataclasses.replace(good, spec_version="v0"), table.X, None, policy)
+    assert not result.passed and "spec mismatch" in result.reasons[0]
+    assert FEATURE_SPEC.version in result.reasons[0]
