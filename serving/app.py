@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from segstream.config import Settings
 from segstream.contract import FEATURE_SPEC
 from serving import metrics
-from serving.deps import ApiKey
+from serving.deps import key_checker
 from serving.drift import DriftWindow
 from serving.errors import ServingError, install_handlers
 from serving.middleware import ServingMiddleware
@@ -74,7 +74,6 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
         state = AppState(
             settings=settings, redis=PipelinedRedis(redis_url_of(settings)), holder=holder,
             mapping=mapping, drift=DriftWindow(settings.api_drift_window, len(FEATURE_SPEC)),
-            api_keys=tuple(k.get_secret_value().encode() for k in settings.api_keys),
         )
         app.state.serving = state
         await asyncio.to_thread(holder.refresh)
@@ -110,13 +109,37 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
         return Response(orjson.dumps(body), status_code=500, media_type="application/json")
 
     app.add_exception_handler(Exception, on_unexpected)
-    v1 = APIRouter(prefix="/v1", dependencies=[ApiKey])
+    v1 = APIRouter(prefix="/v1")
     for module in (users, segments, personalization, experiments):
         v1.include_router(module.router)
     app.include_router(v1)
     app.include_router(health.router)
-    app.add_middleware(ServingMiddleware, max_body_bytes=settings.api_max_body_bytes)
+    keys = tuple(k.get_secret_value().encode() for k in settings.api_keys)
+    app.add_middleware(ServingMiddleware, max_body_bytes=settings.api_max_body_bytes,
+                       key_ok=key_checker(keys) if settings.api_auth_enabled else None)
+    _declare_api_key(app)
     return app
+
+
+def _declare_api_key(app: FastAPI) -> None:
+    """Put the X-API-Key scheme in the OpenAPI schema of every /v1 operation."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {}).setdefault("securitySchemes", {})[
+                "APIKeyHeader"] = {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+            for path, ops in schema.get("paths", {}).items():
+                if path.startswith("/v1/"):
+                    for op in ops.values():
+                        op["security"] = [{"APIKeyHeader": []}]
+                        op.setdefault("responses", {}).setdefault(
+                            "401", {"description": "Missing or unknown API key."})
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app_from_env() -> FastAPI:

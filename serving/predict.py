@@ -24,7 +24,11 @@ TOP_REASONS = 3
 
 @dataclass(frozen=True)
 class Served:
-    """An immutable bundle around one model version: swapped as a whole on reload."""
+    """An immutable bundle around one model version: swapped as a whole on reload.
+
+    Holds the model's arrays pre-arranged for the hot path (heavy-tailed columns,
+    centroid norms), so one assignment is a dozen numpy calls on 1..n rows.
+    """
 
     model: SegmentModel
     version: str
@@ -32,13 +36,26 @@ class Served:
     baseline: Baseline
     segment_keys: tuple[str, ...]  # segment ids as text (JSON keys, metric labels)
     row_of: dict[int, int] = field(default_factory=dict)  # segment id -> centroid row
+    heavy: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
+    center: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    inv_scale: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    centroids_t: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    centroid_norms: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @classmethod
     def build(cls, model: SegmentModel, version: str) -> Served:
         model.check_spec(FEATURE_SPEC)
         ids = tuple(int(s) for s in model.segment_ids)
+        pre = model.preprocessor
+        c = np.ascontiguousarray(model.centroids, dtype=np.float64)
         return cls(model, version, time.time(), baseline_of(model),
-                   tuple(str(s) for s in ids), {s: i for i, s in enumerate(ids)})
+                   tuple(str(s) for s in ids), {s: i for i, s in enumerate(ids)},
+                   heavy=np.flatnonzero(np.asarray(pre.log1p, dtype=bool)),
+                   center=np.asarray(pre.center, dtype=np.float64),
+                   inv_scale=1.0 / np.asarray(pre.scale, dtype=np.float64),
+                   centroids_t=np.ascontiguousarray(c.T), centroid_norms=(c * c).sum(1),
+                   ids=np.asarray(ids, dtype=np.int64))
 
     def largest_segment(self) -> int:
         sizes = [float(p.get("size", p.get("share", 0.0))) for p in self.model.profiles]
@@ -61,22 +78,37 @@ class Batch:
 
 
 def assign(served: Served, x: np.ndarray) -> Batch:
+    """:meth:`SegmentModel.assign` + ``reasons`` for all rows in one pass (a test pins
+    both to the model's own methods)."""
     model = served.model
-    a = model.assign(x)
-    z = model.preprocessor.transform(np.atleast_2d(x))
-    c = model.centroids
+    z = np.array(x, dtype=np.float64, ndmin=2)  # a copy: transformed in place
+    h = served.heavy
+    z[:, h] = np.log1p(np.maximum(z[:, h], 0.0))
+    z -= served.center
+    z *= served.inv_scale
+    clip = model.preprocessor.clip
+    np.minimum(z, clip, out=z)  # np.clip is several times slower on small arrays
+    np.maximum(z, -clip, out=z)
+    d2 = (z * z).sum(1)[:, None] - 2.0 * (z @ served.centroids_t) + served.centroid_norms
+    np.maximum(d2, 0.0, out=d2)
+    rows = np.arange(len(z))
     if model.k > 1:
-        d2 = ((z[:, None, :] - c[None, :, :]) ** 2).sum(2)
-        second = np.argsort(d2, axis=1)[:, 1]
-        c2 = c[second]
+        order = np.argpartition(d2, 1, axis=1)
+        idx, second = order[:, 0], order[:, 1]
+        c = model.centroids
+        c1, c2 = c[idx], c[second]
+        contrib = (z - c2) ** 2 - (z - c1) ** 2
     else:
-        c2 = np.zeros_like(z)
-    c1 = c[a.index]
-    contrib = (z - c2) ** 2 - (z - c1) ** 2
+        idx = np.zeros(len(z), dtype=np.intp)
+        contrib = z * z - (z - model.centroids[0]) ** 2
+    best = d2[rows, idx]
+    # softmax of -d2/T, shifted by the row minimum (the assigned centroid) for stability
+    p = np.exp((best[:, None] - d2) * (1.0 / max(model.temperature, 1e-12)))
+    p /= p.sum(1, keepdims=True)
     top = min(TOP_REASONS, z.shape[1])
     cols = np.argsort(-contrib, axis=1)[:, :top]  # same sort as SegmentModel.reasons
-    weights = np.take_along_axis(contrib, cols, axis=1)
-    return Batch(a.index, a.segment_ids, a.distances, a.probabilities, cols, weights, z)
+    weights = contrib[rows[:, None], cols]
+    return Batch(idx, served.ids[idx], np.sqrt(best), p, cols, weights, z)
 
 
 def iso_ms(ms: int) -> str:

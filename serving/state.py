@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,20 +29,8 @@ class AppState:
     holder: ModelHolder
     mapping: Mapping
     drift: DriftWindow
-    api_keys: tuple[bytes, ...]
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _assign_children: dict[str, Any] = field(default_factory=dict)
-
-    # --- auth ------------------------------------------------------------------
-    def key_ok(self, presented: str | None) -> bool:
-        """Constant-time comparison against every configured key (no early exit)."""
-        if presented is None:
-            return False
-        given = presented.encode()
-        ok = False
-        for key in self.api_keys:
-            ok |= hmac.compare_digest(given, key)
-        return ok
 
     # --- model -----------------------------------------------------------------
     def served(self) -> Served:
@@ -106,7 +93,8 @@ class AppState:
             if r.spec_version != version:
                 raise Unavailable(f"stored features of {u!r} use feature spec "
                                   f"{r.spec_version!r}, the model needs {version!r}")
-        x = np.stack([r.vector for _, r in found])
+        x = found[0][1].vector[None, :] if len(found) == 1 else np.stack(
+            [r.vector for _, r in found])
         answers = self.assign_rows(served, x, [u for u, _ in found],
                                    [r.updated_ms for _, r in found])
         return answers, missing

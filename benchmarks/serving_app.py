@@ -1,0 +1,48 @@
+"""The two servers the serving benchmark compares, run the same way (uvicorn, 1
+worker, uvloop, httptools, no access log): ``bare`` is a FastAPI JSON endpoint that
+does nothing; ``api`` is segstream's app with a model loaded from a directory."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+
+def bare_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/bare/{user_id}")
+    async def bare(user_id: str) -> dict[str, object]:
+        return {"user_id": user_id, "segment_id": 1, "persona": "bare"}
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--kind", choices=["bare", "api"], required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--model-dir", type=Path)
+    parser.add_argument("--redis-url")
+    parser.add_argument("--data-dir", type=Path, default=Path("/tmp/segstream-bench"))
+    args = parser.parse_args()
+    if args.kind == "bare":
+        app = bare_app()
+    else:
+        from segstream.config import Settings
+        from segstream.segment_model import SegmentModel
+        from serving.app import create_app
+        from serving.model_source import StaticSource
+
+        settings = Settings(redis_url=args.redis_url, data_dir=args.data_dir,
+                            api_keys=["bench-key-123456"], api_model_poll_s=60)
+        app = create_app(settings, StaticSource(SegmentModel.load(args.model_dir), "1"))
+    uvicorn.run(app, host="127.0.0.1", port=args.port, loop="uvloop", http="httptools",
+                access_log=False, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
