@@ -64,7 +64,43 @@ def step_events(settings: Settings, console: Console) -> None:
                   f"{kinds['duplicate']:,} duplicate, {kinds['late']:,} late")
 
 
-STEPS: list[Step] = [step_stack, step_events]
+def step_training(settings: Settings, console: Console) -> None:
+    """Train on the streamed features (Parquet history, else the features topic),
+    register in the MLflow registry, promote through the gates, print the segments."""
+    from segstream.stack import endpoints
+    from training.cli import load_table, segment_table, train_and_publish
+
+    console.rule("training -> MLflow registry (champion)")
+    history = settings.history_dir
+    source = None
+    if history.exists() and any(history.rglob("*.parquet")):
+        source = str(history)
+    else:
+        topic = settings.topic_features
+        if count_features(endpoints(settings).kafka_bootstrap, topic) > 0:
+            source = "features-topic"
+    if source is None:
+        console.print("  no features yet (neither Parquet history nor the features topic); "
+                      "run the streaming step first (`segstream stream`)")
+        return
+    table = load_table(settings, source)
+    result = train_and_publish(settings, table, "auto", promote=True, out=console)
+    console.print(segment_table(result.model, f"model version {result.version} "
+                                f"({len(table):,} users from {source})"))
+    console.print(f"  gates: {result.gate.summary()}; champion is version "
+                  f"{result.version if result.promoted else '(unchanged)'}")
+
+
+def count_features(bootstrap: str, topic: str) -> int:
+    from segstream.kafka import count_records
+
+    try:
+        return count_records(bootstrap, topic)
+    except Exception:  # topic missing: nothing streamed yet
+        return 0
+
+
+STEPS: list[Step] = [step_stack, step_events, step_training]
 
 
 def run_demo(settings: Settings, console: Console) -> None:
