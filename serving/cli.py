@@ -49,3 +49,71 @@ def serve(
     uvicorn.run("serving.app:create_app_from_env", factory=True, host=host, port=port,
                 workers=workers, loop="uvloop", http="httptools", access_log=False,
                 log_level=settings.log_level.lower())
+
+
+def _workers_setup() -> tuple[object, object, str]:
+    import redis
+
+    from segstream.cli import load_settings
+    from segstream.stack import endpoints
+
+    settings = load_settings()
+    ep = endpoints(settings)
+    return settings, redis.Redis.from_url(ep.redis_url), ep.kafka_bootstrap
+
+
+@webhooks_app.command("detect")
+def detect() -> None:
+    """Consume `features`, publish segment changes (with hysteresis) to `segment-changes`."""
+    import threading
+
+    from segstream.config import Settings
+    from serving.changes import ChangeDetector
+    from serving.model_holder import ModelHolder
+    from serving.model_source import RegistrySource
+
+    settings, client, bootstrap = _workers_setup()
+    assert isinstance(settings, Settings)
+    holder = ModelHolder(RegistrySource(settings))
+    detector = ChangeDetector(settings, holder, client, bootstrap)
+    try:
+        detector.run(threading.Event(), settings.api_model_poll_s)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        detector.close()
+
+
+@webhooks_app.command("run")
+def run() -> None:
+    """Deliver `segment-changes` to webhook_urls (signed, retried, dead-lettered)."""
+    import threading
+
+    from segstream.config import Settings
+    from serving.offsets import RedisOffsetReader
+    from serving.webhooks import Dispatcher
+
+    settings, client, bootstrap = _workers_setup()
+    assert isinstance(settings, Settings)
+    dispatcher = Dispatcher(settings, client)
+    reader = RedisOffsetReader(bootstrap, settings.topic_segment_changes, client, "webhooks")
+    try:
+        dispatcher.run(reader, threading.Event())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        reader.close()
+        dispatcher.close()
+
+
+@webhooks_app.command("redrive")
+def redrive() -> None:
+    """Send the dead-lettered deliveries again."""
+    from segstream.cli import console
+    from segstream.config import Settings
+    from serving.webhooks import Dispatcher
+
+    settings, client, _ = _workers_setup()
+    assert isinstance(settings, Settings)
+    delivered, failed = Dispatcher(settings, client).redrive()
+    console.print(f"redelivered {delivered}, dead-lettered again {failed}")
