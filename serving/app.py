@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from segstream.config import Settings
@@ -44,7 +44,7 @@ def redis_url_of(settings: Settings) -> str:
 
 
 async def _drift_loop(state: AppState) -> None:
-    current = None
+    current = state.holder.current
     while True:
         await asyncio.sleep(DRIFT_INTERVAL_S)
         served = state.holder.current
@@ -109,10 +109,8 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
         return Response(orjson.dumps(body), status_code=500, media_type="application/json")
 
     app.add_exception_handler(Exception, on_unexpected)
-    v1 = APIRouter(prefix="/v1")
     for module in (users, segments, personalization, experiments):
-        v1.include_router(module.router)
-    app.include_router(v1)
+        app.include_router(module.router)  # each router carries the /v1 prefix
     app.include_router(health.router)
     keys = tuple(k.get_secret_value().encode() for k in settings.api_keys)
     app.add_middleware(ServingMiddleware, max_body_bytes=settings.api_max_body_bytes,

@@ -11,7 +11,7 @@ from serving.deps import State
 from serving.errors import NotFound
 from serving.schemas import ConversionIn, ConversionOut, UpliftReport
 
-router = APIRouter(tags=["experiments"])
+router = APIRouter(prefix="/v1", tags=["experiments"])
 
 ExperimentId = Annotated[str, Path(min_length=1, max_length=128,
                                    pattern=r"^[A-Za-z0-9_.:-]+$")]

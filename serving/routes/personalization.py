@@ -11,7 +11,7 @@ from serving.deps import State
 from serving.errors import InvalidInput
 from serving.schemas import Personalization
 
-router = APIRouter(tags=["personalization"])
+router = APIRouter(prefix="/v1", tags=["personalization"])
 
 
 @router.get("/users/{user_id}/personalization", response_model=Personalization,

@@ -12,7 +12,7 @@ from serving.predict import Served
 from serving.schemas import Catalogue, SegmentInfo
 from serving.state import AppState
 
-router = APIRouter(tags=["catalogue"])
+router = APIRouter(prefix="/v1", tags=["catalogue"])
 
 
 def _info(state: AppState, served: Served, row: int) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from serving.deps import State
 from serving.schemas import BatchAnswer, BatchRequest, SegmentAnswer, SessionFeatures
 from serving.state import AppState, check_batch_size
 
-router = APIRouter(tags=["segments"])
+router = APIRouter(prefix="/v1", tags=["segments"])
 
 UserId = Annotated[str, Path(min_length=1, max_length=256, description="The user's id.")]
 _ERRORS: dict[int | str, dict[str, Any]] = {
