@@ -8,6 +8,7 @@ need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v prometheus  >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v java        >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
+command -v wrk         >/dev/null 2>&1 || need_apt+=(wrk)  # serving benchmark load generator
 if ((${#need_apt[@]})); then
   echo "setup: installing ${need_apt[*]} from apt"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -100,7 +100,13 @@ def count_features(bootstrap: str, topic: str) -> int:
         return 0
 
 
-STEPS: list[Step] = [step_stack, step_events, step_training]
+def step_serve(settings: Settings, console: Console) -> None:
+    from serving.demo import step_serve as serve
+
+    serve(settings, console)
+
+
+STEPS: list[Step] = [step_stack, step_events, step_training, step_serve]
 
 
 def run_demo(settings: Settings, console: Console) -> None:

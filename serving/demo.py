@@ -1,0 +1,110 @@
+"""The demo's last step: start the API (auth disabled, said out loud), print lookups.
+
+The API keeps running after the demo; its pid is recorded in
+``<data_dir>/serving/api.json`` (only this file: ``segstream stack down`` may read it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from segstream.config import Settings
+
+
+def pid_file(settings: Settings) -> Path:
+    return settings.data_dir / "serving" / "api.json"
+
+
+def _running(settings: Settings) -> dict[str, Any] | None:
+    from segstream.stack import pid_runs, port_answers
+
+    path = pid_file(settings)
+    if not path.is_file():
+        return None
+    info: dict[str, Any] = json.loads(path.read_text())
+    if pid_runs(info.get("pid"), None) and port_answers("127.0.0.1", int(info["port"])):
+        return info
+    return None
+
+
+def start_api(settings: Settings, console: Console) -> dict[str, Any]:
+    from segstream.stack import endpoints, free_port, port_answers
+
+    info = _running(settings)
+    if info is not None:
+        console.print(f"  API already running at {info['url']} (pid {info['pid']})")
+        return info
+    port = settings.api_port
+    if port_answers("127.0.0.1", port):
+        port = free_port()
+    log = settings.data_dir / "serving" / "api.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "SEGSTREAM_API_AUTH_ENABLED": "false",
+           "SEGSTREAM_REDIS_URL": endpoints(settings).redis_url,
+           "SEGSTREAM_DATA_DIR": str(settings.data_dir)}
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "segstream.cli", "serve", "--host", "127.0.0.1",
+             "--port", str(port), "--workers", "1"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True)
+    info = {"pid": proc.pid, "port": port, "url": f"http://127.0.0.1:{port}",
+            "log": str(log), "auth": "disabled"}
+    pid_file(settings).write_text(json.dumps(info, indent=1))
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{info['url']}/readyz", timeout=2).status_code == 200:
+                return info
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.5)
+    raise RuntimeError(f"the API did not become ready; see {log}")
+
+
+def step_serve(settings: Settings, console: Console) -> None:
+    import redis
+
+    from segstream.stack import endpoints
+
+    console.rule("serving: the API")
+    from serving.model_source import RegistrySource
+
+    if RegistrySource(settings).champion_version() is None:
+        console.print("  no champion model in the registry yet (the training step registers "
+                      "one); skipping the API")
+        return
+    console.print("  [yellow]API key auth is DISABLED for the demo[/yellow] "
+                  "(SEGSTREAM_API_AUTH_ENABLED=false); production needs SEGSTREAM_API_KEYS")
+    info = start_api(settings, console)
+    url = info["url"]
+    client = redis.Redis.from_url(endpoints(settings).redis_url)
+    users = [k.decode().removeprefix("seg:features:")
+             for k in client.scan_iter("seg:features:*", count=100)][:4]
+    table = Table("request", "segment", "persona", "p(segment)", "top reason",
+                  title=f"example lookups against {url}")
+    for user in [*users, "no-such-user"]:
+        path = f"/v1/users/{user}/segment" + ("?default=true" if user == "no-such-user" else "")
+        body = httpx.get(url + path, timeout=5).json()
+        if "error" in body:
+            table.add_row(f"GET {path}", "-", body["error"]["message"], "-", "-")
+            continue
+        p = body["probabilities"][str(body["segment_id"])]
+        reason = body["reasons"][0]["feature"] if body["reasons"] else "(cold start)"
+        table.add_row(f"GET {path}", str(body["segment_id"]), body["persona"], f"{p:.2f}",
+                      reason)
+    console.print(table)
+    console.print(f"  API running at {url} (pid {info['pid']}, log {info['log']}): "
+                  f"docs {url}/docs, metrics {url}/metrics")
