@@ -19,6 +19,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from segstream.config import Settings
 
@@ -30,7 +31,7 @@ class StackError(RuntimeError):
 @dataclass
 class Service:
     name: str
-    address: str  # host:port for kafka, redis:// URL for redis
+    address: str  # host:port for kafka, redis:// or http:// URL for the others
     managed: bool  # started by us (and stopped by `down`)
     pid: int | None = None
     binary: str | None = None
@@ -169,11 +170,33 @@ def stop_service(svc: Service, timeout_s: float = 10.0) -> bool:
     return True
 
 
+def _host_port(address: str) -> tuple[str, int]:
+    """``host:port`` of the first server in an address or URL."""
+    if "://" in address:
+        url = urlsplit(address)
+        return url.hostname or "127.0.0.1", url.port or 0
+    host, _, port = address.split(",")[0].rpartition(":")
+    return host, int(port)
+
+
 def _alive(svc: Service | None) -> bool:
     if svc is None:
         return False
-    host, _, port = svc.address.removeprefix("redis://").split("/")[0].rpartition(":")
-    return (not svc.managed or pid_runs(svc.pid, svc.binary)) and port_answers(host, int(port))
+    host, port = _host_port(svc.address)
+    return (not svc.managed or pid_runs(svc.pid, svc.binary)) and port_answers(host, port)
+
+
+def add_service(settings: Settings, svc: Service) -> None:
+    """Record another process the stack manages (e.g. the demo's API) for status/down."""
+    path = state_path(settings)
+    state = StackState.load(path)
+    state.services[svc.name] = svc
+    state.save(path)
+
+
+def running_service(settings: Settings, name: str) -> Service | None:
+    svc = StackState.load(state_path(settings)).services.get(name)
+    return svc if _alive(svc) else None
 
 
 def up(settings: Settings) -> tuple[StackState, list[str]]:
@@ -244,6 +267,8 @@ def status(settings: Settings) -> dict[str, tuple[Service | None, bool]]:
         if configured:
             svc = Service(name, configured, managed=False)
         out[name] = (svc, _alive(svc))
+    for name, svc in state.services.items():  # processes added later, e.g. the API
+        out.setdefault(name, (svc, _alive(svc)))
     return out
 
 

@@ -1,17 +1,15 @@
 """The demo's last step: start the API (auth disabled, said out loud), print lookups.
 
-The API keeps running after the demo; its pid is recorded in
-``<data_dir>/serving/api.json`` (only this file: ``segstream stack down`` may read it).
+The API keeps running after the demo as a service of the local stack, so
+``segstream stack status`` shows it and ``segstream stack down`` stops it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,29 +19,20 @@ from rich.table import Table
 from segstream.config import Settings
 
 
-def pid_file(settings: Settings) -> Path:
-    return settings.data_dir / "serving" / "api.json"
-
-
-def _running(settings: Settings) -> dict[str, Any] | None:
-    from segstream.stack import pid_runs, port_answers
-
-    path = pid_file(settings)
-    if not path.is_file():
-        return None
-    info: dict[str, Any] = json.loads(path.read_text())
-    if pid_runs(info.get("pid"), None) and port_answers("127.0.0.1", int(info["port"])):
-        return info
-    return None
-
-
 def start_api(settings: Settings, console: Console) -> dict[str, Any]:
-    from segstream.stack import endpoints, free_port, port_answers
+    from segstream.stack import (
+        Service,
+        add_service,
+        endpoints,
+        free_port,
+        port_answers,
+        running_service,
+    )
 
-    info = _running(settings)
-    if info is not None:
-        console.print(f"  API already running at {info['url']} (pid {info['pid']})")
-        return info
+    running = running_service(settings, "api")
+    if running is not None:
+        console.print(f"  API already running at {running.address} (pid {running.pid})")
+        return {"pid": running.pid, "url": running.address, "log": running.log}
     port = settings.api_port
     if port_answers("127.0.0.1", port):
         port = free_port()
@@ -58,9 +47,10 @@ def start_api(settings: Settings, console: Console) -> dict[str, Any]:
              "--port", str(port), "--workers", "1"],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
             start_new_session=True)
-    info = {"pid": proc.pid, "port": port, "url": f"http://127.0.0.1:{port}",
-            "log": str(log), "auth": "disabled"}
-    pid_file(settings).write_text(json.dumps(info, indent=1))
+    url = f"http://127.0.0.1:{port}"
+    info: dict[str, Any] = {"pid": proc.pid, "port": port, "url": url, "log": str(log),
+                            "auth": "disabled"}
+    add_service(settings, Service("api", url, True, proc.pid, sys.executable, str(log)))
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:

@@ -93,3 +93,31 @@ def test_endpoints_without_a_stack_say_what_to_do(tmp_path: Path) -> None:
 def test_state_file_round_trip(tmp_path: Path) -> None:
     st = StackState.load(tmp_path / "none.json")
     assert st.services == {}
+
+
+def test_added_services_show_in_status_and_down_stops_them(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    import subprocess
+    import sys
+
+    from segstream.stack import Service, add_service, free_port, port_answers, running_service
+
+    settings = settings_factory()
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind",
+                             "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not port_answers("127.0.0.1", port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        add_service(settings, Service("api", f"http://127.0.0.1:{port}/", True, proc.pid,
+                                      sys.executable))
+        assert running_service(settings, "api") is not None
+        assert status(settings)["api"][1] is True
+        lines = down(settings)
+        assert f"api: stopped pid {proc.pid}" in lines
+        assert proc.wait(timeout=10) is not None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
