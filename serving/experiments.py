@@ -82,7 +82,7 @@ def uplift(nt: int, xt: int, nc: int, xc: int) -> dict[str, Any]:
 
     >>> u = uplift(1000, 120, 1000, 100)
     >>> round(u["absolute"], 3), [round(v, 4) for v in u["absolute_ci95"]]
-    (0.02, [-0.0075, 0.0475])
+    (0.02, [-0.0074, 0.0474])
     """
     out: dict[str, Any] = {"absolute": None, "absolute_ci95": None, "relative": None,
                            "relative_ci95": None}
