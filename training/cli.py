@@ -184,6 +184,7 @@ def register(app: typer.Typer) -> None:
         from training.data import read_truth
         from training.evaluate import compare, markdown
         from training.preprocess import fit_preprocessor
+        from training.scaling import within_scaled
 
         settings = _settings()
         table = load_table(settings, source)
@@ -194,10 +195,17 @@ def register(app: typer.Typer) -> None:
             if missing:
                 raise _fail(f"{len(missing)} users (e.g. {missing[0]}) are not in {truth}")
             labels = np.array([t[u][1 if after_drift else 0] for u in table.user_ids])
-        Z = fit_preprocessor(table.X).transform(table.X)
+        spaces = {"robust": fit_preprocessor(table.X),
+                  "within-segment": within_scaled(table.X, k, seed=settings.random_seed)[0]}
+        rows = []
         with console.status("evaluating...") as status:
-            rows = compare(Z, k, truth=labels, seed=settings.random_seed, sample=sample,
-                           progress=lambda n: status.update(f"evaluating {n}..."))
+            for scaling, pre in spaces.items():
+                def progress(name: str, scaling: str = scaling) -> None:
+                    status.update(f"evaluating {name} ({scaling} scaling)...")
+
+                for row in compare(pre.transform(table.X), k, truth=labels,
+                                   seed=settings.random_seed, sample=sample, progress=progress):
+                    rows.append({"scaling": scaling, **row})
         text = markdown(rows)
         out.write_text(f"# Clustering comparison\n\n{len(table):,} users from {source}, "
                        f"k={k}\n\n{text}")

@@ -1,7 +1,8 @@
 """Turn a feature table into a complete :class:`SegmentModel`.
 
-``fit_model`` is the bootstrap/refit path (fit the preprocessor and k-means on the
-table); ``model_from_centroids`` finishes a model from centroids that incremental
+``fit_model`` is the bootstrap/refit path (fit the within-segment-scaled
+preprocessor and the full-batch k-means bootstrap on the table, see
+:mod:`training.scaling`); ``model_from_centroids`` finishes a model from centroids that incremental
 updates produced (the parent's preprocessor is kept). Both go through
 :func:`finish`, which matches stable ids to the parent, builds profiles, persona
 names, the drift baseline and the metrics.
@@ -19,10 +20,10 @@ from segstream.segment_model import Preprocessor, SegmentModel
 from training.baseline import build_baseline
 from training.data import FeatureTable
 from training.ids import match_ids
-from training.kmeans import DecayingKMeans
 from training.metrics import quality
-from training.preprocess import fit_preprocessor, inverse_transform
+from training.preprocess import inverse_transform
 from training.profiles import build_profiles, name_segments
+from training.scaling import within_scaled
 
 #: a new centroid farther than this many cluster radii (RMS distance of rows to
 #: their centroid) from its best parent match is a new segment
@@ -35,9 +36,7 @@ def fit_model(table: FeatureTable, k: int, *, seed: int = 0, parent: SegmentMode
     if len(table) < max(2 * k, 10):
         raise ValueError(f"{len(table)} rows are too few to fit k={k} segments; "
                          f"need at least {max(2 * k, 10)}")
-    pre = fit_preprocessor(table.X)
-    Z = pre.transform(table.X)
-    km = DecayingKMeans(n_clusters=k, random_state=seed).fit(Z)
+    pre, km = within_scaled(table.X, k, seed=seed)
     return finish(table, pre, km.cluster_centers_, km.counts_, parent=parent, next_id=next_id,
                   kind=kind, seed=seed, overrides=overrides)
 

@@ -29,14 +29,23 @@ def fit_preprocessor(X: np.ndarray, spec: FeatureSpec = FEATURE_SPEC,
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2 or X.shape[1] != len(spec) or len(X) < 2:
         raise ValueError(f"need an (n >= 2, {len(spec)}) matrix in spec order, got {X.shape}")
-    log1p = np.array([f.heavy_tailed for f in spec.features])
-    z = np.where(log1p, np.log1p(np.maximum(X, 0.0)), X)
+    return robust_preprocessor(X, np.array([f.heavy_tailed for f in spec.features]), clip)
+
+
+def robust_preprocessor(X: np.ndarray, log1p: np.ndarray | None = None,
+                        clip: float = 5.0) -> Preprocessor:
+    """Median/IQR scaling after ``log1p`` where the mask says (none by default)."""
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or len(X) < 2:
+        raise ValueError(f"need an (n >= 2, d) matrix, got {X.shape}")
+    mask = np.zeros(X.shape[1], dtype=bool) if log1p is None else np.asarray(log1p, dtype=bool)
+    z = np.where(mask, np.log1p(np.maximum(X, 0.0)), X)
     center = np.median(z, axis=0)
     q25, q75 = np.percentile(z, [25, 75], axis=0)
     scale = q75 - q25
     std = z.std(axis=0)
     scale = np.where(scale > 1e-9, scale, np.where(std > 1e-9, std, 1.0))
-    return Preprocessor(log1p=log1p, center=center, scale=scale, clip=clip)
+    return Preprocessor(log1p=mask, center=center, scale=scale, clip=clip)
 
 
 def inverse_transform(pre: Preprocessor, z: np.ndarray) -> np.ndarray:
