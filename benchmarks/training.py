@@ -1,25 +1,35 @@
-"""Training quality and cost (results in docs/training section of docs/benchmarks.md).
+"""Training quality and cost on REAL features (results: ``## Training`` in docs/benchmarks.md).
 
-    .venv/bin/python -m benchmarks.training [--users 20000]
+    .venv/bin/python -m benchmarks.training [--users 2000 --events 200000 --seed 1]
 
-1. ARI of the bootstrap fit (k=7) against the persona ground truth.
-2. Incremental model: bootstrap on 10 % of the rows, then decayed partial_fit
-   (no forgetting) over the rest; its inertia on all rows vs a full KMeans refit.
-3. Drift: a model fitted before the drift follows post-drift rows with partial_fit
-   (half-life 20k rows); rows until ARI >= 0.9 against the post-drift truth.
+Data: ``segstream generate`` (personas with known truth) -> the batch feature code of
+``segstream features`` (streaming.batch parse + arrival rules + streaming.features
+transform) -> Parquet, cached under ``benchmarks/results/training-cache/<key>/``
+(gitignored, key = generator parameters) so reruns skip Spark. A cold run computes
+features with Spark (minutes on 2 shared cores).
+
+1. ARI of the bootstrap fit (k=7) vs the persona truth, on the main data set and on
+   a check set with another seed and user count (``--check-*``).
+2. Incremental model: bootstrap on 10 % of the rows, then partial_fit (no
+   forgetting) over the rest; inertia on all rows vs a full KMeans refit, both in
+   the same preprocessed space.
+3. Drift (``--drift-at 0.5``): the log is cut at the drift point; the model is
+   bootstrapped on the features of the events before it, then follows the features
+   of the events after it with decayed partial_fit (half-life ``--half-life`` rows,
+   batches of ``--batch`` rows, passes over the post-drift users in a seeded shuffle);
+   rows until ARI >= 0.9 against ``persona_after_drift`` on all post-drift users.
+   For comparison: a full refit on the post-drift window (what the drift-triggered
+   refit does).
 4. partial_fit cost per 10k rows (19 features), with sklearn's
    MiniBatchKMeans.partial_fit as the baseline measured in the same run.
-
-Data: until streaming/'s batch features are on main, the labelled feature tables
-come from tests/training/synth.py (drawn around each persona). Pass
-``--features F.parquet --truth T.csv`` (from `segstream generate --truth` and
-`segstream features`) to measure ARI on real computed features too.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,77 +37,156 @@ from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.metrics import adjusted_rand_score
 
 from benchmarks.common import machine, median
-from tests.training.synth import persona_features
-from training.data import read_table, read_truth, table_from_frame
+from training.data import FeatureTable, read_table, read_truth
 from training.fit import fit_model
 from training.kmeans import DecayingKMeans
-from training.preprocess import fit_preprocessor
+from training.scaling import within_scaled
+
+CACHE = Path(__file__).resolve().parent / "results" / "training-cache"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--users", type=int, default=20_000)
-    ap.add_argument("--features", type=Path)
-    ap.add_argument("--truth", type=Path)
-    args = ap.parse_args()
-    print(f"machine: {machine()}")
-    n = args.users
+@dataclass(frozen=True)
+class Dataset:
+    users: int
+    events: int
+    seed: int
+    drift_at: float | None = None
 
-    df, labels = persona_features(n, seed=1)
-    table = table_from_frame(df)
+    @property
+    def key(self) -> str:
+        drift = "" if self.drift_at is None else f"-drift{self.drift_at:g}"
+        return f"u{self.users}-e{self.events}-s{self.seed}{drift}"
+
+    @property
+    def dir(self) -> Path:
+        return CACHE / self.key
+
+
+def prepare(ds: Dataset, log: bool = True) -> Path:
+    """Cache dir with ``truth.csv`` and ``features.parquet`` (or ``pre``/``post`` with drift)."""
+    out = ds.dir
+    wanted = ["truth.csv", "meta.json"] + (
+        ["features.parquet"] if ds.drift_at is None else ["pre.parquet", "post.parquet"])
+    if all((out / f).exists() for f in wanted):
+        return out
+    from pyspark.sql import functions as F
+
+    from segstream.config import Settings
+    from segstream.generator import GeneratorConfig, generate
+    from streaming.batch import accepted_events, read_event_log
+    from streaming.features import compute_features
+    from streaming.session import get_spark
+
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    gen = generate(GeneratorConfig(users=ds.users, events=ds.events, seed=ds.seed,
+                                   drift_at=ds.drift_at))
+    events = out / "events.jsonl"
+    gen.write_jsonl(events)
+    gen.write_truth(out / "truth.csv")
+    t_gen = time.perf_counter() - t0
+    settings = Settings()
+    spark = get_spark(settings, "benchmark-training")
+    try:
+        accepted = accepted_events(read_event_log(spark, events), settings).cache()
+        parts = ({"features": None} if ds.drift_at is None else
+                 {"pre": F.col("ts") < gen.drift_ms, "post": F.col("ts") >= gen.drift_ms})
+        rows = {}
+        for name, cond in parts.items():
+            t1 = time.perf_counter()
+            ev = accepted if cond is None else accepted.where(cond)
+            pdf = compute_features(ev, window_days=settings.feature_window_days,
+                                   session_gap_minutes=settings.session_gap_minutes
+                                   ).toPandas().sort_values("user_id").reset_index(drop=True)
+            pdf.to_parquet(out / f"{name}.parquet", index=False)
+            rows[name] = {"users": len(pdf), "seconds": round(time.perf_counter() - t1, 1)}
+            if log:
+                print(f"   {ds.key}: {name} features of {len(pdf):,} users in "
+                      f"{rows[name]['seconds']} s", flush=True)
+    finally:
+        spark.stop()
+    events.unlink()
+    meta = {"dataset": ds.__dict__, "generate_seconds": round(t_gen, 1), "parts": rows,
+            "drift_ms": gen.drift_ms, "start_ms": gen.start_ms, "end_ms": gen.end_ms}
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    return out
+
+
+def labelled(path: Path, truth_csv: Path, *, after_drift: bool = False
+             ) -> tuple[FeatureTable, np.ndarray]:
+    table = read_table(path)
+    truth = read_truth(truth_csv)
+    table = table.take(np.flatnonzero([u in truth for u in table.user_ids]))
+    return table, np.array([truth[u][1 if after_drift else 0] for u in table.user_ids])
+
+
+def bootstrap_ari(ds: Dataset) -> float:
+    table, labels = labelled(prepare(ds) / "features.parquet", ds.dir / "truth.csv")
     t0 = time.perf_counter()
     model = fit_model(table, 7, seed=42)
-    fit_s = time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
     ari = adjusted_rand_score(labels, model.assign(table.X).segment_ids)
-    print(f"1. bootstrap fit k=7 on {n:,} users: ARI vs truth {ari:.4f} "
-          f"(fit + profiles + baseline {fit_s:.1f} s)")
-    if args.features and args.truth:
-        real = read_table(args.features)
-        truth = read_truth(args.truth)
-        keep = np.array([u in truth for u in real.user_ids])
-        real = real.take(np.flatnonzero(keep))
-        m = fit_model(real, 7, seed=42)
-        lab = np.array([truth[u][0] for u in real.user_ids])
-        print(f"   real features {args.features} ({len(real):,} users): ARI "
-              f"{adjusted_rand_score(lab, m.assign(real.X).segment_ids):.4f}")
+    print(f"1. {ds.key}: bootstrap fit k=7 on {len(table):,} users: ARI vs truth {ari:.4f} "
+          f"(fit + profiles + baseline {seconds:.1f} s)", flush=True)
+    return float(ari)
 
-    big, _ = persona_features(5 * n, seed=2)
-    X = table_from_frame(big).X
-    pre = fit_preprocessor(X)
-    Z = pre.transform(X)
+
+def incremental_inertia(ds: Dataset) -> None:
+    table, _ = labelled(prepare(ds) / "features.parquet", ds.dir / "truth.csv")
+    pre, _ = within_scaled(table.X, 7, seed=42)
+    Z = pre.transform(table.X)[np.random.default_rng(0).permutation(len(table))]
     boot = len(Z) // 10
     km = DecayingKMeans(n_clusters=7, random_state=42).fit(Z[:boot])
-    for lo in range(boot, len(Z), 5000):
-        km.partial_fit(Z[lo:lo + 5000])
+    for lo in range(boot, len(Z), 100):
+        km.partial_fit(Z[lo:lo + 100])
     inc = km.score_inertia(Z)
-    full = KMeans(7, n_init=3, random_state=42).fit(Z).inertia_
-    print(f"2. incremental ({boot:,} bootstrap rows + {len(Z) - boot:,} partial_fit rows) "
-          f"inertia {inc:.1f} vs full KMeans refit {full:.1f}: {100 * (inc / full - 1):+.2f} %")
+    full = KMeans(7, n_init=10, random_state=42).fit(Z).inertia_
+    print(f"2. {ds.key}: incremental ({boot:,} bootstrap rows + {len(Z) - boot:,} partial_fit "
+          f"rows in batches of 100) inertia {inc:.1f} vs full KMeans refit {full:.1f}: "
+          f"{100 * (inc / full - 1):+.2f} %", flush=True)
 
-    pre_df, _ = persona_features(n, seed=3)
-    pre_model = fit_model(table_from_frame(pre_df), 7, seed=42)
-    post_df, _ = persona_features(3 * n, seed=4, after_drift=True)
-    post = pre_model.preprocessor.transform(table_from_frame(post_df).X)
-    eval_df, eval_labels = persona_features(5000, seed=5, after_drift=True)
-    ev = pre_model.preprocessor.transform(table_from_frame(eval_df).X)
-    km = DecayingKMeans.from_centroids(pre_model.centroids,
-                                       np.asarray(pre_model.info["cluster_weights"]),
-                                       half_life=20_000, random_state=42)
-    start = adjusted_rand_score(eval_labels, km.predict(ev))
-    rows_needed = 0 if start >= 0.9 else None
-    step = 1000
-    for lo in range(0, len(post), step):
-        if rows_needed is not None:
-            break
-        km.partial_fit(post[lo:lo + step])
-        if adjusted_rand_score(eval_labels, km.predict(ev)) >= 0.9:
-            rows_needed = lo + step
-    end = adjusted_rand_score(eval_labels, km.predict(ev))
-    print(f"3. drift: pre-drift model's ARI vs post-drift truth {start:.4f}; rows of "
-          f"partial_fit (batches of {step}) until ARI >= 0.9: {rows_needed}; "
-          f"ARI then {end:.4f}")
 
-    rows = Z[:10_000]
+def drift(ds: Dataset, half_life: float, batch: int, passes: int) -> None:
+    d = prepare(ds)
+    pre_t, _ = labelled(d / "pre.parquet", d / "truth.csv")
+    post_t, post_lab = labelled(d / "post.parquet", d / "truth.csv", after_drift=True)
+    model = fit_model(pre_t, 7, seed=42)
+    Z = model.preprocessor.transform(post_t.X)
+    km = DecayingKMeans.from_centroids(model.centroids,
+                                       np.asarray(model.info["cluster_weights"]),
+                                       half_life=half_life, random_state=42)
+    start = adjusted_rand_score(post_lab, km.predict(Z))
+    needed, seen, curve = (0 if start >= 0.9 else None), 0, []
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    for _ in range(passes):
+        order = rng.permutation(len(Z))
+        for lo in range(0, len(Z), batch):
+            if needed is not None:
+                break
+            km.partial_fit(Z[order[lo:lo + batch]])
+            seen += len(order[lo:lo + batch])
+            ari = adjusted_rand_score(post_lab, km.predict(Z))
+            curve.append((seen, round(float(ari), 3)))
+            if ari >= 0.9:
+                needed = seen
+    end = adjusted_rand_score(post_lab, km.predict(Z))
+    refit = fit_model(post_t, 7, seed=42)
+    refit_ari = adjusted_rand_score(post_lab, refit.assign(post_t.X).segment_ids)
+    print(f"3. {ds.key}: bootstrap on {len(pre_t):,} pre-drift users; pre-drift model's ARI "
+          f"vs post-drift truth on {len(post_t):,} post-drift users {start:.4f}; rows of "
+          f"partial_fit (half-life {half_life:g}, batches of {batch}) until ARI >= 0.9: "
+          f"{needed} (of at most {passes} x {len(Z):,}); ARI then {end:.4f} "
+          f"({time.perf_counter() - t0:.1f} s); full refit on the post-drift window: ARI "
+          f"{refit_ari:.4f}", flush=True)
+    print(f"   ARI after rows: {curve[:: max(1, len(curve) // 12)]}", flush=True)
+
+
+def cost(ds: Dataset) -> None:
+    table, _ = labelled(prepare(ds) / "features.parquet", ds.dir / "truth.csv")
+    model = fit_model(table, 7, seed=42)
+    Z = model.preprocessor.transform(table.X)
+    rows = np.resize(Z, (10_000, Z.shape[1]))
     ours, base = [], []
     for _ in range(7):
         k = DecayingKMeans.from_centroids(model.centroids, np.ones(7), half_life=1e5)
@@ -111,7 +200,29 @@ def main() -> None:
         base.append(time.perf_counter() - t0)
     print(f"4. partial_fit per 10k rows x 19 features: {1000 * median(ours):.2f} ms "
           f"(sklearn MiniBatchKMeans.partial_fit {1000 * median(base):.2f} ms, "
-          f"ratio {median(ours) / median(base):.2f}); median of 7")
+          f"ratio {median(ours) / median(base):.2f}); median of 7", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--users", type=int, default=2000)
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--check-users", type=int, default=3000)
+    ap.add_argument("--check-events", type=int, default=300_000)
+    ap.add_argument("--check-seed", type=int, default=2)
+    ap.add_argument("--drift-at", type=float, default=0.5)
+    ap.add_argument("--half-life", type=float, default=1000.0)
+    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--passes", type=int, default=3)
+    a = ap.parse_args()
+    print(f"machine: {machine()}")
+    main_ds = Dataset(a.users, a.events, a.seed)
+    bootstrap_ari(main_ds)
+    bootstrap_ari(Dataset(a.check_users, a.check_events, a.check_seed))
+    incremental_inertia(main_ds)
+    drift(Dataset(a.users, a.events, a.seed, a.drift_at), a.half_life, a.batch, a.passes)
+    cost(main_ds)
 
 
 if __name__ == "__main__":
