@@ -91,3 +91,23 @@ def test_jsonl_and_ts_format(tmp_path: Path) -> None:
 def test_bad_mapping_is_explained(pairs: list[str], message: str) -> None:
     with pytest.raises(ReplayError, match=message):
         parse_mapping(pairs)
+
+
+def test_parquet_rows_and_format_detection(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from segstream.replay import detect_format
+
+    path = tmp_path / "log.parquet"
+    pq.write_table(pa.table({"cust": ["a", "b"], "ts": [1_767_225_600_000, 1_767_225_700_000],
+                             "spend": [3.5, None]}), path)
+    assert detect_format(path) == "parquet"
+    assert detect_format(tmp_path / "x.csv.gz") == "csv"
+    assert detect_format(tmp_path / "x.ndjson") == "jsonl"
+    mapper = make_mapper(parse_mapping(["user_id=cust", "amount=spend"]), "purchase", None)
+    rows = [mapper(r) for r in read_rows(path, "parquet")]
+    assert rows == [
+        {"user_id": "a", "ts": 1_767_225_600_000, "event_type": "purchase", "amount": 3.5},
+        {"user_id": "b", "ts": 1_767_225_700_000, "event_type": "purchase"},
+    ]
