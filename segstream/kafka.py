@@ -90,28 +90,37 @@ def partitions_of(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
 
 
 def exact_end_offsets(
-    consumer: KafkaConsumer, tps: list[TopicPartition], timeout_s: float = 10.0
+    consumer: KafkaConsumer, tps: list[TopicPartition], timeout_s: float = 15.0
 ) -> dict[TopicPartition, int]:
     """Log-end offset per partition, exact on real Kafka and on tansu.
 
-    Reassigns ``consumer`` to ``tps``; the caller re-seeks afterwards.
+    Seeks each partition to the reported (possibly too low) end and takes the high
+    watermark of a fetch made in this call. kafka-python keeps a partition's last
+    high watermark across ``assign()`` calls, so the assignment is cleared first;
+    otherwise a reused consumer would report a stale end. Leaves ``consumer``
+    assigned to ``tps``; the caller re-seeks. Raises ``TimeoutError`` rather than
+    guess when a partition's fetch does not answer.
     """
+    if not tps:
+        return {}
+    consumer.assign([])  # fresh partition states: no high watermark left from before
     reported = consumer.end_offsets(tps)
     consumer.assign(tps)
     for tp in tps:
         consumer.seek(tp, reported[tp])
     result: dict[TopicPartition, int] = {}
     deadline = time.monotonic() + timeout_s
-    while len(result) < len(tps) and time.monotonic() < deadline:
-        consumer.poll(timeout_ms=200, max_records=1)
+    while len(result) < len(tps):
+        if time.monotonic() > deadline:
+            missing = sorted(tp.partition for tp in tps if tp not in result)
+            raise TimeoutError(
+                f"no fetch answer for partitions {missing} of {tps[0].topic} within "
+                f"{timeout_s:.0f} s; is the broker overloaded or the partition leaderless?")
+        consumer.poll(timeout_ms=100, max_records=1)
         for tp in tps:
             hw = consumer.highwater(tp)
             if hw is not None and tp not in result:
                 result[tp] = max(hw, reported[tp])
-    for tp in tps:
-        # A partition whose fetch never answered in time: fall back to what was
-        # reported (exact on real Kafka, and on tansu for an empty partition).
-        result.setdefault(tp, reported[tp])
     return result
 
 

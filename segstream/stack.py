@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -205,30 +206,28 @@ def up(settings: Settings) -> tuple[StackState, list[str]]:
     state = StackState.load(path)
     done: list[str] = []
 
-    if settings.kafka_bootstrap:
-        state.services["kafka"] = Service("kafka", settings.kafka_bootstrap, managed=False)
-        done.append(f"kafka: using {settings.kafka_bootstrap} (external, not started)")
-    elif _alive(state.services.get("kafka")):
-        done.append(f"kafka: already running at {state.services['kafka'].address}")
-    else:
-        port = settings.broker_port or free_port()
-        svc = start_broker(port, settings.stack_dir / "kafka.log", settings.stack_start_timeout_s)
-        state.services["kafka"] = svc
-        done.append(f"kafka: started tansu at {svc.address} (pid {svc.pid})")
-    state.save(path)
-
-    if settings.redis_url:
-        state.services["redis"] = Service("redis", settings.redis_url, managed=False)
-        done.append(f"redis: using {settings.redis_url} (external, not started)")
-    elif _alive(state.services.get("redis")):
-        done.append(f"redis: already running at {state.services['redis'].address}")
-    else:
-        port = settings.redis_port or free_port()
-        svc = start_redis(port, settings.stack_dir / "redis", settings.stack_dir / "redis.log",
-                          settings.stack_start_timeout_s)
-        state.services["redis"] = svc
-        done.append(f"redis: started redis-server at {svc.address} (pid {svc.pid})")
-    state.save(path)
+    starters: dict[str, Callable[[int], Service]] = {
+        "kafka": lambda port: start_broker(
+            port, settings.stack_dir / "kafka.log", settings.stack_start_timeout_s),
+        "redis": lambda port: start_redis(
+            port, settings.stack_dir / "redis", settings.stack_dir / "redis.log",
+            settings.stack_start_timeout_s),
+    }
+    for name, configured, port in (
+        ("kafka", settings.kafka_bootstrap, settings.broker_port),
+        ("redis", settings.redis_url, settings.redis_port),
+    ):
+        if configured:
+            state.services[name] = Service(name, configured, managed=False)
+            done.append(f"{name}: using {configured} (external, not started)")
+        elif _alive(state.services.get(name)):
+            done.append(f"{name}: already running at {state.services[name].address}")
+        else:
+            svc = starters[name](port or free_port())
+            state.services[name] = svc
+            done.append(f"{name}: started {Path(svc.binary or name).name.split('-v')[0]} at "
+                        f"{svc.address} (pid {svc.pid})")
+        state.save(path)
 
     from segstream.kafka import ensure_topics, wait_for_kafka
 

@@ -53,3 +53,20 @@ def test_headers_and_keys_round_trip(
     producer.flush()
     (rec,) = list(read_topic(kafka_bootstrap, topic))
     assert (rec.key, rec.value, rec.headers) == (b"user-1", b"x", {"reason": b"late"})
+
+
+def test_a_reused_consumer_sees_the_new_end_not_a_stale_watermark(
+    kafka_bootstrap: str, topic_factory: Callable[..., str]
+) -> None:
+    topic = topic_factory("reuse", partitions=1)
+    producer = Producer(kafka_bootstrap)
+    consumer = make_consumer(kafka_bootstrap)
+    tps = partitions_of(consumer, topic)
+    try:
+        for batch, expected in ((50, 50), (30, 80), (1, 81)):
+            for i in range(batch):
+                producer.send(topic, b"x%d" % i)
+            producer.flush()
+            assert exact_end_offsets(consumer, tps)[tps[0]] == expected
+    finally:
+        consumer.close()
