@@ -225,6 +225,7 @@ def main() -> None:
     ap.add_argument("--check-events", type=int, default=300_000)
     ap.add_argument("--check-seed", type=int, default=2)
     ap.add_argument("--drift-at", type=float, default=0.5)
+    ap.add_argument("--drift-events", type=int, help="events of the drift log (default: --events)")
     ap.add_argument("--half-life", type=float, default=1000.0)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--passes", type=int, default=3)
@@ -234,7 +235,8 @@ def main() -> None:
     bootstrap_ari(main_ds)
     bootstrap_ari(Dataset(a.check_users, a.check_events, a.check_seed))
     incremental_inertia(main_ds)
-    drift(Dataset(a.users, a.events, a.seed, a.drift_at), a.half_life, a.batch, a.passes)
+    drift(Dataset(a.users, a.drift_events or a.events, a.seed, a.drift_at), a.half_life,
+          a.batch, a.passes)
     cost(main_ds)
 
 
