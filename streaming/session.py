@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 from pyspark.sql import SparkSession
 
 from segstream.config import Settings
@@ -9,8 +12,11 @@ from segstream.config import Settings
 
 def get_spark(settings: Settings, app_name: str = "segstream") -> SparkSession:
     """A local (or configured) session in UTC; the feature hours are UTC by contract."""
+    # Python workers (the Kafka data source, the state function) run this interpreter.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = (
         SparkSession.builder.master(settings.spark_master)
+        .config("spark.pyspark.python", sys.executable)
         .appName(app_name)
         .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
         .config("spark.sql.session.timeZone", "UTC")

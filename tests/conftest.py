@@ -90,10 +90,16 @@ def settings_factory(
 @pytest.fixture(scope="session")
 def spark() -> Iterator[Any]:
     """One local SparkSession for the whole test session (start-up costs ~10 s)."""
+    import sys
+
     from pyspark.sql import SparkSession
 
+    # Python workers (UDFs, the Kafka data source) must run the venv's interpreter.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     session = (
         SparkSession.builder.master("local[2]")
+        .config("spark.pyspark.python", sys.executable)
+        .config("spark.ui.showConsoleProgress", "false")
         .appName("segstream-tests")
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.ui.enabled", "false")

@@ -1,0 +1,216 @@
+"""The streaming job: Kafka `events` -> parse/validate -> per-user arrival rules (state)
+-> features -> Redis, `features` topic, Parquet history; rejects and late -> `events.dlq`.
+
+read (``source``) -> pure transforms (``parse_records``, ``make_update``,
+``compute_features``) -> write (``Sinks``), one ``foreachBatch`` per micro-batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming.listener import StreamingQueryListener
+from pyspark.sql.streaming.query import StreamingQuery
+from pyspark.sql.streaming.state import GroupStateTimeout
+
+from segstream.config import Settings
+from streaming.durations import duration_ms
+from streaming.features import compute_features
+from streaming.parse import parse_records
+from streaming.sinks import KafkaMarker, Sinks
+from streaming.state import INPUT_COLUMNS, OUTPUT_SCHEMA, STATE_SCHEMA, make_update
+
+log = logging.getLogger("segstream.stream")
+SOURCE_COLUMNS = ("key", "value", "topic", "partition", "offset", "timestamp")
+
+
+class SourceUnavailable(RuntimeError):
+    """The requested Kafka source cannot be used here; the message says what to do."""
+
+
+def read_events(spark: SparkSession, settings: Settings, bootstrap: str, source: str
+                ) -> DataFrame:
+    """The `events` topic as (key, value, topic, partition, offset, timestamp)."""
+    if source == "python":
+        from streaming.kafka_source import FORMAT, KafkaSource
+
+        spark.dataSource.register(KafkaSource)
+        fmt = FORMAT
+    else:
+        fmt = "kafka"
+    reader = (spark.readStream.format(fmt)
+              .option("kafka.bootstrap.servers", bootstrap)
+              .option("subscribe", settings.topic_events)
+              .option("startingOffsets", settings.stream_starting_offsets)
+              .option("maxOffsetsPerTrigger", str(settings.stream_max_records_per_trigger)))
+    if source == "kafka":
+        reader = reader.option("failOnDataLoss", "true")
+    try:
+        df = reader.load()
+    except Exception as exc:
+        if source == "kafka" and "kafka" in str(exc).lower():
+            raise SourceUnavailable(
+                "--source kafka needs Spark's Kafka connector (spark-sql-kafka-0-10 jar, e.g. "
+                "spark.jars.packages), which is not installed here; use --source python"
+            ) from exc
+        raise
+    return df.select(*SOURCE_COLUMNS)
+
+
+def transform(events: DataFrame, settings: Settings) -> DataFrame:
+    """Raw records -> the state function's output (kind = event/late/duplicate/rejected)."""
+    parsed = parse_records(events).select(*INPUT_COLUMNS)
+    update = make_update(duration_ms(settings.stream_watermark), settings.feature_window_days)
+    return parsed.groupBy("user_id").applyInPandasWithState(
+        update, outputStructType=OUTPUT_SCHEMA, stateStructType=STATE_SCHEMA,
+        # No timeout: a timeout makes Spark run empty batches forever, so an available-now
+        # run would never end. A user's state is bounded by the feature window anyway.
+        outputMode="update", timeoutConf=GroupStateTimeout.NoTimeout)
+
+
+@dataclass
+class BatchStats:
+    users: int = 0
+    dead: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    redis_stale: int = 0
+    seconds: float = 0.0
+
+
+class BatchWriter:
+    """The ``foreachBatch`` function: features from the users' windows, then the sinks."""
+
+    def __init__(self, settings: Settings, sinks: Sinks) -> None:
+        self.settings = settings
+        self.sinks = sinks
+        self.stats: dict[int, BatchStats] = {}
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        t0 = time.monotonic()
+        batch = batch.persist()
+        try:
+            kinds = {r["kind"]: r["count"] for r in batch.groupBy("kind").count().collect()}
+            t_state = time.monotonic() - t0
+            if not kinds:
+                self.stats[batch_id] = BatchStats(seconds=time.monotonic() - t0)
+                return
+            events = batch.where(F.col("kind") == "event")
+            features = compute_features(
+                events, window_days=self.settings.feature_window_days,
+                session_gap_minutes=self.settings.session_gap_minutes,
+                partitions=batch.sparkSession.sparkContext.defaultParallelism).toPandas()
+            dead = batch.where(F.col("kind").isin("late", "rejected")).select(
+                "key", "value", "topic", "partition", "offset", "reason", "detail").toPandas()
+            duplicates = kinds.get("duplicate", 0)
+        finally:
+            batch.unpersist()
+        t_features = time.monotonic() - t0 - t_state
+        result = self.sinks.write(batch_id, features, dead, int(time.time() * 1000))
+        log.debug("batch %d: read+parse+state %.2f s, features %.2f s, sinks %.2f s", batch_id,
+                  t_state, t_features, time.monotonic() - t0 - t_state - t_features)
+        self.stats[batch_id] = BatchStats(
+            users=len(features),
+            dead={str(k): int(v) for k, v in dead["reason"].value_counts().items()},
+            duplicates=duplicates, redis_stale=result.redis_stale,
+            seconds=time.monotonic() - t0)
+
+
+def _lag(progress: Any) -> dict[str, int]:
+    """Records behind the log end per partition: reported latest minus the batch end."""
+    try:
+        src = progress.sources[0]
+        latest = json.loads(src.latestOffset or "{}")
+        end = json.loads(src.endOffset or "{}")
+    except (IndexError, ValueError, TypeError):
+        return {}
+    return {p: max(int(off) - int(end.get(topic, {}).get(p, 0)), 0)
+            for topic, parts in latest.items() for p, off in parts.items()}
+
+
+class BatchLogger(StreamingQueryListener):  # type: ignore[misc]
+    """One log line per micro-batch: rows, rows/s, DLQ count, lag per partition."""
+
+    def __init__(self, writer: BatchWriter) -> None:
+        self.writer = writer
+
+    def onQueryStarted(self, event: Any) -> None:
+        log.info("stream started: id=%s", event.id)
+
+    def onQueryProgress(self, event: Any) -> None:
+        p = event.progress
+        stats = self.writer.stats.pop(p.batchId, BatchStats())
+        dlq = sum(stats.dead.values())
+        log.info(
+            "batch %d: %d rows in %.2f s (%.0f rows/s), %d users updated, DLQ %d %s, "
+            "duplicates %d, lag %s, ms %s",
+            p.batchId, p.numInputRows, (p.batchDuration or 0) / 1000.0,
+            p.processedRowsPerSecond or 0.0, stats.users, dlq, stats.dead or "",
+            stats.duplicates, _lag(p) or "-", p.durationMs)
+
+    def onQueryIdle(self, event: Any) -> None:
+        pass
+
+    def onQueryTerminated(self, event: Any) -> None:
+        log.info("stream stopped: id=%s%s", event.id,
+                 f" error: {event.exception}" if event.exception else "")
+
+
+def start(spark: SparkSession, settings: Settings, *, bootstrap: str, redis_url: str,
+          source: str = "python", trigger: str | None = None, available_now: bool = False
+          ) -> tuple[StreamingQuery, BatchWriter]:
+    """Start the query; the caller waits for it (``run`` does, with SIGTERM handling)."""
+    checkpoint = settings.checkpoint_dir
+    sinks = Sinks(redis_url=redis_url, bootstrap=bootstrap,
+                  topic_features=settings.topic_features, topic_dlq=settings.topic_dlq,
+                  ttl_s=settings.feature_ttl_s, history_dir=settings.history_dir,
+                  marker=KafkaMarker(checkpoint.parent / f"{checkpoint.name}.sinks" / "kafka"))
+    writer = BatchWriter(settings, sinks)
+    spark.streams.addListener(BatchLogger(writer))
+    out = transform(read_events(spark, settings, bootstrap, source), settings).writeStream
+    out = out.foreachBatch(writer).option("checkpointLocation", str(checkpoint))
+    out = out.outputMode("update").queryName("segstream-features")
+    if available_now:
+        out = out.trigger(availableNow=True)
+    else:
+        out = out.trigger(processingTime=trigger or settings.stream_trigger)
+    return out.start(), writer
+
+
+def run(spark: SparkSession, settings: Settings, *, bootstrap: str, redis_url: str,
+        source: str = "python", trigger: str | None = None, available_now: bool = False
+        ) -> None:
+    """Run until done (available-now), or until SIGTERM/SIGINT: then finish the batch in
+    flight, so its offsets, state and sinks are committed together, and stop."""
+    query, writer = start(spark, settings, bootstrap=bootstrap, redis_url=redis_url,
+                          source=source, trigger=trigger, available_now=available_now)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping after the batch in flight", signum)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while query.isActive:
+            if stop.is_set() and not query.status.get("isTriggerActive", False):
+                query.stop()
+                break
+            time.sleep(0.2)
+        query.awaitTermination()
+        if query.exception() is not None:
+            raise RuntimeError(f"the streaming query failed: {query.exception()}")
+    finally:
+        if query.isActive:
+            query.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        writer.sinks.close()

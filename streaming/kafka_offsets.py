@@ -1,0 +1,87 @@
+"""Exact Kafka offsets for the stream reader (driver side), over kafka-python.
+
+``log_end_offsets`` is exact on real Kafka and on the embedded broker (tansu), whose
+ListOffsets(latest) answers the base offset of the *last record batch*: it seeks each
+partition to that reported offset and takes the high watermark of a fetch made in this
+call. kafka-python keeps a partition's last high watermark across ``assign()`` calls,
+so the assignment is cleared first; otherwise a stale watermark from an earlier call
+would be taken for the end (``segstream.kafka.exact_end_offsets`` has that flaw when
+its consumer is reused).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from kafka import KafkaConsumer, TopicPartition
+
+#: Offsets as Spark stores them: {"topic": {"partition": next offset}} (JSON-safe).
+Offsets = dict[str, dict[str, int]]
+
+
+def log_end_offsets(
+    consumer: KafkaConsumer, tps: list[TopicPartition], timeout_s: float = 15.0
+) -> dict[TopicPartition, int]:
+    """The next offset to be written in each partition (exact; see the module docstring)."""
+    if not tps:
+        return {}
+    consumer.assign([])  # fresh partition states: no high watermark left from before
+    reported = consumer.end_offsets(tps)
+    consumer.assign(tps)
+    for tp in tps:
+        consumer.seek(tp, reported[tp])
+    result: dict[TopicPartition, int] = {}
+    deadline = time.monotonic() + timeout_s
+    while len(result) < len(tps):
+        if time.monotonic() > deadline:
+            missing = sorted(tp.partition for tp in tps if tp not in result)
+            raise TimeoutError(
+                f"no fetch answer for partitions {missing} of {tps[0].topic} within "
+                f"{timeout_s:.0f} s; is the broker overloaded or the partition leaderless?")
+        consumer.poll(timeout_ms=100, max_records=1)
+        for tp in tps:
+            hw = consumer.highwater(tp)
+            if hw is not None and tp not in result:
+                result[tp] = max(hw, reported[tp])
+    consumer.assign([])
+    return result
+
+
+def to_spark(offsets: Mapping[TopicPartition, int]) -> Offsets:
+    out: Offsets = {}
+    for tp, off in sorted(offsets.items()):
+        out.setdefault(tp.topic, {})[str(tp.partition)] = int(off)
+    return out
+
+
+def from_spark(offsets: Mapping[str, Mapping[str, int]]) -> dict[TopicPartition, int]:
+    return {TopicPartition(topic, int(p)): int(off)
+            for topic, parts in offsets.items() for p, off in parts.items()}
+
+
+def cap_rows(
+    start: Mapping[TopicPartition, int], end: Mapping[TopicPartition, int], max_rows: int
+) -> dict[TopicPartition, int]:
+    """Admission control: move at most ``max_rows`` offsets past ``start``, shared out in
+    proportion to each partition's backlog (as Spark's Kafka source does).
+
+    >>> a, b = TopicPartition("t", 0), TopicPartition("t", 1)
+    >>> cap_rows({a: 0, b: 0}, {a: 30, b: 10}, 8) == {a: 6, b: 2}
+    True
+    >>> cap_rows({a: 0, b: 0}, {a: 3, b: 1}, 8) == {a: 3, b: 1}
+    True
+    """
+    lag = {tp: max(end[tp] - start.get(tp, 0), 0) for tp in end}
+    total = sum(lag.values())
+    if total <= max_rows:
+        return dict(end)
+    take = {tp: lag[tp] * max_rows // total for tp in end}
+    left = max_rows - sum(take.values())
+    for tp in sorted(end, key=lambda t: (-(lag[t] - take[t]), t.partition)):
+        if left <= 0:
+            break
+        if take[tp] < lag[tp]:
+            take[tp] += 1
+            left -= 1
+    return {tp: start.get(tp, 0) + take[tp] for tp in end}
