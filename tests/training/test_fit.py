@@ -15,6 +15,7 @@ from training.fit import fit_model
 from training.kmeans import DecayingKMeans
 from training.preprocess import fit_preprocessor, inverse_transform
 from training.profiles import read_overrides
+from training.scaling import pooled_within_std, within_scaled
 from training.selection import select_k
 
 
@@ -29,6 +30,23 @@ def test_preprocessor_follows_the_spec_and_clips() -> None:
     assert z[0, 2] == 5.0
     inside = z[1:5]
     np.testing.assert_allclose(inverse_transform(pre, inside), X[1:5], rtol=1e-9)
+
+
+def test_within_scaling_keeps_the_preprocessor_shape_and_bounds_weights(
+        labelled: tuple[FeatureTable, np.ndarray, pd.DataFrame]) -> None:
+    """Only the scales change (serving's fast path reads log1p, centre, scale, clip)."""
+    table, _, _ = labelled
+    robust = fit_preprocessor(table.X)
+    pre, km = within_scaled(table.X, 7, seed=0, max_weight=100.0)
+    assert pre.log1p.tolist() == robust.log1p.tolist() and pre.clip == robust.clip
+    np.testing.assert_array_equal(pre.center, robust.center)
+    assert (pre.scale >= robust.scale / 100.0 - 1e-12).all()
+    z = pre.transform(table.X)
+    assert km.cluster_centers_.shape == (7, len(FEATURE_SPEC))
+    # at the fixed point a feature not pinned at its bound has ~1 unit of within spread
+    free = pre.scale > robust.scale / 100.0 * 1.01
+    spread = pooled_within_std(z, km.labels_)[free]
+    assert np.abs(spread - 1.0).max() < 0.15
 
 
 def test_fit_recovers_the_personas(labelled: tuple[FeatureTable, np.ndarray, pd.DataFrame]
