@@ -166,7 +166,7 @@ class BatchLogger(StreamingQueryListener):  # type: ignore[misc]
 
 def start(spark: SparkSession, settings: Settings, *, bootstrap: str, redis_url: str,
           source: str = "python", trigger: str | None = None, available_now: bool = False
-          ) -> tuple[StreamingQuery, BatchWriter]:
+          ) -> tuple[StreamingQuery, BatchWriter, BatchLogger]:
     """Start the query; the caller waits for it (``run`` does, with SIGTERM handling)."""
     checkpoint = settings.checkpoint_dir
     sinks = Sinks(redis_url=redis_url, bootstrap=bootstrap,
@@ -174,7 +174,8 @@ def start(spark: SparkSession, settings: Settings, *, bootstrap: str, redis_url:
                   ttl_s=settings.feature_ttl_s, history_dir=settings.history_dir,
                   marker=KafkaMarker(checkpoint.parent / f"{checkpoint.name}.sinks" / "kafka"))
     writer = BatchWriter(settings, sinks)
-    spark.streams.addListener(BatchLogger(writer))
+    listener = BatchLogger(writer)
+    spark.streams.addListener(listener)
     out = transform(read_events(spark, settings, bootstrap, source), settings).writeStream
     out = out.foreachBatch(writer).option("checkpointLocation", str(checkpoint))
     out = out.outputMode("update").queryName("segstream-features")
@@ -182,7 +183,7 @@ def start(spark: SparkSession, settings: Settings, *, bootstrap: str, redis_url:
         out = out.trigger(availableNow=True)
     else:
         out = out.trigger(processingTime=trigger or settings.stream_trigger)
-    return out.start(), writer
+    return out.start(), writer, listener
 
 
 def run(spark: SparkSession, settings: Settings, *, bootstrap: str, redis_url: str,
@@ -190,7 +191,7 @@ def run(spark: SparkSession, settings: Settings, *, bootstrap: str, redis_url: s
         ) -> None:
     """Run until done (available-now), or until SIGTERM/SIGINT: then finish the batch in
     flight, so its offsets, state and sinks are committed together, and stop."""
-    query, writer = start(spark, settings, bootstrap=bootstrap, redis_url=redis_url,
+    query, writer, listener = start(spark, settings, bootstrap=bootstrap, redis_url=redis_url,
                           source=source, trigger=trigger, available_now=available_now)
     stop = threading.Event()
 
@@ -214,3 +215,4 @@ def run(spark: SparkSession, settings: Settings, *, bootstrap: str, redis_url: s
         for s, handler in previous.items():
             signal.signal(s, handler)
         writer.sinks.close()
+        spark.streams.removeListener(listener)
