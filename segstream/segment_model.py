@@ -45,15 +45,25 @@ class Preprocessor:
 
     log1p: np.ndarray  # bool per feature
     center: np.ndarray  # median after log1p
-    scale: np.ndarray  # IQR after log1p (never 0)
+    scale: np.ndarray  # spread after log1p (never 0)
     clip: float = 5.0  # scaled values are clipped to [-clip, clip]
 
+    def __post_init__(self) -> None:
+        # Derived once: the hot path transforms 1..n rows in place with these.
+        object.__setattr__(self, "_heavy", np.flatnonzero(np.asarray(self.log1p, dtype=bool)))
+        object.__setattr__(self, "_center", np.asarray(self.center, dtype=np.float64))
+        object.__setattr__(self, "_inv_scale", 1.0 / np.asarray(self.scale, dtype=np.float64))
+
     def transform(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float64)
-        z = np.where(self.log1p, np.log1p(np.maximum(x, 0.0)), x)
-        z = (z - self.center) / self.scale
-        out: np.ndarray = np.clip(z, -self.clip, self.clip)
-        return out
+        """Scaled copy of ``x`` (rows of raw features)."""
+        z = np.array(x, dtype=np.float64, ndmin=2)  # a copy, transformed in place below
+        h = self._heavy  # type: ignore[attr-defined]
+        z[:, h] = np.log1p(np.maximum(z[:, h], 0.0))
+        z -= self._center  # type: ignore[attr-defined]
+        z *= self._inv_scale  # type: ignore[attr-defined]
+        np.minimum(z, self.clip, out=z)  # np.clip is several times slower on small arrays
+        np.maximum(z, -self.clip, out=z)
+        return z
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,9 @@ class Assignment:
     segment_ids: np.ndarray  # stable id of that centroid
     distances: np.ndarray  # distance to it, in scaled space
     probabilities: np.ndarray  # soft membership, rows sum to 1, columns in centroid order
+    z: np.ndarray  # the scaled rows
+    reason_cols: np.ndarray  # n x top feature columns, strongest reason first
+    reason_weights: np.ndarray  # their weights (only positive ones are reasons)
 
 
 @dataclass
@@ -90,47 +103,40 @@ class SegmentModel:
     def k(self) -> int:
         return int(self.centroids.shape[0])
 
-    def assign(self, x: np.ndarray) -> Assignment:
-        """Nearest centroid for each row of raw (unscaled) features, vectorised."""
-        z = self.preprocessor.transform(np.atleast_2d(x))
-        # |z - c|² = |z|² - 2 z·c + |c|²: one matrix product for all rows
+    def assign(self, x: np.ndarray, reasons: int = 0) -> Assignment:
+        """Nearest centroid for each row of raw (unscaled) features, vectorised.
+
+        With ``reasons=n``, also the n features that most separate each row's segment
+        from the runner-up: per feature j, ``(z_j - c2_j)² - (z_j - c1_j)²`` where c1
+        is the assigned centroid and c2 the second nearest; the largest positive terms
+        are the features that pull the user into c1 rather than c2.
+        """
+        z = self.preprocessor.transform(x)
         c = self.centroids
-        d2 = (z * z).sum(1)[:, None] - 2.0 * z @ c.T + (c * c).sum(1)[None, :]
+        # |z - c|² = |z|² - 2 z·c + |c|²: one matrix product for all rows
+        d2 = (z * z).sum(1)[:, None] - 2.0 * (z @ c.T) + (c * c).sum(1)
         np.maximum(d2, 0.0, out=d2)
-        idx = d2.argmin(1)
-        logits = -d2 / max(self.temperature, 1e-12)
-        logits -= logits.max(1, keepdims=True)
-        p = np.exp(logits)
+        rows = np.arange(len(z))
+        if reasons and self.k > 1:
+            order = np.argpartition(d2, 1, axis=1)
+            idx = order[:, 0]
+            contrib = (z - c[order[:, 1]]) ** 2 - (z - c[idx]) ** 2
+        else:
+            idx = d2.argmin(1)
+            contrib = z * z - (z - c[idx]) ** 2 if reasons else np.zeros((len(z), 0))
+        best = d2[rows, idx]
+        # softmax of -d²/T, shifted by the row minimum (the assigned centroid) for stability
+        p = np.exp((best[:, None] - d2) * (1.0 / max(self.temperature, 1e-12)))
         p /= p.sum(1, keepdims=True)
+        cols = np.argsort(-contrib, axis=1, kind="stable")[:, :reasons]
+        weights = contrib[rows[:, None], cols]
         ids = np.asarray(self.segment_ids)[idx]
-        return Assignment(idx, ids, np.sqrt(d2[np.arange(len(idx)), idx]), p)
+        return Assignment(idx, ids, np.sqrt(best), p, z, cols, weights)
 
     def reasons(self, x: np.ndarray, top: int = 3) -> list[dict[str, Any]]:
-        """The features that most separate this user's segment from the runner-up.
-
-        Per feature j: ``(z_j - c2_j)² - (z_j - c1_j)²`` where c1 is the assigned
-        centroid and c2 the second nearest; the largest positive terms are the
-        features that pull the user into c1 rather than c2.
-        """
-        z = self.preprocessor.transform(np.atleast_2d(x))[0]
-        d2 = ((self.centroids - z) ** 2).sum(1)
-        order = np.argsort(d2)
-        c1 = self.centroids[order[0]]
-        c2 = self.centroids[order[1]] if self.k > 1 else np.zeros_like(c1)
-        contrib = (z - c2) ** 2 - (z - c1) ** 2
-        best = np.argsort(-contrib)[:top]
-        raw = np.atleast_2d(x)[0]
-        return [
-            {
-                "feature": self.feature_names[j],
-                "value": float(raw[j]),
-                "z": float(z[j]),
-                "direction": "high" if z[j] > 0 else "low",
-                "weight": float(contrib[j]),
-            }
-            for j in best
-            if contrib[j] > 0
-        ]
+        """The reasons of :meth:`assign` for one row, as dicts (see there)."""
+        a = self.assign(x, reasons=top)
+        return reason_dicts(self, a, 0, np.atleast_2d(x)[0])
 
     # --- persistence -----------------------------------------------------------
     def save(self, directory: Path) -> Path:
@@ -174,6 +180,20 @@ class SegmentModel:
             info=meta["info"],
             version=version,
         )
+
+
+def reason_dicts(model: SegmentModel, a: Assignment, row: int, raw: np.ndarray
+                 ) -> list[dict[str, Any]]:
+    """Row ``row`` of an assignment's reasons: feature, raw value, z, direction, weight."""
+    out = []
+    z = a.z[row]
+    for j, w in zip(a.reason_cols[row].tolist(), a.reason_weights[row].tolist(), strict=True):
+        if w <= 0:
+            break
+        zj = float(z[j])
+        out.append({"feature": model.feature_names[j], "value": float(raw[j]), "z": zj,
+                    "direction": "high" if zj > 0 else "low", "weight": w})
+    return out
 
 
 def _json_default(obj: Any) -> Any:

@@ -11,12 +11,13 @@ import numpy as np
 
 from segstream.config import Settings
 from segstream.online_store import FIELDS, OnlineRecord, decode_record, feature_key
+from segstream.segment_model import Assignment
 from serving import metrics
 from serving.drift import DriftWindow
 from serving.errors import InvalidInput, NotFound, Unavailable
 from serving.model_holder import ModelHolder
 from serving.personalization import Mapping
-from serving.predict import Batch, Served, answer, assign
+from serving.predict import Served, answer, assign
 from serving.redis_pipe import PipelinedRedis, RedisCommandError, RedisUnavailable
 
 _HMGET = ("HMGET",)
@@ -58,14 +59,14 @@ class AppState:
     def assign_rows(self, served: Served, x: np.ndarray, user_ids: list[str | None],
                     updated: list[int | None]) -> list[dict[str, Any]]:
         """Assign, observe metrics and drift, and build the answers."""
-        batch: Batch = assign(served, x)
+        batch: Assignment = assign(served, x)
         now = time.time()
         self._observe(served, batch, x, updated, now)
         stale_after = self.settings.api_stale_after_s
         return [answer(served, batch, i, x[i], user_id=user_ids[i], updated_ms=updated[i],
                        stale_after_s=stale_after, now=now) for i in range(len(user_ids))]
 
-    def _observe(self, served: Served, batch: Batch, x: np.ndarray,
+    def _observe(self, served: Served, batch: Assignment, x: np.ndarray,
                  updated: list[int | None], now: float) -> None:
         self.drift.add(x, batch.index)
         children = self._assign_children

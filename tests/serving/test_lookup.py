@@ -204,32 +204,3 @@ def test_no_model_means_not_ready() -> None:
     from serving.model_source import StaticSource
 
     assert StaticSource().champion_version() is None
-
-
-def test_vectorised_reasons_match_the_model() -> None:
-    from serving.predict import Served, assign
-    from tests.serving.conftest import make_model
-
-    model = make_model()
-    rng = np.random.default_rng(3)
-    x = prototypes()[rng.integers(0, 3, 50)] * rng.uniform(0.5, 1.5, (50, 19))
-    batch = assign(Served.build(model, "1"), x)
-    for i in range(50):
-        expect = model.reasons(x[i:i + 1])
-        got = [model.feature_names[j] for j, w in
-               zip(batch.reason_cols[i], batch.reason_weights[i], strict=True) if w > 0]
-        assert got == [r["feature"] for r in expect]
-
-
-def test_fast_assign_matches_the_model_assign() -> None:
-    from serving.predict import Served, assign
-    from tests.serving.conftest import make_model
-
-    model = make_model()
-    rng = np.random.default_rng(5)
-    x = prototypes()[rng.integers(0, 3, 200)] * rng.uniform(0.3, 3.0, (200, 19))
-    expect = model.assign(x)
-    got = assign(Served.build(model, "1"), x)
-    assert got.segment_ids.tolist() == expect.segment_ids.tolist()
-    np.testing.assert_allclose(got.distances, expect.distances, atol=1e-9)
-    np.testing.assert_allclose(got.probabilities, expect.probabilities, atol=1e-9)
