@@ -1,0 +1,65 @@
+"""Kill -9 the job mid-stream and restart it from its checkpoint: no event lost, none
+counted twice (Redis equals the batch features of the whole log)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from segstream.generator import GeneratorConfig, generate
+from streaming.batch import compute_features
+from streaming.job import run
+from tests.streaming.conftest import produce
+from tests.streaming.test_job import assert_redis_equals_batch, job_settings
+
+pytestmark = [pytest.mark.spark, pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
+
+
+def _committed_batches(checkpoint: Path) -> int:
+    commits = checkpoint / "commits"
+    return len([p for p in commits.glob("[0-9]*")]) if commits.is_dir() else 0
+
+
+def test_sigkill_mid_stream_then_restart_loses_and_doubles_nothing(
+    spark: Any, kafka_bootstrap: str, stream_redis_url: str, tmp_path: Path
+) -> None:
+    log = generate(GeneratorConfig(users=30, events=2400, seed=21, malformed_rate=0.01,
+                                   duplicate_rate=0.03, late_rate=0.01))
+    settings = job_settings(tmp_path, kafka_bootstrap, stream_redis_url, "kill",
+                            stream_max_records_per_trigger=300)
+    produce(kafka_bootstrap, settings.topic_events, log, chunks=2)
+    redis.Redis.from_url(stream_redis_url).flushdb()
+    env = {**os.environ, **{f"SEGSTREAM_{k.upper()}": str(v) for k, v in {
+        "data_dir": settings.data_dir, "kafka_bootstrap": kafka_bootstrap,
+        "redis_url": stream_redis_url, "topic_events": settings.topic_events,
+        "topic_dlq": settings.topic_dlq, "topic_features": settings.topic_features,
+        "stream_max_records_per_trigger": 300, "spark_shuffle_partitions": 2}.items()}}
+    job = subprocess.Popen([str(Path(sys.executable).parent / "segstream"), "stream",
+                            "--trigger", "200ms"], env=env, start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while _committed_batches(settings.checkpoint_dir) < 2:
+            assert job.poll() is None, "the job exited before it was killed"
+            assert time.monotonic() < deadline, "no batch committed within 240 s"
+            time.sleep(0.2)
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)  # the job, its JVM and Python workers
+        job.wait()
+    done = _committed_batches(settings.checkpoint_dir)
+    assert done < -(-len(log.values) // 300), "the job finished before the kill"
+    run(spark, settings, bootstrap=kafka_bootstrap, redis_url=stream_redis_url,
+        available_now=True)
+    path = tmp_path / "events.jsonl"
+    log.write_jsonl(path)
+    batch = compute_features(spark, path, settings).toPandas().sort_values(
+        "user_id").reset_index(drop=True)
+    assert_redis_equals_batch(redis.Redis.from_url(stream_redis_url), batch)
