@@ -100,13 +100,19 @@ def count_features(bootstrap: str, topic: str) -> int:
         return 0
 
 
+def step_stream(settings: Settings, console: Console) -> None:
+    from streaming.demo import step_stream as stream
+
+    stream(settings, console)
+
+
 def step_serve(settings: Settings, console: Console) -> None:
     from serving.demo import step_serve as serve
 
     serve(settings, console)
 
 
-STEPS: list[Step] = [step_stack, step_events, step_training, step_serve]
+STEPS: list[Step] = [step_stack, step_events, step_stream, step_training, step_serve]
 
 
 def run_demo(settings: Settings, console: Console) -> None:
