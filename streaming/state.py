@@ -15,6 +15,7 @@ null-key group and pass straight through as ``kind = rejected``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +24,11 @@ import pandas as pd
 import pyarrow as pa
 
 from streaming.features import DAY_MS
+
+# PySpark's own concat of group outputs warns on all-null columns (e.g. `value` of
+# event rows); the result is right, the warning is noise in every worker log.
+warnings.filterwarnings("ignore", message="The behavior of DataFrame concatenation",
+                        category=FutureWarning)
 
 #: Columns of the stateful operator's input, in order.
 INPUT_COLUMNS: tuple[str, ...] = (

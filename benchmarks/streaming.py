@@ -1,0 +1,186 @@
+"""Streaming benchmark: job throughput vs raw consume, and freshness at a steady rate.
+
+    .venv/bin/python -m benchmarks.streaming [--events 100000] [--users 1000]
+        [--rate 2000] [--seconds 30]
+
+Starts its own embedded broker and redis-server on free loopback ports (stopped at the
+end), so it measures only what it starts. Prints a Markdown block for
+docs/benchmarks.md.
+
+1. Throughput: ``--events`` generated events on a 4-partition topic. Raw consume =
+   the job's own reader (``kafka_source.read_range``, kafka-python) reading every
+   partition in this process. Job = ``segstream stream --available-now`` over the same
+   topic into Redis, wall time from start to the end of the run (Spark session warm).
+   The figure is the ratio.
+2. Freshness: events produced at ``--rate``/s for ``--seconds`` with the job running on
+   a 1 s trigger; for one sampled event every 100 ms, the time from produce to its
+   effect visible in Redis (the user's record ``ts`` reaches the event's time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+
+def _raw_consume(bootstrap: str, topic: str) -> tuple[int, float]:
+    from kafka import TopicPartition
+
+    from segstream.kafka import make_consumer
+    from streaming.kafka_offsets import log_end_offsets
+    from streaming.kafka_source import KafkaRange, read_range
+
+    consumer = make_consumer(bootstrap)
+    parts = sorted(consumer.partitions_for_topic(topic) or [])
+    tps = [TopicPartition(topic, p) for p in parts]
+    end = log_end_offsets(consumer, tps)
+    consumer.close()
+    t0 = time.perf_counter()
+    n = sum(b.num_rows for tp in tps
+            for b in read_range(bootstrap, KafkaRange(topic, tp.partition, 0, end[tp])))
+    return n, time.perf_counter() - t0
+
+
+def _settings(tmp: Path, bootstrap: str, redis_url: str, tag: str, **kw: Any) -> Any:
+    from segstream.config import Settings
+    from segstream.kafka import ensure_topics
+
+    names = {f"topic_{t}": f"{t}-{tag}" for t in ("events", "dlq", "features")}
+    ensure_topics(bootstrap, list(names.values()), 4)
+    return Settings(data_dir=tmp / tag, kafka_bootstrap=bootstrap, redis_url=redis_url,
+                    spark_shuffle_partitions=2, **names, **kw)
+
+
+def throughput(spark: Any, tmp: Path, bootstrap: str, redis_url: str, events: int,
+               users: int) -> dict[str, float]:
+    from segstream.generator import GeneratorConfig, generate
+    from segstream.kafka import Producer
+    from streaming.job import run
+
+    s = _settings(tmp, bootstrap, redis_url, "tput", stream_max_records_per_trigger=events)
+    log = generate(GeneratorConfig(users=users, events=events, seed=7))
+    producer = Producer(bootstrap)
+    for key, value in zip(log.keys, log.values, strict=True):
+        producer.send(s.topic_events, value, key=key)
+    producer.flush()
+    n, raw_s = _raw_consume(bootstrap, s.topic_events)
+    t0 = time.perf_counter()
+    run(spark, s, bootstrap=bootstrap, redis_url=redis_url, available_now=True)
+    job_s = time.perf_counter() - t0
+    return {"events": n, "raw_eps": n / raw_s, "job_eps": n / job_s, "job_s": job_s,
+            "ratio": raw_s / job_s}
+
+
+def freshness(spark: Any, tmp: Path, bootstrap: str, redis_url: str, rate: int,
+              seconds: float, users: int) -> dict[str, float]:
+    import redis
+
+    from segstream.kafka import Producer
+    from segstream.online_store import feature_key
+    from streaming.job import start
+
+    s = _settings(tmp, bootstrap, redis_url, "fresh", stream_starting_offsets="latest",
+                  stream_trigger="1 second")
+    client = redis.Redis.from_url(redis_url)
+    query, writer, listener = start(spark, s, bootstrap=bootstrap, redis_url=redis_url)
+    time.sleep(15)  # first batches compile code; measure the steady state
+    latencies: list[float] = []
+    pending: list[tuple[str, int, float]] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set() or pending:
+            now = time.time()
+            for item in list(pending):
+                user, ts, sent = item
+                stored = client.hget(feature_key(user), "ts")
+                if stored is not None and int(stored) >= ts:
+                    latencies.append(now - sent)
+                    pending.remove(item)
+                elif now - sent > 60:
+                    pending.remove(item)
+                    latencies.append(float("inf"))
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    producer = Producer(bootstrap, **{"linger.ms": 5})
+    t0 = time.time()
+    sent = 0
+    next_sample = t0
+    while time.time() - t0 < seconds:
+        target = int((time.time() - t0) * rate)
+        while sent < target:
+            user = f"f{sent % users:05d}"
+            ts = int(time.time() * 1000)
+            producer.send(s.topic_events, orjson.dumps(
+                {"user_id": user, "ts": ts, "event_type": "page_view",
+                 "event_id": f"f{sent}", "platform": "ios"}), key=user.encode())
+            if time.time() >= next_sample:
+                producer.flush()
+                pending.append((user, ts, time.time()))
+                next_sample += 0.1
+            sent += 1
+        producer.flush()
+        time.sleep(0.005)
+    done.set()
+    watcher.join(timeout=90)
+    query.stop()
+    writer.sinks.close()
+    spark.streams.removeListener(listener)
+    lat = np.array(latencies)
+    return {"rate": sent / seconds, "samples": float(len(lat)),
+            "p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--rate", type=int, default=2000)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for noisy in ("kafka", "py4j"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    from segstream.config import Settings
+    from segstream.stack import free_port, start_broker, start_redis, stop_service
+    from streaming.session import get_spark
+
+    tmp = Path(tempfile.mkdtemp(prefix="segstream-bench-"))
+    broker = start_broker(free_port(), tmp / "tansu.log")
+    redis_svc = start_redis(free_port(), tmp, tmp / "redis.log")
+    spark = get_spark(Settings(spark_shuffle_partitions=2), "segstream-bench")
+    try:
+        tp = throughput(spark, tmp, broker.address, redis_svc.address, args.events,
+                        args.users)
+        fr = freshness(spark, tmp, broker.address, redis_svc.address, args.rate,
+                       args.seconds, args.users)
+    finally:
+        spark.stop()
+        stop_service(broker)
+        stop_service(redis_svc)
+    print(f"""
+| measure | value |
+|---|---|
+| events through the job into Redis | {tp['events']:,.0f} in {tp['job_s']:.1f} s |
+| job events/s (available-now, one batch) | {tp['job_eps']:,.0f} |
+| raw consume events/s (same reader, same run) | {tp['raw_eps']:,.0f} |
+| **job / raw consume** | **{tp['ratio']:.3f}** |
+| freshness at {fr['rate']:,.0f} events/s, 1 s trigger: p50 / p95 | {fr['p50']:.2f} s / {fr['p95']:.2f} s ({fr['samples']:.0f} samples) |
+""")
+
+
+if __name__ == "__main__":
+    main()
