@@ -171,6 +171,7 @@ def main() -> None:
         spark.stop()
         stop_service(broker)
         stop_service(redis_svc)
+    fresh = (f"{fr['p50']:.2f} s / {fr['p95']:.2f} s ({fr['samples']:.0f} samples)")
     print(f"""
 | measure | value |
 |---|---|
@@ -178,7 +179,7 @@ def main() -> None:
 | job events/s (available-now, one batch) | {tp['job_eps']:,.0f} |
 | raw consume events/s (same reader, same run) | {tp['raw_eps']:,.0f} |
 | **job / raw consume** | **{tp['ratio']:.3f}** |
-| freshness at {fr['rate']:,.0f} events/s, 1 s trigger: p50 / p95 | {fr['p50']:.2f} s / {fr['p95']:.2f} s ({fr['samples']:.0f} samples) |
+| freshness at {fr['rate']:,.0f} events/s, 1 s trigger: p50 / p95 | {fresh} |
 """)
 
 
