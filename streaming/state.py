@@ -5,8 +5,8 @@ Used with ``applyInPandasWithState`` keyed by ``user_id``. For each user touched
 micro-batch, in arrival order (partition, offset), a record is ``late`` if its event
 time is more than the watermark behind the newest event time seen for the user,
 else a ``duplicate`` if its event_id is among the user's kept events, else accepted.
-The state keeps the accepted events of ``(last_event - window, last_event]`` (Arrow IPC
-bytes), which is exactly what the feature transform reads, so the function emits the
+The state keeps the accepted events of ``(last_event - window, last_event]`` (a pickled
+frame), which is exactly what the feature transform reads, so the function emits the
 user's whole window (``kind = event``) and the JVM computes the features from it.
 
 Rejected records (``reason`` set by the parser) have no user id: they arrive as the
@@ -15,13 +15,13 @@ null-key group and pass straight through as ``kind = rejected``.
 
 from __future__ import annotations
 
+import pickle
 import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from streaming.features import DAY_MS
 
@@ -48,26 +48,22 @@ STATE_SCHEMA = "events binary"
 
 
 def _encode(df: pd.DataFrame) -> bytes:
-    table = pa.Table.from_pandas(df[list(EVENT_COLUMNS)], preserve_index=False)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return bytes(sink.getvalue().to_pybytes())
+    # pickle: ~10x faster than pyarrow's pandas conversion for a few hundred rows, and
+    # the blob never leaves this job's checkpoint (written and read by this module only).
+    return pickle.dumps(df[list(EVENT_COLUMNS)].reset_index(drop=True), protocol=5)
 
 
 def _decode(blob: bytes) -> pd.DataFrame:
-    frame: pd.DataFrame = pa.ipc.open_stream(blob).read_all().to_pandas()
+    frame: pd.DataFrame = pickle.loads(blob)  # our own state only, see _encode
     return frame
 
 
-_DTYPES = {"ts": "Int64", "offset": "Int64", "partition": "Int32", "dwell_ms": "float64",
-           "amount": "float64"}
-
-
 def _out(df: pd.DataFrame, kind: str) -> pd.DataFrame:
+    # No astype: PySpark converts with a null mask (NaN/None -> null) and an unsafe
+    # cast, and a per-group astype to nullable dtypes was half the Python time.
     out = df.reindex(columns=list(OUTPUT_COLUMNS))
     out["kind"] = kind
-    return out.astype(_DTYPES)
+    return out
 
 
 def make_update(watermark_ms: int, window_days: int) -> Any:
