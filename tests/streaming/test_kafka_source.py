@@ -72,3 +72,25 @@ def test_latest_and_explicit_starting_offsets(
            for r in b]
     assert min(o for p, o, _ in got if p == 0) == 10
     assert len(got) == len(values) - 10
+
+
+@pytest.mark.kafka
+def test_partition_unknown_to_the_checkpoint_is_read_from_its_beginning(
+    kafka_bootstrap: str, topic_factory: Callable[..., str]
+) -> None:
+    # The embedded broker cannot add partitions (no CreatePartitions), so the new
+    # partition is shown the way the reader meets one: absent from the start offsets.
+    from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadMaxRows
+
+    from streaming.kafka_source import KafkaStreamReader
+
+    topic = topic_factory("src", partitions=3)
+    _send(kafka_bootstrap, topic, [f"d{i}".encode() for i in range(99)], flushes=3)
+    reader = KafkaStreamReader({"kafka.bootstrap.servers": kafka_bootstrap,
+                                "subscribe": topic})
+    end = reader.latestOffset({topic: {"0": 0, "1": 0}}, ReadAllAvailable())
+    assert set(end[topic]) == {"0", "1", "2"} and sum(end[topic].values()) == 99
+    ranges = reader.partitions({topic: {"0": 0, "1": 0}}, end)
+    assert {(r.partition, r.start) for r in ranges} == {(0, 0), (1, 0), (2, 0)}
+    capped = reader.latestOffset({topic: {"0": 0, "1": 0, "2": 0}}, ReadMaxRows(30))
+    assert sum(capped[topic].values()) == 30
