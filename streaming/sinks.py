@@ -124,4 +124,5 @@ class Sinks:
 
     def close(self) -> None:
         self.producer.flush()
+        self.producer = None  # type: ignore[assignment]  # free the librdkafka client now
         self.redis.close()

@@ -38,3 +38,4 @@ def produce(bootstrap: str, topic: str, log: GeneratedLog, chunks: int = 1) -> N
         for key, value in zip(log.keys[lo:lo + step], log.values[lo:lo + step], strict=True):
             producer.send(topic, value, key=key)
         producer.flush()
+    del producer  # destroy the librdkafka client now, not after the broker has stopped

@@ -40,6 +40,7 @@ def _send(bootstrap: str, topic: str, values: list[bytes], flushes: int) -> None
         for i, v in enumerate(values[lo:lo + step]):
             producer.send(topic, v, key=str((lo + i) % 11).encode())
         producer.flush()  # one record batch per flush and partition
+    del producer  # destroy the librdkafka client now, not after the broker has stopped
 
 
 def test_every_record_exactly_once_then_only_new_ones(
