@@ -5,8 +5,7 @@ ListOffsets(latest) answers the base offset of the *last record batch*: it seeks
 partition to that reported offset and takes the high watermark of a fetch made in this
 call. kafka-python keeps a partition's last high watermark across ``assign()`` calls,
 so the assignment is cleared first; otherwise a stale watermark from an earlier call
-would be taken for the end (``segstream.kafka.exact_end_offsets`` has that flaw when
-its consumer is reused).
+would be taken for the end. The driver keeps one consumer for the life of the query.
 """
 
 from __future__ import annotations
