@@ -36,14 +36,13 @@ import orjson
 def _raw_consume(bootstrap: str, topic: str) -> tuple[int, float]:
     from kafka import TopicPartition
 
-    from segstream.kafka import make_consumer
-    from streaming.kafka_offsets import log_end_offsets
+    from segstream.kafka import exact_end_offsets, make_consumer
     from streaming.kafka_source import KafkaRange, read_range
 
     consumer = make_consumer(bootstrap)
     parts = sorted(consumer.partitions_for_topic(topic) or [])
     tps = [TopicPartition(topic, p) for p in parts]
-    end = log_end_offsets(consumer, tps)
+    end = exact_end_offsets(consumer, tps)
     consumer.close()
     t0 = time.perf_counter()
     n = sum(b.num_rows for tp in tps

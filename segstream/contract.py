@@ -158,8 +158,9 @@ FEATURE_SPEC = FeatureSpec(
     version="v1",
     features=(
         Feature("recency_days", "days", "days",
-                "Days from the user's last event to the feature time.",
-                default=30.0, heavy_tailed=True),
+                "Days the user had been away before the current visit: from the end of "
+                "the previous session to the last event (the window length with one "
+                "session).", default=30.0, heavy_tailed=True),
         Feature("frequency", "count", "sessions",
                 "Sessions in the lifetime window.", default=1.0, heavy_tailed=True),
         Feature("monetary", "money", "currency units",

@@ -10,41 +10,12 @@ would be taken for the end. The driver keeps one consumer for the life of the qu
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
 #: Offsets as Spark stores them: {"topic": {"partition": next offset}} (JSON-safe).
 Offsets = dict[str, dict[str, int]]
-
-
-def log_end_offsets(
-    consumer: KafkaConsumer, tps: list[TopicPartition], timeout_s: float = 15.0
-) -> dict[TopicPartition, int]:
-    """The next offset to be written in each partition (exact; see the module docstring)."""
-    if not tps:
-        return {}
-    consumer.assign([])  # fresh partition states: no high watermark left from before
-    reported = consumer.end_offsets(tps)
-    consumer.assign(tps)
-    for tp in tps:
-        consumer.seek(tp, reported[tp])
-    result: dict[TopicPartition, int] = {}
-    deadline = time.monotonic() + timeout_s
-    while len(result) < len(tps):
-        if time.monotonic() > deadline:
-            missing = sorted(tp.partition for tp in tps if tp not in result)
-            raise TimeoutError(
-                f"no fetch answer for partitions {missing} of {tps[0].topic} within "
-                f"{timeout_s:.0f} s; is the broker overloaded or the partition leaderless?")
-        consumer.poll(timeout_ms=100, max_records=1)
-        for tp in tps:
-            hw = consumer.highwater(tp)
-            if hw is not None and tp not in result:
-                result[tp] = max(hw, reported[tp])
-    consumer.assign([])
-    return result
 
 
 def to_spark(offsets: Mapping[TopicPartition, int]) -> Offsets:

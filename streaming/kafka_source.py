@@ -34,7 +34,8 @@ from pyspark.sql.streaming.datasource import (
 )
 from pyspark.sql.types import StructType
 
-from streaming.kafka_offsets import Offsets, cap_rows, from_spark, log_end_offsets, to_spark
+from segstream.kafka import exact_end_offsets
+from streaming.kafka_offsets import Offsets, cap_rows, from_spark, to_spark
 
 FORMAT = "segstream_kafka"
 SCHEMA = ("key binary, value binary, topic string, partition int, offset long, "
@@ -93,7 +94,9 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):  #
         return [TopicPartition(self.topic, p) for p in sorted(parts)]
 
     def _end(self) -> dict[TopicPartition, int]:
-        end = log_end_offsets(_consumer(self.bootstrap), self._partitions())
+        consumer = _consumer(self.bootstrap)
+        end = exact_end_offsets(consumer, self._partitions())
+        consumer.assign([])  # the shared driver consumer only serves metadata between calls
         self.measured = to_spark(end)
         return end
 
