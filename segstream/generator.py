@@ -186,9 +186,11 @@ def stream(cfg: GeneratorConfig) -> tuple[GeneratedLog, Iterator[Record]]:
             break
         rate_scale *= 1.1 * cfg.events / max(len(events), 1)
     # exactly `events` valid events, chosen uniformly, in event-time order
-    keep = np.sort(rng.choice(len(events), size=cfg.events, replace=False))
-    chosen = [events[i] for i in keep]
-    chosen.sort()  # (ts, serial) is unique, so the dict bodies are never compared
+    keep = rng.choice(len(events), size=cfg.events, replace=False)
+    ts_kept = np.fromiter((events[i][0] for i in keep), dtype=np.int64, count=len(keep))
+    # event-time order; ties by serial (keep's position in `events`), like sorting the tuples
+    order = np.lexsort((keep, ts_kept))
+    chosen = [events[i] for i in keep[order].tolist()]
     return log, _emit(rng, cfg, chosen, log.start_ms)
 
 
@@ -250,7 +252,7 @@ def _user_sessions(
         if et in _CONTENT_EVENTS:
             cat = CATEGORIES[cats[i]]
             ev["category"] = cat
-            ev["content_id"] = f"{cat}-{content[i]}"
+            ev["content_id"] = _CONTENT_IDS[cats[i]][content[i]]
             if et != "page_view" or page_dwell[i]:
                 ev["dwell_ms"] = dwell_l[i]
         elif et in _COMMERCE_EVENTS:
@@ -260,6 +262,7 @@ def _user_sessions(
         out.append((ts[i], len(out), ev))
 
 
+_CONTENT_IDS = tuple(tuple(f"{cat}-{n}" for n in range(200)) for cat in CATEGORIES)
 _OFF_PEAK_HOURS = np.array([7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 23])
 _PLATFORMS = (*MOBILE_PLATFORMS_GEN, *DESKTOP_PLATFORMS)
 _CONTENT_EVENTS = frozenset({"content_view", "play", "page_view"})
