@@ -1,8 +1,9 @@
 """Batch features from an event log: the same parse, arrival rules and feature
 transform as the streaming job (read -> pure transform -> write).
 
->>> # doctest: +SKIP
->>> df = compute_features(spark, Path("events.jsonl.gz"), Settings())
+Usage (needs a SparkSession; tests/streaming runs it for real)::
+
+    df = compute_features(spark, Path("events.jsonl.gz"), Settings())
 """
 
 from __future__ import annotations
