@@ -47,7 +47,7 @@ def load_settings() -> Settings:
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka.cluster").setLevel(logging.CRITICAL)  # "refresh cancelled" on close
-    for noisy in ("kafka", "py4j", "urllib3", "mlflow", "alembic"):  # chatty at INFO
+    for noisy in ("kafka", "py4j", "urllib3", "mlflow", "alembic", "httpx"):  # chatty at INFO
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     return settings
 
