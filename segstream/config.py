@@ -106,6 +106,11 @@ class Settings(BaseSettings):
     stream_watermark: str = Field(
         "10 minutes", description="Event-time watermark; later events go to the DLQ as `late`."
     )
+    stream_state_buckets: int = Field(
+        16, ge=1, le=65536,
+        description="Users are hashed into this many state groups; each micro-batch "
+        "processes a touched group's users together. Fixed for the life of a checkpoint.",
+    )
     session_gap_minutes: float = Field(
         30.0, gt=0, description="Inactivity gap that ends a session without `session_id`."
     )

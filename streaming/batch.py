@@ -1,4 +1,4 @@
-"""Batch features from an event log: the same parse, arrival rules and feature
+"""Batch features from an event log: the same validator, arrival rules and feature
 transform as the streaming job (read -> pure transform -> write).
 
 Usage (needs a SparkSession; tests/streaming runs it for real)::
@@ -15,46 +15,64 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segstream.config import Settings
-from streaming.arrivals import classify_arrivals
 from streaming.durations import duration_ms
-from streaming.features import compute_features as feature_transform
-from streaming.parse import parse_records
+from streaming.features import user_features
+from streaming.state import FEATURES_DDL, accept_group, with_bucket
+from streaming.validate import EVENT_COLUMNS, VALIDATED_DDL, validate_records
 
 if TYPE_CHECKING:
     import pandas as pd
 
+_EVENTS_DDL = ("user_id string, event_id string, ts long, event_type string, "
+               "session_id string, content_id string, category string, dwell_ms double, "
+               "amount double, platform string")
+
 
 def read_event_log(spark: SparkSession, path: Path) -> DataFrame:
-    """JSON lines (``.gz`` ok) as ``value`` (the line's original bytes) and ``seq`` (line order).
-
-    Empty lines are skipped, as ``generator.iter_jsonl`` does.
-    """
+    """JSON lines (``.gz`` ok) as source records: ``value`` (the line's original bytes),
+    ``offset`` (line order, the arrival order), ``key`` null, ``topic`` the file name,
+    ``partition`` 0. Empty lines are skipped, as ``generator.iter_jsonl`` does."""
     if not path.exists():
         raise FileNotFoundError(
             f"{path} does not exist; write one with `segstream generate --out {path}`")
     lines = spark.read.option("lineSep", "\n").text(str(path))
     return (lines.select(F.col("value").cast("binary").alias("value"))
-            .withColumn("seq", F.monotonically_increasing_id())
-            .where(F.octet_length("value") > 0))
+            .where(F.octet_length("value") > 0)
+            .select(F.lit(None).cast("binary").alias("key"), "value",
+                    F.lit(path.name).alias("topic"), F.lit(0).alias("partition"),
+                    F.monotonically_increasing_id().alias("offset")))
 
 
 def accepted_events(records: DataFrame, settings: Settings) -> DataFrame:
-    """Valid, non-late, first-seen events of a log with a ``seq`` arrival order."""
-    parsed = parse_records(records).where(F.col("reason").isNull())
-    arrivals = classify_arrivals(parsed, watermark_ms=duration_ms(settings.stream_watermark))
-    return arrivals.where(F.col("arrival") == "accepted")
+    """Valid, non-late, first-seen events (``EVENT_COLUMNS`` + ``bucket``) of source
+    records whose ``(partition, offset)`` is the arrival order."""
+    validated = records.mapInArrow(validate_records, VALIDATED_DDL)
+    grouped = with_bucket(validated, settings.stream_state_buckets).groupBy("bucket")
+    watermark_ms = duration_ms(settings.stream_watermark)
+
+    def accept(records: pd.DataFrame) -> pd.DataFrame:
+        return accept_group(records, watermark_ms=watermark_ms)
+
+    accepted = grouped.applyInPandas(accept, _EVENTS_DDL)
+    return with_bucket(accepted, settings.stream_state_buckets)
 
 
-def features_from_records(records: DataFrame, settings: Settings) -> DataFrame:
-    return feature_transform(accepted_events(records, settings),
-                             window_days=settings.feature_window_days,
-                             session_gap_minutes=settings.session_gap_minutes)
+def features_of(accepted: DataFrame, settings: Settings) -> DataFrame:
+    """Per-user features of accepted events (one ``user_features`` call per group)."""
+    window_days, gap = settings.feature_window_days, settings.session_gap_minutes
+
+    def features(events: pd.DataFrame) -> pd.DataFrame:
+        return user_features(events[list(EVENT_COLUMNS)], window_days=window_days,
+                             session_gap_minutes=gap)
+
+    return accepted.groupBy("bucket").applyInPandas(features, FEATURES_DDL)
 
 
 def compute_features(spark: SparkSession, path: Path, settings: Settings | None = None
                      ) -> DataFrame:
     """Per-user features of the event log at ``path`` (columns as in the Parquet output)."""
-    return features_from_records(read_event_log(spark, Path(path)), settings or Settings())
+    settings = settings or Settings()
+    return features_of(accepted_events(read_event_log(spark, Path(path)), settings), settings)
 
 
 def compute_features_pandas(spark: SparkSession, path: Path, settings: Settings | None = None

@@ -1,8 +1,8 @@
-"""The streaming job: Kafka `events` -> parse/validate -> per-user arrival rules (state)
--> features -> Redis, `features` topic, Parquet history; rejects and late -> `events.dlq`.
+"""The streaming job: Kafka `events` -> validate -> per-group state (arrival rules and
+features) -> Redis, `features` topic, Parquet history; rejects and late -> `events.dlq`.
 
-read (``source``) -> pure transforms (``parse_records``, ``make_update``,
-``compute_features``) -> write (``Sinks``), one ``foreachBatch`` per micro-batch.
+read (``source``) -> pure transforms (``validate_records``, ``make_update``) -> write
+(``Sinks``), one ``foreachBatch`` per micro-batch.
 """
 
 from __future__ import annotations
@@ -17,17 +17,16 @@ from types import FrameType
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 from pyspark.sql.streaming.listener import StreamingQueryListener
 from pyspark.sql.streaming.query import StreamingQuery
 from pyspark.sql.streaming.state import GroupStateTimeout
 
 from segstream.config import Settings
 from streaming.durations import duration_ms
-from streaming.features import compute_features
-from streaming.parse import parse_records
 from streaming.sinks import KafkaMarker, Sinks
-from streaming.state import INPUT_COLUMNS, OUTPUT_SCHEMA, STATE_SCHEMA, make_update
+from streaming.state import DEAD_COLUMNS, OUTPUT_SCHEMA, STATE_SCHEMA, make_update, with_bucket
+from streaming.validate import SOURCE_COLUMNS as VALIDATE_COLUMNS
+from streaming.validate import VALIDATED_DDL, validate_records
 
 log = logging.getLogger("segstream.stream")
 SOURCE_COLUMNS = ("key", "value", "topic", "partition", "offset", "timestamp")
@@ -67,13 +66,17 @@ def read_events(spark: SparkSession, settings: Settings, bootstrap: str, source:
 
 
 def transform(events: DataFrame, settings: Settings) -> DataFrame:
-    """Raw records -> the state function's output (kind = event/late/duplicate/rejected)."""
-    parsed = parse_records(events).select(*INPUT_COLUMNS)
-    update = make_update(duration_ms(settings.stream_watermark), settings.feature_window_days)
-    return parsed.groupBy("user_id").applyInPandasWithState(
+    """Source records -> the state function's output (kind = features/late/rejected/
+    duplicates)."""
+    validated = events.select(*VALIDATE_COLUMNS).mapInArrow(validate_records, VALIDATED_DDL)
+    update = make_update(watermark_ms=duration_ms(settings.stream_watermark),
+                         window_days=settings.feature_window_days,
+                         session_gap_minutes=settings.session_gap_minutes)
+    grouped = with_bucket(validated, settings.stream_state_buckets).groupBy("bucket")
+    return grouped.applyInPandasWithState(
         update, outputStructType=OUTPUT_SCHEMA, stateStructType=STATE_SCHEMA,
         # No timeout: a timeout makes Spark run empty batches forever, so an available-now
-        # run would never end. A user's state is bounded by the feature window anyway.
+        # run would never end. A group's state is bounded by the feature window anyway.
         outputMode="update", timeoutConf=GroupStateTimeout.NoTimeout)
 
 
@@ -96,27 +99,16 @@ class BatchWriter:
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         t0 = time.monotonic()
-        batch = batch.persist()
-        try:
-            kinds = {r["kind"]: r["count"] for r in batch.groupBy("kind").count().collect()}
-            t_state = time.monotonic() - t0
-            if not kinds:
-                self.stats[batch_id] = BatchStats(seconds=time.monotonic() - t0)
-                return
-            events = batch.where(F.col("kind") == "event")
-            features = compute_features(
-                events, window_days=self.settings.feature_window_days,
-                session_gap_minutes=self.settings.session_gap_minutes,
-                partitions=batch.sparkSession.sparkContext.defaultParallelism).toPandas()
-            dead = batch.where(F.col("kind").isin("late", "rejected")).select(
-                "key", "value", "topic", "partition", "offset", "reason", "detail").toPandas()
-            duplicates = kinds.get("duplicate", 0)
-        finally:
-            batch.unpersist()
-        t_features = time.monotonic() - t0 - t_state
+        # One action: the output is small (a row per touched user, dead letters, counts).
+        out = batch.toArrow().to_pandas()
+        t_compute = time.monotonic() - t0
+        kind = out["kind"]
+        features = out[kind == "features"].reset_index(drop=True)
+        dead = out[kind.isin(["late", "rejected"])][list(DEAD_COLUMNS)].reset_index(drop=True)
+        duplicates = int(out.loc[kind == "duplicates", "count"].sum())
         result = self.sinks.write(batch_id, features, dead, int(time.time() * 1000))
-        log.debug("batch %d: read+parse+state %.2f s, features %.2f s, sinks %.2f s", batch_id,
-                  t_state, t_features, time.monotonic() - t0 - t_state - t_features)
+        log.debug("batch %d: read+validate+state+features %.2f s, sinks %.2f s", batch_id,
+                  t_compute, time.monotonic() - t0 - t_compute)
         self.stats[batch_id] = BatchStats(
             users=len(features),
             dead={str(k): int(v) for k, v in dead["reason"].value_counts().items()},

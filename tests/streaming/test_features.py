@@ -1,4 +1,4 @@
-"""The feature transform on static data: hand-computed values and the batch command."""
+"""The feature transform on static data: hand-computed values, and the batch command."""
 
 from __future__ import annotations
 
@@ -14,26 +14,20 @@ from segstream.contract import FEATURE_SPEC
 from segstream.generator import GeneratorConfig, generate
 from streaming.batch import compute_features as batch_features
 from streaming.batch import compute_features_pandas, write_features
-from streaming.features import DAY_MS, compute_features
-
-pytestmark = pytest.mark.spark
+from streaming.features import DAY_MS, OUTPUT_COLUMNS, user_features
 
 T0 = 1_790_000_000_000 - 1_790_000_000_000 % DAY_MS + 19 * 3_600_000  # a day at 19:00 UTC
 MIN = 60_000
 V1 = T0 - 10 * DAY_MS - 9 * 3_600_000
 
 
-def _events(spark: Any, rows: list[dict[str, Any]]) -> Any:
+def _events(rows: list[dict[str, Any]]) -> pd.DataFrame:
     cols = ("user_id", "event_id", "ts", "event_type", "session_id", "content_id", "category",
             "dwell_ms", "amount", "platform")
-    data = [tuple(r.get(c) for c in cols) for r in rows]
-    schema = ("user_id string, event_id string, ts long, event_type string, session_id string, "
-              "content_id string, category string, dwell_ms double, amount double, "
-              "platform string")
-    return spark.createDataFrame(data, schema)
+    return pd.DataFrame([{c: r.get(c) for c in cols} for r in rows])
 
 
-def test_hand_computed_user(spark: Any) -> None:
+def test_hand_computed_user() -> None:
     u = "u"
     rows = [
         # an old visit 40 days back: outside the 30-day window
@@ -50,10 +44,10 @@ def test_hand_computed_user(spark: Any) -> None:
         dict(event_id="e5", ts=T0, event_type="purchase", session_id="s9", category="b",
              amount=20.0, platform="web"),
     ]
-    out = compute_features(_events(spark, [{"user_id": u, **r} for r in rows]),
-                           window_days=30, session_gap_minutes=30).toPandas()
-    assert list(out.columns) == ["user_id", *FEATURE_SPEC.names, "last_event_ms",
-                                 "spec_version"]
+    out = user_features(_events([{"user_id": u, **r} for r in rows]),
+                        window_days=30, session_gap_minutes=30)
+    assert list(out.columns) == list(OUTPUT_COLUMNS) == [
+        "user_id", *FEATURE_SPEC.names, "last_event_ms", "spec_version"]
     f = out.iloc[0]
     expected = {
         "recency_days": (T0 - V1 - 5 * MIN) / DAY_MS,
@@ -73,6 +67,7 @@ def test_hand_computed_user(spark: Any) -> None:
     assert f["last_event_ms"] == T0 and f["spec_version"] == FEATURE_SPEC.version
 
 
+@pytest.mark.spark
 def test_batch_command_output(spark: Any, tmp_path: Path) -> None:
     log = generate(GeneratorConfig(users=15, events=600, seed=5, malformed_rate=0.02,
                                    duplicate_rate=0.02, late_rate=0.02))

@@ -22,11 +22,10 @@ from segstream.events import Rejection, validate_event
 from segstream.generator import GeneratedLog, GeneratorConfig, generate
 from segstream.kafka import ensure_topics, read_topic
 from segstream.online_store import FIELDS, decode_feature_message, decode_record, feature_key
-from streaming.arrivals import classify_arrivals
-from streaming.batch import compute_features, read_event_log
+from streaming.arrivals import classify
+from streaming.batch import compute_features
 from streaming.durations import duration_ms
 from streaming.job import run
-from streaming.parse import parse_records
 from streaming.sinks import KafkaMarker, Sinks
 from tests.streaming.conftest import produce
 
@@ -117,9 +116,7 @@ def test_features_topic_and_history_hold_the_same_vectors(streamed: Streamed) ->
 
 
 @pytest.mark.slow
-def test_dlq_holds_every_reject_and_late_record_with_its_reason(
-    streamed: Streamed, spark: Any
-) -> None:
+def test_dlq_holds_every_reject_and_late_record_with_its_reason(streamed: Streamed) -> None:
     s = streamed.settings
     dlq = list(read_topic(s.kafka_bootstrap or "", s.topic_dlq))
     got = Counter((r.value, r.headers[DLQ_HEADER_REASON].decode()) for r in dlq)
@@ -128,13 +125,15 @@ def test_dlq_holds_every_reject_and_late_record_with_its_reason(
         out = validate_event(value)
         if isinstance(out, Rejection):
             expected[(value, out.reason)] += 1
-    # late, as the batch rules decide it: the generator's late records and nothing else
-    parsed = parse_records(read_event_log(spark, streamed.log_path))
-    late = classify_arrivals(parsed.where("reason IS NULL"),
-                             watermark_ms=duration_ms(s.stream_watermark)).where(
-        "arrival = 'late'").select("value").collect()
-    for row in late:
-        expected[(bytes(row["value"]), "late")] += 1
+    # late, as the arrival rules decide it over the whole log in one call
+    valid = [(value, ev) for value in streamed.log.values
+             if not isinstance(ev := validate_event(value), Rejection)]
+    records = pd.DataFrame([{"user_id": ev["user_id"], "event_id": ev["event_id"],
+                             "ts": ev["ts"], "value": value} for value, ev in valid])
+    late = classify(records, kept=records.iloc[:0], newest=pd.Series(dtype="int64"),
+                    watermark_ms=duration_ms(s.stream_watermark)).late
+    for value in late["value"]:
+        expected[(value, "late")] += 1
     generated_late = [v for v, k in zip(streamed.log.values, streamed.log.kinds, strict=True)
                       if k == "late"]
     assert generated_late and all(got[(v, "late")] >= 1 for v in generated_late)
