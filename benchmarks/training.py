@@ -76,8 +76,7 @@ def prepare(ds: Dataset, log: bool = True) -> Path:
 
     from segstream.config import Settings
     from segstream.generator import GeneratorConfig, generate
-    from streaming.batch import accepted_events, read_event_log
-    from streaming.features import compute_features
+    from streaming.batch import accepted_events, features_of, read_event_log
     from streaming.session import get_spark
 
     out.mkdir(parents=True, exist_ok=True)
@@ -98,9 +97,8 @@ def prepare(ds: Dataset, log: bool = True) -> Path:
         for name, cond in parts.items():
             t1 = time.perf_counter()
             ev = accepted if cond is None else accepted.where(cond)
-            pdf = compute_features(ev, window_days=settings.feature_window_days,
-                                   session_gap_minutes=settings.session_gap_minutes
-                                   ).toPandas().sort_values("user_id").reset_index(drop=True)
+            pdf = features_of(ev, settings).toPandas().sort_values("user_id").reset_index(
+                drop=True)
             pdf.to_parquet(out / f"{name}.parquet", index=False)
             rows[name] = {"users": len(pdf), "seconds": round(time.perf_counter() - t1, 1)}
             if log:
