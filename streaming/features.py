@@ -217,9 +217,7 @@ def user_features(events: pd.DataFrame, *, window_days: int, session_gap_minutes
         raise ValueError(
             f"feature formulas {sorted(formulas)} do not match spec {spec.version} "
             f"{sorted(spec.names)}: update streaming/features.py and docs/features.md")
-    out = pd.DataFrame({"user_id": np.asarray(users, dtype=object)})
-    for name in spec.names:
-        out[name] = formulas[name].astype(np.float64)
-    out["last_event_ms"] = T
-    out["spec_version"] = spec.version
-    return out
+    return pd.DataFrame({  # at once: 21 column inserts were ~10 % of a group's step
+        "user_id": np.asarray(users, dtype=object),
+        **{name: formulas[name].astype(np.float64) for name in spec.names},
+        "last_event_ms": T, "spec_version": spec.version})

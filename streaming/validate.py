@@ -10,7 +10,7 @@ the dead-letter topic.
 
 Why Python and not the JVM: the contract checks JSON *types* (``"ts": "7"`` and
 ``"ts": 7`` are different records), which ``from_json`` cannot see, and the JVM
-VARIANT parser that can took 4.0 s per 100k records here against 0.6 s for this
+VARIANT parser that can took 3.4-4.9 s per 100k records here against ~1.0 s for this
 function (docs/benchmarks.md).
 """
 
