@@ -216,7 +216,7 @@ class Producer:
     def send(
         self,
         topic: str,
-        value: bytes,
+        value: bytes | None,
         key: bytes | None = None,
         headers: Mapping[str, bytes] | None = None,
     ) -> None:

@@ -120,8 +120,8 @@ def user_features(events: pd.DataFrame, *, window_days: int, session_gap_minutes
     ...     "session_id": [None, None], "content_id": [None, None], "category": [None, None],
     ...     "dwell_ms": [None, None], "amount": [None, 20.0], "platform": ["ios", "web"]})
     >>> f = user_features(ev, window_days=30, session_gap_minutes=30).iloc[0]
-    >>> f["frequency"], f["monetary"], f["session_duration"], f["mobile_share"]
-    (1.0, 20.0, 60.0, 0.5)
+    >>> [float(f[k]) for k in ("frequency", "monetary", "session_duration", "mobile_share")]
+    [1.0, 20.0, 60.0, 0.5]
     """
     if events.empty:
         return pd.DataFrame({c: pd.Series(dtype="float64") for c in OUTPUT_COLUMNS}).astype(

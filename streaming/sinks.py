@@ -90,7 +90,9 @@ class Sinks:
             self.producer.send(self.topic_features, encode_feature_message(
                 user, vec, last_event_ms=ts, updated_ms=now_ms), key=user.encode())
         for row in dead.to_dict("records"):
-            self.producer.send(self.topic_dlq, bytes(row["value"]), key=row["key"], headers={
+            value = row["value"]  # None for a tombstone: dead-lettered as one
+            self.producer.send(self.topic_dlq, None if value is None else bytes(value),
+                               key=row["key"], headers={
                 DLQ_HEADER_REASON: str(row["reason"]).encode(),
                 DLQ_HEADER_DETAIL: str(row["detail"] or "").encode(),
                 DLQ_HEADER_SOURCE: f"{row['topic']}:{row['partition']}@{row['offset']}".encode(),

@@ -20,7 +20,7 @@ from segstream.config import Settings
 from segstream.contract import DLQ_HEADER_DETAIL, DLQ_HEADER_REASON, DLQ_HEADER_SOURCE
 from segstream.events import Rejection, validate_event
 from segstream.generator import GeneratedLog, GeneratorConfig, generate
-from segstream.kafka import ensure_topics, read_topic
+from segstream.kafka import Producer, ensure_topics, read_topic
 from segstream.online_store import FIELDS, decode_feature_message, decode_record, feature_key
 from streaming.arrivals import classify
 from streaming.batch import compute_features
@@ -77,6 +77,10 @@ def streamed(spark: Any, kafka_bootstrap: str, stream_redis_url: str,
     settings = job_settings(tmp, kafka_bootstrap, stream_redis_url, "job",
                             stream_max_records_per_trigger=900)
     produce(kafka_bootstrap, settings.topic_events, log, chunks=3)
+    tombstone = Producer(kafka_bootstrap)  # a record with no value must reach the DLQ too
+    tombstone.send(settings.topic_events, None, key=b"u-tombstone")
+    tombstone.flush()
+    del tombstone
     redis.Redis.from_url(stream_redis_url).flushdb()
     run(spark, settings, bootstrap=kafka_bootstrap, redis_url=stream_redis_url,
         available_now=True)
@@ -120,7 +124,7 @@ def test_dlq_holds_every_reject_and_late_record_with_its_reason(streamed: Stream
     s = streamed.settings
     dlq = list(read_topic(s.kafka_bootstrap or "", s.topic_dlq))
     got = Counter((r.value, r.headers[DLQ_HEADER_REASON].decode()) for r in dlq)
-    expected: Counter[tuple[bytes | None, str]] = Counter()
+    expected: Counter[tuple[bytes | None, str]] = Counter({(None, "invalid_json"): 1})
     for value in streamed.log.values:
         out = validate_event(value)
         if isinstance(out, Rejection):
