@@ -51,6 +51,9 @@ def read_events(spark: SparkSession, settings: Settings, bootstrap: str, source:
               .option("subscribe", settings.topic_events)
               .option("startingOffsets", settings.stream_starting_offsets)
               .option("maxOffsetsPerTrigger", str(settings.stream_max_records_per_trigger)))
+    if source == "python":  # one read task per core at most (see kafka_source)
+        reader = reader.option("maxInputPartitions",
+                               str(spark.sparkContext.defaultParallelism))
     if source == "kafka":
         reader = reader.option("failOnDataLoss", "true")
     try:

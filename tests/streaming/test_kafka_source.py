@@ -25,7 +25,8 @@ def _run(spark: Any, bootstrap: str, topic: str, checkpoint: Path, max_rows: int
 
     query = (spark.readStream.format(FORMAT).option("kafka.bootstrap.servers", bootstrap)
              .option("subscribe", topic).option("startingOffsets", starting)
-             .option("maxOffsetsPerTrigger", str(max_rows)).load()
+             .option("maxOffsetsPerTrigger", str(max_rows))
+             .option("maxInputPartitions", "2").load()  # several partitions per task
              .writeStream.foreachBatch(collect).option("checkpointLocation", str(checkpoint))
              .trigger(availableNow=True).start())
     query.awaitTermination()
@@ -91,7 +92,8 @@ def test_partition_unknown_to_the_checkpoint_is_read_from_its_beginning(
                                 "subscribe": topic})
     end = reader.latestOffset({topic: {"0": 0, "1": 0}}, ReadAllAvailable())
     assert set(end[topic]) == {"0", "1", "2"} and sum(end[topic].values()) == 99
-    ranges = reader.partitions({topic: {"0": 0, "1": 0}}, end)
+    ranges = [r for task in reader.partitions({topic: {"0": 0, "1": 0}}, end)
+              for r in task.ranges]
     assert {(r.partition, r.start) for r in ranges} == {(0, 0), (1, 0), (2, 0)}
     capped = reader.latestOffset({topic: {"0": 0, "1": 0, "2": 0}}, ReadMaxRows(30))
     assert sum(capped[topic].values()) == 30
