@@ -61,7 +61,9 @@ def _consumer(bootstrap: str) -> KafkaConsumer:
     if consumer is None:
         from segstream.kafka import make_consumer
 
-        consumer = make_consumer(bootstrap, fetch_max_wait_ms=100, metadata_max_age_ms=3000)
+        # fetch_max_wait_ms: measuring the log end fetches at the end, where the broker
+        # waits this long for data; 100 -> 10 ms took exact_end_offsets from ~135 to ~35 ms
+        consumer = make_consumer(bootstrap, fetch_max_wait_ms=10, metadata_max_age_ms=3000)
         _consumers[bootstrap] = consumer
     return consumer
 
