@@ -143,12 +143,15 @@ def validate_event(
             return Rejection(
                 "record_too_large", None, f"{len(raw)} bytes, the limit is {MAX_RECORD_BYTES}"
             )
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            return Rejection("invalid_utf8", None, f"byte {exc.start} is not valid UTF-8")
-        raw = raw.decode("utf-8")
-    if isinstance(raw, str):
+        try:  # orjson checks UTF-8 itself: decode only to tell the two failures apart
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                return Rejection("invalid_utf8", None, f"byte {bad.start} is not valid UTF-8")
+            return Rejection("invalid_json", None, str(exc)[:200])
+    elif isinstance(raw, str):
         if len(raw.encode("utf-8", "surrogatepass")) > MAX_RECORD_BYTES:
             return Rejection("record_too_large", None, f"the limit is {MAX_RECORD_BYTES} bytes")
         try:
