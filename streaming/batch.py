@@ -16,16 +16,12 @@ from pyspark.sql import functions as F
 
 from segstream.config import Settings
 from streaming.durations import duration_ms
-from streaming.features import user_features
+from streaming.features import EVENT_COLUMNS, user_features
 from streaming.state import FEATURES_DDL, accept_group, with_bucket
-from streaming.validate import EVENT_COLUMNS, VALIDATED_DDL, validate_records
+from streaming.validate import EVENTS_DDL, VALIDATED_DDL, validate_records
 
 if TYPE_CHECKING:
     import pandas as pd
-
-_EVENTS_DDL = ("user_id string, event_id string, ts long, event_type string, "
-               "session_id string, content_id string, category string, dwell_ms double, "
-               "amount double, platform string")
 
 
 def read_event_log(spark: SparkSession, path: Path) -> DataFrame:
@@ -53,7 +49,7 @@ def accepted_events(records: DataFrame, settings: Settings) -> DataFrame:
     def accept(records: pd.DataFrame) -> pd.DataFrame:
         return accept_group(records, watermark_ms=watermark_ms)
 
-    accepted = grouped.applyInPandas(accept, _EVENTS_DDL)
+    accepted = grouped.applyInPandas(accept, EVENTS_DDL)
     return with_bucket(accepted, settings.stream_state_buckets)
 
 

@@ -25,8 +25,7 @@ from segstream.config import Settings
 from streaming.durations import duration_ms
 from streaming.sinks import KafkaMarker, Sinks
 from streaming.state import DEAD_COLUMNS, OUTPUT_SCHEMA, STATE_SCHEMA, make_update, with_bucket
-from streaming.validate import SOURCE_COLUMNS as VALIDATE_COLUMNS
-from streaming.validate import VALIDATED_DDL, validate_records
+from streaming.validate import CARRIED_COLUMNS, VALIDATED_DDL, validate_records
 
 log = logging.getLogger("segstream.stream")
 SOURCE_COLUMNS = ("key", "value", "topic", "partition", "offset", "timestamp")
@@ -71,7 +70,7 @@ def read_events(spark: SparkSession, settings: Settings, bootstrap: str, source:
 def transform(events: DataFrame, settings: Settings) -> DataFrame:
     """Source records -> the state function's output (kind = features/late/rejected/
     duplicates)."""
-    validated = events.select(*VALIDATE_COLUMNS).mapInArrow(validate_records, VALIDATED_DDL)
+    validated = events.select(*CARRIED_COLUMNS).mapInArrow(validate_records, VALIDATED_DDL)
     update = make_update(watermark_ms=duration_ms(settings.stream_watermark),
                          window_days=settings.feature_window_days,
                          session_gap_minutes=settings.session_gap_minutes)

@@ -32,8 +32,7 @@ from pyspark.sql import functions as F
 
 from segstream.contract import FEATURE_SPEC
 from streaming.arrivals import classify
-from streaming.features import DAY_MS, user_features
-from streaming.validate import EVENT_COLUMNS
+from streaming.features import DAY_MS, EVENT_COLUMNS, user_features
 
 # PySpark's own concat of group outputs warns on all-null columns (e.g. `value` of
 # feature rows); the result is right, the warning is noise in every worker log.

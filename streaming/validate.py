@@ -22,15 +22,11 @@ from collections.abc import Iterator
 import pyarrow as pa
 
 from segstream.events import Rejection, validate_event
+from streaming.features import EVENT_COLUMNS
 
-#: Event columns the feature transform reads, in order (a subset of contract.EVENT_FIELDS).
-EVENT_COLUMNS: tuple[str, ...] = (
-    "user_id", "event_id", "ts", "event_type", "session_id", "content_id", "category",
-    "dwell_ms", "amount", "platform",
-)
 _TYPES = {"ts": pa.int64(), "dwell_ms": pa.float64(), "amount": pa.float64()}
 #: Source columns carried along for the dead-letter topic and the arrival order.
-SOURCE_COLUMNS: tuple[str, ...] = ("key", "value", "topic", "partition", "offset")
+CARRIED_COLUMNS: tuple[str, ...] = ("key", "value", "topic", "partition", "offset")
 
 VALIDATED_SCHEMA = pa.schema(
     [pa.field(c, _TYPES.get(c, pa.string())) for c in EVENT_COLUMNS]
@@ -39,11 +35,13 @@ VALIDATED_SCHEMA = pa.schema(
        pa.field("offset", pa.int64()),
        pa.field("reason", pa.string()), pa.field("detail", pa.string())]
 )
+_SPARK_TYPES = {pa.string(): "string", pa.int64(): "long", pa.float64(): "double",
+                pa.binary(): "binary", pa.int32(): "int"}
 #: The same schema as a Spark DDL string (for ``mapInArrow``).
-VALIDATED_DDL = ", ".join(
-    f"`{f.name}` " + {pa.string(): "string", pa.int64(): "long", pa.float64(): "double",
-                      pa.binary(): "binary", pa.int32(): "int"}[f.type]
-    for f in VALIDATED_SCHEMA)
+VALIDATED_DDL = ", ".join(f"`{f.name}` {_SPARK_TYPES[f.type]}" for f in VALIDATED_SCHEMA)
+#: Just the event columns, as a Spark DDL string.
+EVENTS_DDL = ", ".join(f"`{c}` {_SPARK_TYPES[VALIDATED_SCHEMA.field(c).type]}"
+                       for c in EVENT_COLUMNS)
 
 _NULL_VALUE = Rejection("invalid_json", None, "the record has no value (a tombstone)")
 
@@ -78,7 +76,7 @@ def validate_batch(batch: pa.RecordBatch, now_ms: int | None = None) -> pa.Recor
             reasons.append(None)
             details.append(None)
     arrays = [pa.array(columns[c], VALIDATED_SCHEMA.field(c).type) for c in EVENT_COLUMNS]
-    arrays += [batch.column(c).cast(VALIDATED_SCHEMA.field(c).type) for c in SOURCE_COLUMNS]
+    arrays += [batch.column(c).cast(VALIDATED_SCHEMA.field(c).type) for c in CARRIED_COLUMNS]
     arrays += [pa.array(reasons, pa.string()), pa.array(details, pa.string())]
     return pa.RecordBatch.from_arrays(arrays, schema=VALIDATED_SCHEMA)
 

@@ -23,7 +23,7 @@ from segstream.generator import GeneratedLog, GeneratorConfig, generate
 from segstream.kafka import Producer, ensure_topics, read_topic
 from segstream.online_store import FIELDS, decode_feature_message, decode_record, feature_key
 from streaming.arrivals import classify
-from streaming.batch import compute_features
+from streaming.batch import compute_features_pandas
 from streaming.durations import duration_ms
 from streaming.job import run
 from streaming.sinks import KafkaMarker, Sinks
@@ -86,8 +86,7 @@ def streamed(spark: Any, kafka_bootstrap: str, stream_redis_url: str,
         available_now=True)
     path = tmp / "events.jsonl"
     log.write_jsonl(path)
-    batch = compute_features(spark, path, settings).toPandas().sort_values(
-        "user_id").reset_index(drop=True)
+    batch = compute_features_pandas(spark, path, settings)
     yield Streamed(log, settings, batch, path)
 
 

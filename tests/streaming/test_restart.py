@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from segstream.generator import GeneratorConfig, generate
-from streaming.batch import compute_features
+from streaming.batch import compute_features_pandas
 from streaming.job import run
 from tests.streaming.conftest import produce
 from tests.streaming.test_job import assert_redis_equals_batch, job_settings
@@ -60,6 +60,5 @@ def test_sigkill_mid_stream_then_restart_loses_and_doubles_nothing(
         available_now=True)
     path = tmp_path / "events.jsonl"
     log.write_jsonl(path)
-    batch = compute_features(spark, path, settings).toPandas().sort_values(
-        "user_id").reset_index(drop=True)
+    batch = compute_features_pandas(spark, path, settings)
     assert_redis_equals_batch(redis.Redis.from_url(stream_redis_url), batch)

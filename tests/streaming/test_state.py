@@ -19,9 +19,8 @@ from hypothesis import strategies as st
 from segstream.events import Rejection, validate_event
 from segstream.generator import GeneratorConfig, generate
 from streaming.arrivals import classify
-from streaming.features import user_features
+from streaming.features import EVENT_COLUMNS, user_features
 from streaming.state import GroupState, advance
-from streaming.validate import EVENT_COLUMNS
 
 WATERMARK_MS = 600_000
 PARAMS: dict[str, Any] = {"watermark_ms": WATERMARK_MS, "window_days": 30,
