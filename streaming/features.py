@@ -46,21 +46,18 @@ def _codes(values: np.ndarray, *, sort: bool = False) -> np.ndarray:
     return codes.astype(np.int64)
 
 
-def _per_user_distinct(u: np.ndarray, codes: np.ndarray, n_users: int) -> np.ndarray:
-    """Distinct non-negative ``codes`` per user (codes < len(rows), so no overflow)."""
-    ok = codes >= 0
-    width = int(codes.max()) + 1 if ok.any() else 1
-    pairs = np.unique(u[ok] * width + codes[ok])
-    return np.bincount(pairs // width, minlength=n_users)
-
-
-def _per_user_counts(u: np.ndarray, codes: np.ndarray, n_users: int
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Per user: (owner of each distinct code, how often it occurs), codes >= 0 only."""
+def _per_user_counts(u: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(owner of each distinct (user, code), how often it occurs), codes >= 0 only.
+    Codes and user codes are below the row count, so the combined key cannot overflow."""
     ok = codes >= 0
     width = int(codes.max()) + 1 if ok.any() else 1
     keys, counts = np.unique(u[ok] * width + codes[ok], return_counts=True)
     return keys // width, counts
+
+
+def _per_user_distinct(u: np.ndarray, codes: np.ndarray, n_users: int) -> np.ndarray:
+    """Distinct non-negative ``codes`` per user."""
+    return np.bincount(_per_user_counts(u, codes)[0], minlength=n_users)
 
 
 def _per_user_max(u: np.ndarray, values: np.ndarray, n_users: int, fill: int) -> np.ndarray:
@@ -149,7 +146,7 @@ def user_features(events: pd.DataFrame, *, window_days: int, session_gap_minutes
         return np.bincount(u[mask], minlength=n_users).astype(np.float64)
 
     # transitions: entropy H = log2 t - sum(c log2 c) / t, c = count of a pair, t = all pairs
-    p_users, p_counts = _per_user_counts(s["pair_users"], s["pairs"], n_users)
+    p_users, p_counts = _per_user_counts(s["pair_users"], s["pairs"])
     t_n = np.bincount(p_users, weights=p_counts, minlength=n_users)
     t_s = np.bincount(p_users, weights=p_counts * np.log2(p_counts), minlength=n_users)
     entropy = np.zeros(n_users)
@@ -178,7 +175,7 @@ def user_features(events: pd.DataFrame, *, window_days: int, session_gap_minutes
                       out=np.zeros(n_users), where=d_n > 0)
     # categories
     cats = _codes(col("category"))
-    c_users, c_counts = _per_user_counts(u, cats, n_users)
+    c_users, c_counts = _per_user_counts(u, cats)
     c_top = np.zeros(n_users)
     np.maximum.at(c_top, c_users, c_counts.astype(np.float64))
     c_n = count(cats >= 0)
