@@ -17,8 +17,8 @@ from pyspark.sql import functions as F
 from segstream.config import Settings
 from streaming.durations import duration_ms
 from streaming.features import EVENT_COLUMNS, user_features
-from streaming.state import FEATURES_DDL, accept_group, with_bucket
-from streaming.validate import EVENTS_DDL, VALIDATED_DDL, validate_records
+from streaming.state import FEATURES_DDL, accept_group, validated_groups, with_bucket
+from streaming.validate import EVENTS_DDL
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,8 +42,7 @@ def read_event_log(spark: SparkSession, path: Path) -> DataFrame:
 def accepted_events(records: DataFrame, settings: Settings) -> DataFrame:
     """Valid, non-late, first-seen events (``EVENT_COLUMNS`` + ``bucket``) of source
     records whose ``(partition, offset)`` is the arrival order."""
-    validated = records.mapInArrow(validate_records, VALIDATED_DDL)
-    grouped = with_bucket(validated, settings.stream_state_buckets).groupBy("bucket")
+    grouped = validated_groups(records, settings.stream_state_buckets)
     watermark_ms = duration_ms(settings.stream_watermark)
 
     def accept(records: pd.DataFrame) -> pd.DataFrame:

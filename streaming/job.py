@@ -24,8 +24,13 @@ from pyspark.sql.streaming.state import GroupStateTimeout
 from segstream.config import Settings
 from streaming.durations import duration_ms
 from streaming.sinks import KafkaMarker, Sinks
-from streaming.state import DEAD_COLUMNS, OUTPUT_SCHEMA, STATE_SCHEMA, make_update, with_bucket
-from streaming.validate import CARRIED_COLUMNS, VALIDATED_DDL, validate_records
+from streaming.state import (
+    DEAD_COLUMNS,
+    OUTPUT_SCHEMA,
+    STATE_SCHEMA,
+    make_update,
+    validated_groups,
+)
 
 log = logging.getLogger("segstream.stream")
 SOURCE_COLUMNS = ("key", "value", "topic", "partition", "offset", "timestamp")
@@ -70,11 +75,10 @@ def read_events(spark: SparkSession, settings: Settings, bootstrap: str, source:
 def transform(events: DataFrame, settings: Settings) -> DataFrame:
     """Source records -> the state function's output (kind = features/late/rejected/
     duplicates)."""
-    validated = events.select(*CARRIED_COLUMNS).mapInArrow(validate_records, VALIDATED_DDL)
     update = make_update(watermark_ms=duration_ms(settings.stream_watermark),
                          window_days=settings.feature_window_days,
                          session_gap_minutes=settings.session_gap_minutes)
-    grouped = with_bucket(validated, settings.stream_state_buckets).groupBy("bucket")
+    grouped = validated_groups(events, settings.stream_state_buckets)
     return grouped.applyInPandasWithState(
         update, outputStructType=OUTPUT_SCHEMA, stateStructType=STATE_SCHEMA,
         # No timeout: a timeout makes Spark run empty batches forever, so an available-now

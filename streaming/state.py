@@ -27,12 +27,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, GroupedData
 from pyspark.sql import functions as F
 
 from segstream.contract import FEATURE_SPEC
 from streaming.arrivals import classify
 from streaming.features import DAY_MS, EVENT_COLUMNS, user_features
+from streaming.validate import CARRIED_COLUMNS, VALIDATED_DDL, validate_records
 
 # PySpark's own concat of group outputs warns on all-null columns (e.g. `value` of
 # feature rows); the result is right, the warning is noise in every worker log.
@@ -56,6 +57,13 @@ def with_bucket(validated: DataFrame, buckets: int) -> DataFrame:
     return validated.withColumn("bucket", F.when(
         F.col("user_id").isNotNull(), F.pmod(F.xxhash64("user_id"), F.lit(buckets))
     ).otherwise(F.lit(REJECTED_GROUP)).cast("int"))
+
+
+def validated_groups(records: DataFrame, buckets: int) -> GroupedData:
+    """Source records (``validate.CARRIED_COLUMNS``) validated and grouped by ``bucket``:
+    the input of the group step, in the stream and in the batch command alike."""
+    validated = records.select(*CARRIED_COLUMNS).mapInArrow(validate_records, VALIDATED_DDL)
+    return with_bucket(validated, buckets).groupBy("bucket")
 
 
 @dataclass

@@ -42,15 +42,20 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     stop_service(svc)
 
 
-@pytest.fixture
-def redis_client(redis_url: str) -> Iterator[Any]:
-    """A client on a freshly flushed database."""
+def flushed_redis(url: str) -> Iterator[Any]:
+    """A client on the database at ``url``, flushed first (body of the client fixtures)."""
     import redis
 
-    client = redis.Redis.from_url(redis_url)
+    client = redis.Redis.from_url(url)
     client.flushdb()
     yield client
     client.close()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[Any]:
+    """A client on a freshly flushed database."""
+    yield from flushed_redis(redis_url)
 
 
 _topic_serial = itertools.count()

@@ -9,6 +9,7 @@ import pytest
 
 from segstream.generator import GeneratedLog
 from segstream.kafka import Producer
+from tests.conftest import flushed_redis
 
 STREAM_REDIS_DB = 7  # other suites flush db 0 between their tests
 
@@ -21,12 +22,7 @@ def stream_redis_url(redis_url: str) -> str:
 
 @pytest.fixture
 def stream_redis(stream_redis_url: str) -> Iterator[Any]:
-    import redis
-
-    client = redis.Redis.from_url(stream_redis_url)
-    client.flushdb()
-    yield client
-    client.close()
+    yield from flushed_redis(stream_redis_url)
 
 
 def produce(bootstrap: str, topic: str, log: GeneratedLog, chunks: int = 1) -> None:
