@@ -22,6 +22,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from segstream.aggregates import FeatureParams, Vocabulary
+from segstream.contract import (
+    DEFAULT_DESKTOP_PLATFORMS,
+    DEFAULT_EVENT_TYPE_ALIASES,
+    DEFAULT_MOBILE_PLATFORMS,
+)
+
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "dev", "test", ""}
 
 
@@ -114,8 +121,45 @@ class Settings(BaseSettings):
     session_gap_minutes: float = Field(
         30.0, gt=0, description="Inactivity gap that ends a session without `session_id`."
     )
-    feature_window_days: int = Field(
-        30, ge=1, le=3650, description="Lifetime/rolling feature window."
+    feature_half_life_short_days: float = Field(
+        7.0, gt=0, le=3650,
+        description="Half-life of the short decayed rates (`*_rate_short`, the trend).",
+    )
+    feature_half_life_long_days: float = Field(
+        30.0, gt=0, le=3650,
+        description="Half-life of the long decayed rates and of the decayed shares "
+        "(`*_rate_long`, ratios, dwell). Must exceed the short one.",
+    )
+    vocab_event_types: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_EVENT_TYPE_ALIASES),
+        description="Your event type names -> canonical types (page_view, content_view, "
+        "search, add_to_cart, purchase, play, login, feature_use); matched "
+        "case-insensitively. Canonical names always map to themselves; other names count "
+        "as activity but feed no ratio.",
+    )
+    vocab_mobile_platforms: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_MOBILE_PLATFORMS),
+        description="`platform` values that count as mobile for `mobile_share`.",
+    )
+    vocab_desktop_platforms: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_DESKTOP_PLATFORMS),
+        description="`platform` values known not to be mobile (not reported as unrecognised).",
+    )
+    clock: Literal["wall", "event"] = Field(
+        "wall",
+        description="What \"now\" is for as-of evaluation: `wall` (live) or `event`, the "
+        "newest event time the stream has seen (replays, backfills). docs/features.md "
+        "says which default each command uses.",
+    )
+    rescore_interval_s: float = Field(
+        3600.0, gt=0,
+        description="The change detector re-evaluates every user at most this often (in "
+        "the clock's time), so users whom time alone moves change segment without an event.",
+    )
+    stream_state_expiry_days: float | None = Field(
+        None, gt=0,
+        description="Drop a user's streaming state after this many days without an event "
+        "(event time); unset: keep it. The Redis record expires by `feature_ttl_s`.",
     )
     feature_ttl_s: int = Field(
         90 * 24 * 3600, ge=60, description="TTL of a user's feature record in Redis."
@@ -260,6 +304,29 @@ class Settings(BaseSettings):
             if self.webhook_urls and self.webhook_secret is None:
                 raise ValueError("webhook_urls are set but webhook_secret is not")
         return self
+
+    @model_validator(mode="after")
+    def _check_feature_params(self) -> Settings:
+        self.feature_params()  # half-lives in order, vocabulary onto canonical types
+        return self
+
+    def feature_params(self) -> FeatureParams:
+        """What the aggregate fold and the as-of evaluation depend on."""
+        return FeatureParams(
+            half_life_short_days=self.feature_half_life_short_days,
+            half_life_long_days=self.feature_half_life_long_days,
+            session_gap_minutes=self.session_gap_minutes,
+            vocabulary=Vocabulary(event_types=dict(self.vocab_event_types),
+                                  mobile_platforms=tuple(self.vocab_mobile_platforms)))
+
+    def now_ms(self, stream_time_ms: int | None = None) -> int:
+        """"Now" by the ``clock`` setting: the wall clock, or the stream's event time
+        (``stream_time_ms``, the newest event time seen; the wall clock until known)."""
+        import time
+
+        if self.clock == "event" and stream_time_ms is not None:
+            return int(stream_time_ms)
+        return int(time.time() * 1000)
 
     # --- derived paths -----------------------------------------------------------
     @property

@@ -1,4 +1,4 @@
-"""The shared contract: event schema v1 and the versioned feature spec.
+"""The shared contract: event schema v1, the vocabularies and the versioned feature spec.
 
 Imported by streaming/, training/ and serving/. It imports only the standard
 library so that any process (a Spark executor, the API, a CLI) can load it cheaply.
@@ -8,11 +8,11 @@ schema, the pandas column order, the Redis layout, the API models.
 Examples
 --------
 >>> FEATURE_SPEC.version
-'v1'
+'v2'
 >>> FEATURE_SPEC.names[:3]
-('recency_days', 'frequency', 'monetary')
->>> FEATURE_SPEC.index("monetary")
-2
+('recency_days', 'purchase_recency_days', 'tenure_days')
+>>> FEATURE_SPEC.index("lifetime_spend")
+5
 """
 
 from __future__ import annotations
@@ -56,8 +56,10 @@ EVENT_FIELDS: tuple[str, ...] = (
     "properties",  # normalised: JSON text of the object, or None
 )
 
-#: Event types the feature spec gives meaning to. Other types are accepted and
-#: count as activity (frequency, breadth), but feed no ratio.
+#: Canonical event types: the feature spec gives them meaning. A log's own names map
+#: onto them through the vocabulary (``DEFAULT_EVENT_TYPE_ALIASES`` overridable by the
+#: ``vocab_event_types`` setting); other types are accepted and count as activity
+#: (sessions, rates, breadth of content) but feed no ratio, and `replay` reports them.
 KNOWN_EVENT_TYPES: tuple[str, ...] = (
     "page_view",
     "content_view",
@@ -69,13 +71,29 @@ KNOWN_EVENT_TYPES: tuple[str, ...] = (
     "feature_use",
 )
 
-MOBILE_PLATFORMS: tuple[str, ...] = ("ios", "android", "mobile_web")
+#: Common spellings of the canonical types (matched case-insensitively, trimmed).
+DEFAULT_EVENT_TYPE_ALIASES: dict[str, str] = {
+    "view": "page_view", "pageview": "page_view", "page-view": "page_view",
+    "product_view": "content_view", "item_view": "content_view",
+    "add_to_cart": "add_to_cart", "cart_add": "add_to_cart", "addtocart": "add_to_cart",
+    "cart": "add_to_cart",
+    "order": "purchase", "transaction": "purchase", "checkout_complete": "purchase",
+    "signin": "login", "sign_in": "login",
+}
+
+#: Platforms that count as mobile for ``mobile_share`` (matched case-insensitively).
+DEFAULT_MOBILE_PLATFORMS: tuple[str, ...] = (
+    "mobile", "tablet", "app", "ios", "android", "mobile_web",
+)
+#: Platforms known not to be mobile: neither these nor the mobile ones are reported as
+#: unrecognised by `replay`.
+DEFAULT_DESKTOP_PLATFORMS: tuple[str, ...] = ("web", "desktop", "desktop_app", "pc")
 
 #: Bounds of what the validator accepts.
 MAX_RECORD_BYTES = 16_384
 MAX_FIELD_CHARS = 256
 MAX_FUTURE_SKEW_MS = 24 * 3600 * 1000  # an event more than a day ahead of the clock is absurd
-MIN_EVENT_TS_MS = 946_684_800_000  # 2000-01-01: earlier timestamps are unit mistakes
+MIN_EVENT_TS_MS = 0  # 1970-01-01: epoch units are told apart by magnitude (events.py)
 
 #: Reasons a record is dead-lettered. Stable strings: they are metric label values,
 #: DLQ header values and documented in docs/events.md.
@@ -97,12 +115,16 @@ DLQ_REASONS: tuple[str, ...] = DlqReason.__args__  # type: ignore[attr-defined]
 
 # ------------------------------------------------------------------- feature spec
 
-FeatureKind = Literal["count", "money", "duration", "ratio", "score", "days"]
+FeatureKind = Literal["count", "money", "duration", "ratio", "score", "days", "rate"]
+#: How time enters a feature: ``as_of`` features change as time passes with no event,
+#: ``decayed`` ones are shares of exponentially decayed counts (they follow recent
+#: behaviour), ``lifetime`` ones count every event since the user's first.
+TimeBasis = Literal["as_of", "decayed", "lifetime"]
 
 
 @dataclass(frozen=True, slots=True)
 class Feature:
-    """One feature: its name, unit and meaning, and what a missing value means.
+    """One feature: its name, unit, meaning, time basis, and what a missing value means.
 
     ``heavy_tailed`` tells preprocessing to apply ``log1p`` before scaling.
     ``default`` is what serving uses for a feature the caller did not post.
@@ -112,6 +134,7 @@ class Feature:
     kind: FeatureKind
     unit: str
     description: str
+    time: TimeBasis = "lifetime"
     default: float = 0.0
     heavy_tailed: bool = False
     dtype: str = "double"
@@ -154,52 +177,89 @@ class FeatureSpecMismatch(ValueError):
     """Raised where a model or stored features use another feature spec version."""
 
 
+#: ``purchase_recency_days`` is capped here; a user who never purchased gets the cap.
+PURCHASE_RECENCY_CAP_DAYS = 3650.0
+#: ``active_days`` counts distinct UTC days with activity in this many days up to as_of.
+ACTIVE_DAYS_WINDOW = 30
+
 FEATURE_SPEC = FeatureSpec(
-    version="v1",
+    version="v2",
     features=(
         Feature("recency_days", "days", "days",
-                "Days the user had been away before the current visit: from the end of "
-                "the previous session to the last event (the window length with one "
-                "session).", default=30.0, heavy_tailed=True),
-        Feature("frequency", "count", "sessions",
-                "Sessions in the lifetime window.", default=1.0, heavy_tailed=True),
-        Feature("monetary", "money", "currency units",
-                "Sum of purchase amounts in the window.", heavy_tailed=True),
+                "Days from the user's last accepted event to as_of.", "as_of",
+                default=7.0, heavy_tailed=True),
+        Feature("purchase_recency_days", "days", "days",
+                "Days from the last purchase to as_of, capped at 3650; users who never "
+                "purchased get the cap.", "as_of", default=PURCHASE_RECENCY_CAP_DAYS,
+                heavy_tailed=True),
+        Feature("tenure_days", "days", "days",
+                "Days from the user's first accepted event to as_of.", "as_of",
+                default=30.0, heavy_tailed=True),
+        Feature("lifetime_sessions", "count", "sessions",
+                "Sessions since the first event.", default=5.0, heavy_tailed=True),
+        Feature("lifetime_orders", "count", "orders",
+                "Purchase events since the first event.", heavy_tailed=True),
+        Feature("lifetime_spend", "money", "currency units",
+                "Sum of purchase amounts since the first event.", heavy_tailed=True),
         Feature("avg_order_value", "money", "currency units",
-                "monetary / number of purchases (0 without purchases).", heavy_tailed=True),
+                "lifetime_spend / lifetime_orders (0 without orders).", heavy_tailed=True),
+        Feature("session_rate_short", "rate", "sessions/day",
+                "Sessions per day, exponentially decayed with the short half-life "
+                "(default 7 days), evaluated at as_of.", "as_of", default=0.3,
+                heavy_tailed=True),
+        Feature("session_rate_long", "rate", "sessions/day",
+                "Sessions per day, decayed with the long half-life (default 30 days), "
+                "evaluated at as_of.", "as_of", default=0.3, heavy_tailed=True),
+        Feature("order_rate_short", "rate", "orders/day",
+                "Orders per day, short half-life, at as_of.", "as_of", heavy_tailed=True),
+        Feature("order_rate_long", "rate", "orders/day",
+                "Orders per day, long half-life, at as_of.", "as_of", heavy_tailed=True),
+        Feature("spend_rate_short", "rate", "currency units/day",
+                "Spend per day, short half-life, at as_of.", "as_of", heavy_tailed=True),
+        Feature("spend_rate_long", "rate", "currency units/day",
+                "Spend per day, long half-life, at as_of.", "as_of", heavy_tailed=True),
+        Feature("engagement_trend", "score", "ratio in [-1, 1]",
+                "(short event rate - long event rate) / (short + long), at as_of: 0 for "
+                "steady activity, falling towards -1 while nothing arrives.", "as_of"),
         Feature("events_per_session", "count", "events",
-                "Mean events per session (session depth).", default=3.0, heavy_tailed=True),
+                "Lifetime events / lifetime sessions (session depth).", default=3.0,
+                heavy_tailed=True),
         Feature("session_duration", "duration", "seconds",
-                "Mean session length, first to last event.", default=120.0,
-                heavy_tailed=True),
+                "Mean session length, first to last event, over lifetime sessions.",
+                default=120.0, heavy_tailed=True),
         Feature("dwell_mean", "duration", "seconds",
-                "Mean content dwell time over events that carry dwell_ms.", default=20.0,
-                heavy_tailed=True),
+                "Decayed mean content dwell time over events that carry dwell_ms.",
+                "decayed", default=20.0, heavy_tailed=True),
         Feature("dwell_variance", "duration", "seconds^2",
-                "Population variance of content dwell time.", heavy_tailed=True),
-        Feature("path_complexity", "score", "bits",
-                "Shannon entropy of within-session event-type transitions.", default=1.0),
-        Feature("adoption_breadth", "ratio", "share",
-                "Distinct event types used / number of known event types.", default=0.25),
-        Feature("content_breadth", "count", "items",
-                "Distinct content items touched in the window.", default=2.0,
+                "Decayed population variance of content dwell time.", "decayed",
                 heavy_tailed=True),
-        Feature("search_ratio", "ratio", "share", "search events / all events."),
-        Feature("cart_ratio", "ratio", "share", "add_to_cart events / all events."),
-        Feature("purchase_ratio", "ratio", "share", "purchase events / all events."),
+        Feature("path_complexity", "score", "bits",
+                "Shannon entropy of within-session transitions between canonical event "
+                "types.", default=1.0),
+        Feature("adoption_breadth", "ratio", "share",
+                "Distinct canonical event types used / number of canonical types.",
+                default=0.25),
+        Feature("content_breadth", "count", "items",
+                "Distinct content items touched (exact up to 32, then a KMV estimate).",
+                default=2.0, heavy_tailed=True),
+        Feature("search_ratio", "ratio", "share", "Decayed search events / events.",
+                "decayed"),
+        Feature("cart_ratio", "ratio", "share", "Decayed add_to_cart events / events.",
+                "decayed"),
+        Feature("purchase_ratio", "ratio", "share", "Decayed purchase events / events.",
+                "decayed"),
         Feature("prime_time_share", "ratio", "share",
-                "Share of events between 18:00 and 23:00 UTC.", default=0.3),
+                "Decayed share of events between 18:00 and 23:00 UTC.", "decayed",
+                default=0.3),
         Feature("mobile_share", "ratio", "share",
-                "Share of events from ios, android or mobile_web.", default=0.5),
+                "Decayed share of events from a mobile platform (vocabulary setting).",
+                "decayed", default=0.5),
         Feature("top_category_share", "ratio", "share",
                 "Share of categorised events in the user's most frequent category.",
                 default=0.5),
         Feature("active_days", "count", "days",
-                "Distinct UTC days with activity in the window.", default=1.0,
-                heavy_tailed=True),
-        Feature("engagement_trend", "score", "ratio in [-1, 1]",
-                "(recent - earlier) / (recent + earlier) events, recent = last 7 days "
-                "of the window, earlier = the 7 days before."),
+                "Distinct UTC days with activity in the 30 days up to as_of.", "as_of",
+                default=3.0, heavy_tailed=True),
     ),
 )
 

@@ -1,24 +1,34 @@
-"""Layout of a user's online feature record in Redis (shared by writer and reader).
+"""Layout of a user's online record in Redis and on the `features` topic (shared by
+writers and readers).
 
 One Redis hash per user, ``seg:features:{user_id}``, with four fields:
 
 =======  ======================================================================
-``vec``  the feature vector in spec order, little-endian float64, packed
-``spec`` the feature spec version the vector was computed with
-``ts``   the user's last event time, epoch ms (decimal text)
+``agg``  the user's aggregates: ``segstream.aggregates.encode`` bytes (layout
+         version, feature-params fingerprint, packed fields; ~0.9 kB)
+``n``    accepted events folded into it (decimal text): the record's version
+``ts``   the user's newest event time, epoch ms (decimal text)
 ``upd``  when the record was written, epoch ms (decimal text)
 =======  ======================================================================
 
-A packed vector is one bulk string: serving reads a user with one ``HMGET`` and
-decodes it with one ``numpy.frombuffer`` instead of parsing ~20 fields. Writers go
-through :data:`UPSERT_LUA`, which skips an update whose ``ts`` is older than the
-stored one, so a replayed or out-of-order micro-batch never overwrites newer data.
+Readers evaluate features from ``agg`` as of any time (``aggregates.evaluate``).
+Writers go through :data:`UPSERT_LUA`, which skips a record older than the stored one
+by ``(ts, n)``, so a replayed or out-of-order micro-batch never overwrites newer
+aggregates (``ts`` alone cannot order them: a late event adds to a record without
+moving its newest time; ``n`` alone cannot either: a user whose streaming state
+expired starts again from a small count, with a newer ``ts``).
+
+A `features` topic message is keyed by the user id; its value is the same ``agg``
+bytes, and the header ``upd`` carries the write time. Training builds point-in-time
+snapshots from them (and from the Parquet history, which holds the same bytes).
 
 Examples
 --------
->>> rec = encode_record([1.0, 2.5] + [0.0] * 17, last_event_ms=5, updated_ms=6)
->>> decode_record([rec["vec"], rec["spec"], rec["ts"], rec["upd"]]).vector[:2].tolist()
-[1.0, 2.5]
+>>> from segstream.aggregates import FeatureParams, empty
+>>> params = FeatureParams()
+>>> rec = encode_record(empty(1)[0], params, updated_ms=6)
+>>> decode_record([rec["agg"], rec["n"], rec["ts"], rec["upd"]], params).events
+0
 """
 
 from __future__ import annotations
@@ -28,18 +38,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from segstream.contract import FEATURE_SPEC, FeatureSpec
+from segstream.aggregates import FeatureParams, decode, encode
 
 KEY_PREFIX = "seg:features:"
-FIELDS: tuple[str, str, str, str] = ("vec", "spec", "ts", "upd")
-VECTOR_DTYPE = np.dtype("<f8")
+FIELDS: tuple[str, str, str, str] = ("agg", "n", "ts", "upd")
+HEADER_UPDATED = "upd"
 
-#: KEYS[1] = record key; ARGV = vec, spec, ts, upd, ttl_s. Returns 1 if written,
-#: 0 if the stored record is newer (stale update skipped).
+#: KEYS[1] = record key; ARGV = agg, n, ts, upd, ttl_s. Returns 1 if written, 0 if the
+#: stored record is newer by (ts, n): a stale update is skipped.
 UPSERT_LUA = """
-local cur = redis.call('HGET', KEYS[1], 'ts')
-if cur and tonumber(cur) > tonumber(ARGV[3]) then return 0 end
-redis.call('HSET', KEYS[1], 'vec', ARGV[1], 'spec', ARGV[2], 'ts', ARGV[3], 'upd', ARGV[4])
+local cur = redis.call('HMGET', KEYS[1], 'ts', 'n')
+if cur[1] then
+  local ts, n = tonumber(cur[1]), tonumber(cur[2] or 0)
+  if ts > tonumber(ARGV[3]) or (ts == tonumber(ARGV[3]) and n > tonumber(ARGV[2])) then
+    return 0
+  end
+end
+redis.call('HSET', KEYS[1], 'agg', ARGV[1], 'n', ARGV[2], 'ts', ARGV[3], 'upd', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 1
 """
@@ -51,87 +66,25 @@ def feature_key(user_id: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class OnlineRecord:
-    vector: np.ndarray
-    spec_version: str
+    aggregates: np.void  # one AGG_DTYPE record
+    events: int
     last_event_ms: int
     updated_ms: int
 
 
-def encode_record(
-    vector: Sequence[float] | np.ndarray,
-    *,
-    last_event_ms: int,
-    updated_ms: int,
-    spec: FeatureSpec = FEATURE_SPEC,
-) -> dict[str, bytes]:
-    arr = np.asarray(vector, dtype=VECTOR_DTYPE)
-    if arr.shape != (len(spec),):
-        raise ValueError(
-            f"feature vector has shape {arr.shape}, spec {spec.version} needs ({len(spec)},)"
-        )
-    return {
-        "vec": arr.tobytes(),
-        "spec": spec.version.encode(),
-        "ts": str(int(last_event_ms)).encode(),
-        "upd": str(int(updated_ms)).encode(),
-    }
+def encode_record(agg: np.void | np.ndarray, params: FeatureParams, *, updated_ms: int
+                  ) -> dict[str, bytes]:
+    """The hash fields of one record."""
+    one = np.atleast_1d(agg)
+    return {"agg": encode(one, params)[0], "n": str(int(one["events"][0])).encode(),
+            "ts": str(int(one["last_ms"][0])).encode(), "upd": str(int(updated_ms)).encode()}
 
 
-def decode_record(values: Sequence[bytes | None]) -> OnlineRecord | None:
-    """Decode an ``HMGET key vec spec ts upd`` reply; ``None`` if the key is absent."""
-    vec, spec, ts, upd = values
-    if vec is None:
+def decode_record(values: Sequence[bytes | None], params: FeatureParams
+                  ) -> OnlineRecord | None:
+    """Decode an ``HMGET key agg n ts upd`` reply; ``None`` if the key is absent.
+    Raises ``aggregates.RecordMismatch`` for a record of other params or layout."""
+    agg, n, ts, upd = values
+    if agg is None:
         return None
-    return OnlineRecord(
-        vector=np.frombuffer(vec, dtype=VECTOR_DTYPE),
-        spec_version=(spec or b"").decode(),
-        last_event_ms=int(ts or 0),
-        updated_ms=int(upd or 0),
-    )
-
-
-# --------------------------------------------------------------- `features` topic
-# One JSON message per user update, keyed by user id (so a user's updates stay in
-# order within a partition). Read by training (incremental updates) and serving
-# (segment-change detection).
-
-
-def encode_feature_message(
-    user_id: str,
-    vector: Sequence[float] | np.ndarray,
-    *,
-    last_event_ms: int,
-    updated_ms: int,
-    spec: FeatureSpec = FEATURE_SPEC,
-) -> bytes:
-    """
-    >>> msg = encode_feature_message("u1", [0.5] * 19, last_event_ms=1, updated_ms=2)
-    >>> decode_feature_message(msg).user_id
-    'u1'
-    """
-    import orjson
-
-    values = [float(v) for v in vector]
-    if len(values) != len(spec):
-        raise ValueError(f"vector has {len(values)} values, spec {spec.version} needs {len(spec)}")
-    return orjson.dumps({"user_id": user_id, "spec_version": spec.version,
-                         "last_event_ms": int(last_event_ms), "updated_ms": int(updated_ms),
-                         "vector": values})
-
-
-@dataclass(frozen=True, slots=True)
-class FeatureMessage:
-    user_id: str
-    record: OnlineRecord
-
-
-def decode_feature_message(value: bytes) -> FeatureMessage:
-    import orjson
-
-    obj = orjson.loads(value)
-    return FeatureMessage(obj["user_id"], OnlineRecord(
-        vector=np.asarray(obj["vector"], dtype=VECTOR_DTYPE),
-        spec_version=obj["spec_version"],
-        last_event_ms=int(obj["last_event_ms"]),
-        updated_ms=int(obj["updated_ms"]),
-    ))
+    return OnlineRecord(decode([agg], params)[0], int(n or 0), int(ts or 0), int(upd or 0))
