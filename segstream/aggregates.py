@@ -38,6 +38,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from collections.abc import Mapping, Sequence
@@ -53,7 +54,6 @@ from segstream.contract import (
     FEATURE_SPEC,
     KNOWN_EVENT_TYPES,
     PURCHASE_RECENCY_CAP_DAYS,
-    FeatureSpec,
 )
 
 DAY_MS = 86_400_000
@@ -151,7 +151,7 @@ class FeatureParams:
         if self.session_gap_minutes <= 0:
             raise ValueError(f"session_gap_minutes must be > 0, got {self.session_gap_minutes}")
 
-    @property
+    @functools.cached_property  # frozen: computed once (it is on every decode's path)
     def fingerprint(self) -> int:
         """A 32-bit id of these params (and the spec version), stored in every record."""
         v = self.vocabulary
@@ -373,7 +373,8 @@ class AsOfBeforeLastEvent(ValueError):
 
 
 def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.divide(a, b, out=np.zeros(np.broadcast(a, b).shape), where=b > 0)
+    out: np.ndarray = np.divide(a, b, out=np.zeros(np.broadcast(a, b).shape), where=b > 0)
+    return out
 
 
 def _distinct_content(A: np.ndarray) -> np.ndarray:
@@ -383,7 +384,8 @@ def _distinct_content(A: np.ndarray) -> np.ndarray:
     if sat.any():  # (k - 1) / (k-th smallest hash as a share of the hash range)
         kth = kmv[sat, KMV_K - 1].astype(np.float64) + 1.0
         n[sat] = (KMV_K - 1) / (kth / 2.0**32)
-    return n
+    out: np.ndarray = n
+    return out
 
 
 def _entropy(counts: np.ndarray) -> np.ndarray:

@@ -134,8 +134,8 @@ class Settings(BaseSettings):
         default_factory=lambda: dict(DEFAULT_EVENT_TYPE_ALIASES),
         description="Your event type names -> canonical types (page_view, content_view, "
         "search, add_to_cart, purchase, play, login, feature_use); matched "
-        "case-insensitively. Canonical names always map to themselves; other names count "
-        "as activity but feed no ratio.",
+        "case-insensitively; setting it replaces the default aliases. Canonical names "
+        "always map to themselves; other names count as activity but feed no ratio.",
     )
     vocab_mobile_platforms: list[str] = Field(
         default_factory=lambda: list(DEFAULT_MOBILE_PLATFORMS),

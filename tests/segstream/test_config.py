@@ -24,12 +24,12 @@ def test_env_vars_with_prefix_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_toml_file_is_read_and_env_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = tmp_path / "segstream.toml"
-    cfg.write_text('topic_events = "clicks"\nfeature_window_days = 14\n')
+    cfg.write_text('topic_events = "clicks"\nfeature_half_life_long_days = 14\n')
     monkeypatch.setenv("SEGSTREAM_CONFIG_FILE", str(cfg))
-    monkeypatch.setenv("SEGSTREAM_FEATURE_WINDOW_DAYS", "7")
+    monkeypatch.setenv("SEGSTREAM_FEATURE_HALF_LIFE_LONG_DAYS", "21")
     s = Settings()
     assert s.topic_events == "clicks"
-    assert s.feature_window_days == 7
+    assert s.feature_half_life_long_days == 21
 
 
 def test_unknown_key_in_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -81,3 +81,29 @@ def test_configuration_doc_is_up_to_date() -> None:
     )
     for name in Settings.model_fields:
         assert f"`SEGSTREAM_{name.upper()}`" in page
+
+
+def test_feature_params_follow_the_settings() -> None:
+    s = Settings(feature_half_life_short_days=3, feature_half_life_long_days=60,
+                 vocab_event_types={"Buy": "purchase"}, vocab_mobile_platforms=["handy"])
+    p = s.feature_params()
+    assert (p.half_life_short_days, p.half_life_long_days) == (3, 60)
+    assert p.vocabulary.canonical_types(["buy", " BUY ", "purchase", "order"]).tolist() == [
+        4, 4, 4, 8]  # the setting replaces the default aliases: "order" is now "other"
+    assert p.vocabulary.is_mobile(["Handy", "ios"]).tolist() == [True, False]
+    assert p.fingerprint != Settings().feature_params().fingerprint
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"feature_half_life_short_days": 30, "feature_half_life_long_days": 7}, "short < long"),
+    ({"vocab_event_types": {"click": "tap"}}, "map to unknown types"),
+])
+def test_inconsistent_feature_settings_are_refused(overrides: dict[str, object],
+                                                   message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Settings(**overrides)
+
+
+def test_event_clock_uses_stream_time_and_wall_clock_ignores_it() -> None:
+    assert Settings(clock="event").now_ms(stream_time_ms=123) == 123
+    assert Settings(clock="wall").now_ms(stream_time_ms=123) > 1_700_000_000_000
