@@ -231,8 +231,8 @@ def fold(aggs: np.ndarray, rows: np.ndarray, events: pd.DataFrame, params: Featu
 
     # --- sessions: a new one when the session_id changes, or, without one, after a gap
     # of more than session_gap_minutes since the user's newest event so far
-    newest_before = _group_shift(
-        pd.Series(ts).groupby(u).cummax().to_numpy(np.int64), first, A["last_ms"][u[start]])
+    newest_before = np.maximum(_group_shift(  # fresh users' last_ms is 0: no effect
+        pd.Series(ts).groupby(u).cummax().to_numpy(np.int64), first, 0), A["last_ms"][u])
     prev_session = _group_shift(session, first, A["cur_session"][u[start]])
     prev_type = _group_shift(types, first, A["last_type"][u[start]].astype(np.int64))
     gap_ms = params.session_gap_minutes * 60_000.0
