@@ -2,6 +2,10 @@
 redis-server, one local SparkSession. Each starts once per test session, on free
 loopback ports, and is stopped at the end. Set SEGSTREAM_TEST_KAFKA_BOOTSTRAP /
 SEGSTREAM_TEST_REDIS_URL to run the suite against services that already run.
+
+The caller's own ``SEGSTREAM_*`` settings (a user's stack exported in the shell) are
+removed before any test runs: tests build their settings explicitly and must not
+depend on the environment they are started from.
 """
 
 from __future__ import annotations
@@ -14,8 +18,12 @@ from typing import Any
 
 import pytest
 
-from segstream.config import Settings
-from segstream.stack import free_port, start_broker, start_redis, stop_service
+for _name in [n for n in os.environ if n.startswith("SEGSTREAM_")
+              and not n.startswith("SEGSTREAM_TEST_")]:
+    del os.environ[_name]
+
+from segstream.config import Settings  # noqa: E402  (after the environment is cleaned)
+from segstream.stack import free_port, start_broker, start_redis, stop_service  # noqa: E402
 
 
 @pytest.fixture(scope="session")
