@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import statistics
@@ -9,6 +10,10 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+# kafka-python logs every reconnect at ERROR once a benchmark's broker stops; the
+# benchmarks report their own failures
+logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 
 def machine() -> str:

@@ -46,8 +46,11 @@ def load_settings() -> Settings:
         raise typer.Exit(2) from exc
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("kafka.cluster").setLevel(logging.CRITICAL)  # "refresh cancelled" on close
-    for noisy in ("kafka", "py4j", "urllib3", "mlflow", "alembic", "httpx"):  # chatty at INFO
+    # kafka-python logs every reconnect attempt at ERROR (screens of ECONNREFUSED once a
+    # broker stops); our own code raises KafkaUnavailable with what to do instead
+    debug = settings.log_level == "DEBUG"
+    logging.getLogger("kafka").setLevel(logging.DEBUG if debug else logging.CRITICAL)
+    for noisy in ("py4j", "urllib3", "mlflow", "alembic", "httpx"):  # chatty at INFO
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     return settings
 
