@@ -1,27 +1,32 @@
-"""Batch features from an event log: the same validator, arrival rules and feature
-transform as the streaming job (read -> pure transform -> write).
+"""Batch features from an event log: the same validator, arrival rules, fold and
+evaluation as the streaming job (read -> pure transform -> write).
+
+1. ``read_event_log``: the log's lines as source records, line order = arrival order;
+2. ``valid_events``: the contract validator (rejects dropped), and with ``as_of_ms``
+   only the records with ``ts <= as_of`` (a log cut at as_of, before any rule);
+3. ``user_records``: per state group, one ``streaming.step.advance`` over the group's
+   whole log (arrival rules, then the fold), one aggregate record per user;
+4. ``evaluate_records``: ``streaming.step.record_features`` as of ``as_of`` (default:
+   the newest accepted event of the log), on the driver.
 
 Usage (needs a SparkSession; tests/streaming runs it for real)::
 
-    df = compute_features(spark, Path("events.jsonl.gz"), Settings())
+    pdf = compute_features_pandas(spark, Path("events.jsonl.gz"), Settings())
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from segstream.aggregates import decode
 from segstream.config import Settings
 from streaming.durations import duration_ms
-from streaming.features import EVENT_COLUMNS, user_features
-from streaming.state import FEATURES_DDL, accept_group, validated_groups, with_bucket
-from streaming.validate import EVENTS_DDL
-
-if TYPE_CHECKING:
-    import pandas as pd
+from streaming.state import RECORD_DDL, record_rows, validated, with_bucket
+from streaming.step import log_aggregates, record_features
 
 
 def read_event_log(spark: SparkSession, path: Path) -> DataFrame:
@@ -39,47 +44,57 @@ def read_event_log(spark: SparkSession, path: Path) -> DataFrame:
                     F.monotonically_increasing_id().alias("offset")))
 
 
-def accepted_events(records: DataFrame, settings: Settings) -> DataFrame:
-    """Valid, non-late, first-seen events (``EVENT_COLUMNS`` + ``bucket``) of source
-    records whose ``(partition, offset)`` is the arrival order."""
-    grouped = validated_groups(records, settings.stream_state_buckets)
+def valid_events(records: DataFrame, as_of_ms: int | None = None) -> DataFrame:
+    """The valid records of source ``records`` (validated columns, source order kept in
+    ``partition``/``offset``); with ``as_of_ms``, only those with ``ts <= as_of_ms``."""
+    valid = validated(records).where(F.col("user_id").isNotNull())
+    return valid if as_of_ms is None else valid.where(F.col("ts") <= F.lit(as_of_ms))
+
+
+def user_records(valid: DataFrame, settings: Settings) -> DataFrame:
+    """One aggregate record per user (``state.RECORD_DDL``) of valid records: each state
+    group's whole log through the stream's step in one call."""
     watermark_ms = duration_ms(settings.stream_watermark)
+    params = settings.feature_params()
 
-    def accept(records: pd.DataFrame) -> pd.DataFrame:
-        return accept_group(records, watermark_ms=watermark_ms)
+    def fold_group(records: pd.DataFrame) -> pd.DataFrame:
+        state = log_aggregates(records, watermark_ms=watermark_ms, params=params)
+        return record_rows(state.users, state.aggs, params)
 
-    accepted = grouped.applyInPandas(accept, EVENTS_DDL)
-    return with_bucket(accepted, settings.stream_state_buckets)
-
-
-def features_of(accepted: DataFrame, settings: Settings) -> DataFrame:
-    """Per-user features of accepted events (one ``user_features`` call per group)."""
-    window_days, gap = settings.feature_window_days, settings.session_gap_minutes
-
-    def features(events: pd.DataFrame) -> pd.DataFrame:
-        return user_features(events[list(EVENT_COLUMNS)], window_days=window_days,
-                             session_gap_minutes=gap)
-
-    return accepted.groupBy("bucket").applyInPandas(features, FEATURES_DDL)
+    return (with_bucket(valid, settings.stream_state_buckets).groupBy("bucket")
+            .applyInPandas(fold_group, RECORD_DDL))
 
 
-def compute_features(spark: SparkSession, path: Path, settings: Settings | None = None
-                     ) -> DataFrame:
-    """Per-user features of the event log at ``path`` (columns as in the Parquet output)."""
+def evaluate_records(records: pd.DataFrame, settings: Settings, as_of_ms: int | None = None
+                     ) -> pd.DataFrame:
+    """Features of aggregate records (``RECORD_COLUMNS``) as of ``as_of_ms`` (default:
+    their newest event): ``user_id``, the spec's features, ``last_event_ms``,
+    ``as_of_ms``, ``spec_version``, ``agg``; sorted by user id."""
+    params = settings.feature_params()
+    records = records.sort_values("user_id", ignore_index=True)  # record_features' order
+    blobs = [bytes(b) for b in records["agg"]]
+    out = record_features(records["user_id"].tolist(), decode(blobs, params), as_of_ms, params)
+    out["agg"] = blobs
+    return out
+
+
+def features_of(valid: DataFrame, settings: Settings, as_of_ms: int | None = None
+                ) -> pd.DataFrame:
+    """Per-user features of valid records (``valid_events``) as of ``as_of_ms``."""
+    return evaluate_records(user_records(valid, settings).toPandas(), settings, as_of_ms)
+
+
+def compute_features_pandas(spark: SparkSession, path: Path, settings: Settings | None = None,
+                            as_of_ms: int | None = None) -> pd.DataFrame:
+    """Per-user features of the event log at ``path`` as of ``as_of_ms`` (default: the
+    log's newest accepted event), sorted by ``user_id`` (the Parquet output's columns)."""
     settings = settings or Settings()
-    return features_of(accepted_events(read_event_log(spark, Path(path)), settings), settings)
+    valid = valid_events(read_event_log(spark, Path(path)), as_of_ms)
+    return features_of(valid, settings, as_of_ms)
 
 
-def compute_features_pandas(spark: SparkSession, path: Path, settings: Settings | None = None
-                            ) -> pd.DataFrame:
-    """:func:`compute_features` collected to pandas, sorted by ``user_id``."""
-    return (compute_features(spark, path, settings).toPandas()
-            .sort_values("user_id").reset_index(drop=True))
-
-
-def write_features(features: DataFrame, out: Path) -> int:
-    """Write one Parquet file at ``out`` (via pandas: a single file, not a Spark folder)."""
-    pdf = features.toPandas().sort_values("user_id").reset_index(drop=True)
+def write_features(features: pd.DataFrame, out: Path) -> int:
+    """Write one Parquet file at ``out``."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    pdf.to_parquet(out, index=False)
-    return len(pdf)
+    features.to_parquet(out, index=False)
+    return len(features)

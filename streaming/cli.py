@@ -64,32 +64,64 @@ def stream(
         spark.stop()
 
 
+def parse_as_of(text: str) -> int:
+    """``--as-of`` as epoch ms: ISO-8601 (UTC when no zone is given) or epoch s/ms.
+
+    >>> parse_as_of("2026-01-31T12:00:00Z")
+    1769860800000
+    """
+    from segstream.events import parse_timestamp
+
+    ms = parse_timestamp(text.strip())
+    if ms is None:
+        raise ValueError(
+            f"--as-of: cannot read {text!r} as a time; write ISO-8601, e.g. "
+            "2026-01-31, 2026-01-31T12:00:00Z or 2026-01-31T12:00:00+01:00 (no zone: UTC)")
+    return ms
+
+
 def features(
     from_: Annotated[Path, typer.Option("--from", help="Event log: JSON lines as written by "
                                         "`segstream generate --out` (.gz ok).")],
     out: Annotated[Path, typer.Option(help="Parquet file to write: user_id, every feature "
-                                      "of the spec (double), last_event_ms, spec_version.")],
+                                      "of the spec (double, spec order), last_event_ms, "
+                                      "as_of_ms, spec_version, agg (the aggregate record).")],
+    as_of: Annotated[str | None, typer.Option(
+        "--as-of", help="Evaluate as of this time (ISO-8601; no zone: UTC). Only records "
+        "with ts <= as_of count. Default: the log's newest accepted event time.")] = None,
 ) -> None:
     """Compute per-user features from an event log in batch (same definition as `stream`).
 
+    The log's line order is its arrival order: the validator, the late and duplicate
+    rules and the aggregate fold run as in the stream, then every user's aggregates
+    are evaluated as of one time. The clock is the log's own (its newest accepted
+    event, or --as-of), never the wall clock, so the output depends only on the log.
     Example:
 
         segstream generate --users 200 --events 20000 --out events.jsonl.gz
         segstream features --from events.jsonl.gz --out features.parquet
+        segstream features --from events.jsonl.gz --as-of 2026-01-15 --out jan15.parquet
     """
     from segstream.cli import console, fail, load_settings
 
     settings = load_settings()
+    try:
+        as_of_ms = None if as_of is None else parse_as_of(as_of)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from exc
     if not from_.is_file():
         raise fail(f"{from_} is not a file; write an event log with "
                    f"`segstream generate --out {from_}`", 2)
-    from streaming.batch import compute_features, write_features
+    from streaming.batch import compute_features_pandas, write_features
     from streaming.session import get_spark
 
     t0 = time.monotonic()
     spark = get_spark(settings, "segstream-features")
     try:
-        n = write_features(compute_features(spark, from_, settings), out)
+        pdf = compute_features_pandas(spark, from_, settings, as_of_ms)
     finally:
         spark.stop()
-    console.print(f"wrote features of {n:,} users to {out} in {time.monotonic() - t0:.1f} s")
+    n = write_features(pdf, out)
+    when = int(pdf["as_of_ms"].iloc[0]) if n else as_of_ms
+    console.print(f"wrote features of {n:,} users as of {when} ms to {out} in "
+                  f"{time.monotonic() - t0:.1f} s")

@@ -1,5 +1,6 @@
-"""The streaming job: Kafka `events` -> validate -> per-group state (arrival rules and
-features) -> Redis, `features` topic, Parquet history; rejects and late -> `events.dlq`.
+"""The streaming job: Kafka `events` -> validate -> per-group state (arrival rules, the
+aggregate fold) -> each touched user's aggregate record to Redis, the `features` topic
+and the Parquet history; rejects and late -> `events.dlq`.
 
 read (``source``) -> pure transforms (``validate_records``, ``make_update``) -> write
 (``Sinks``), one ``foreachBatch`` per micro-batch.
@@ -27,6 +28,7 @@ from streaming.sinks import KafkaMarker, Sinks
 from streaming.state import (
     DEAD_COLUMNS,
     OUTPUT_SCHEMA,
+    RECORD_COLUMNS,
     STATE_SCHEMA,
     make_update,
     validated_groups,
@@ -73,16 +75,18 @@ def read_events(spark: SparkSession, settings: Settings, bootstrap: str, source:
 
 
 def transform(events: DataFrame, settings: Settings) -> DataFrame:
-    """Source records -> the state function's output (kind = features/late/rejected/
-    duplicates)."""
+    """Source records -> the state function's output (kind = record/late/rejected/
+    duplicates/expired)."""
+    expiry = settings.stream_state_expiry_days
     update = make_update(watermark_ms=duration_ms(settings.stream_watermark),
-                         window_days=settings.feature_window_days,
-                         session_gap_minutes=settings.session_gap_minutes)
+                         params=settings.feature_params(),
+                         expiry_ms=None if expiry is None else int(expiry * 86_400_000))
     grouped = validated_groups(events, settings.stream_state_buckets)
     return grouped.applyInPandasWithState(
         update, outputStructType=OUTPUT_SCHEMA, stateStructType=STATE_SCHEMA,
         # No timeout: a timeout makes Spark run empty batches forever, so an available-now
-        # run would never end. A group's state is bounded by the feature window anyway.
+        # run would never end. A user's state has a fixed size; idle users are dropped by
+        # stream_state_expiry_days when their group is next touched.
         outputMode="update", timeoutConf=GroupStateTimeout.NoTimeout)
 
 
@@ -91,12 +95,14 @@ class BatchStats:
     users: int = 0
     dead: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
+    expired: int = 0
     redis_stale: int = 0
     seconds: float = 0.0
 
 
 class BatchWriter:
-    """The ``foreachBatch`` function: features from the users' windows, then the sinks."""
+    """The ``foreachBatch`` function: the touched users' records and dead letters to the
+    sinks."""
 
     def __init__(self, settings: Settings, sinks: Sinks) -> None:
         self.settings = settings
@@ -109,17 +115,18 @@ class BatchWriter:
         out = batch.toArrow().to_pandas()
         t_compute = time.monotonic() - t0
         kind = out["kind"]
-        features = out[kind == "features"].reset_index(drop=True)
+        records = out[kind == "record"][list(RECORD_COLUMNS)].reset_index(drop=True)
         dead = out[kind.isin(["late", "rejected"])][list(DEAD_COLUMNS)].reset_index(drop=True)
-        duplicates = int(out.loc[kind == "duplicates", "count"].sum())
-        result = self.sinks.write(batch_id, features, dead, int(time.time() * 1000))
-        log.debug("batch %d: read+validate+state+features %.2f s, sinks %.2f s", batch_id,
+        # upd is the wall clock: when the record was written, whatever clock readers use
+        result = self.sinks.write(batch_id, records, dead, int(time.time() * 1000))
+        log.debug("batch %d: read+validate+state %.2f s, sinks %.2f s", batch_id,
                   t_compute, time.monotonic() - t0 - t_compute)
         self.stats[batch_id] = BatchStats(
-            users=len(features),
+            users=len(records),
             dead={str(k): int(v) for k, v in dead["reason"].value_counts().items()},
-            duplicates=duplicates, redis_stale=result.redis_stale,
-            seconds=time.monotonic() - t0)
+            duplicates=int(out.loc[kind == "duplicates", "count"].sum()),
+            expired=int(out.loc[kind == "expired", "count"].sum()),
+            redis_stale=result.redis_stale, seconds=time.monotonic() - t0)
 
 
 def _lag(progress: Any) -> dict[str, int]:
@@ -149,10 +156,10 @@ class BatchLogger(StreamingQueryListener):  # type: ignore[misc]
         dlq = sum(stats.dead.values())
         log.info(
             "batch %d: %d rows in %.2f s (%.0f rows/s), %d users updated, DLQ %d %s, "
-            "duplicates %d, lag %s, ms %s",
+            "duplicates %d, expired %d, lag %s, ms %s",
             p.batchId, p.numInputRows, (p.batchDuration or 0) / 1000.0,
             p.processedRowsPerSecond or 0.0, stats.users, dlq, stats.dead or "",
-            stats.duplicates, _lag(p) or "-", p.durationMs)
+            stats.duplicates, stats.expired, _lag(p) or "-", p.durationMs)
 
     def onQueryIdle(self, event: Any) -> None:
         pass

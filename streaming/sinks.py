@@ -1,15 +1,26 @@
 """Where a micro-batch's results go: Redis, the `features` topic, Parquet history, the DLQ.
 
+What is written is each touched user's aggregate record (``aggregates.encode`` bytes),
+never evaluated features: readers evaluate it as of their own time.
+
+* Redis: the hash of ``segstream.online_store`` (``agg``, ``n``, ``ts``, ``upd``),
+  through ``online_store.UPSERT_LUA``, pipelined, with TTL.
+* `features` topic: key = user id, value = the ``agg`` bytes, header ``upd`` = the
+  write time (``online_store.HEADER_UPDATED``).
+* Parquet history: one file per batch, columns ``HISTORY_COLUMNS``. A snapshot "every
+  user as of T" is the newest row per user with ``last_event_ms <= T`` (by
+  ``(last_event_ms, events)``, as the upsert orders), evaluated at T.
+
 Idempotent per batch id, so a batch replayed after a crash changes nothing:
 
-* Redis: every write goes through ``online_store.UPSERT_LUA`` (an update older than
-  the stored ``ts`` is skipped); a replayed batch writes the same values again.
+* Redis: ``UPSERT_LUA`` skips an update older than the stored record by ``(ts, n)``;
+  a replayed batch writes the same values again.
 * Parquet history: one file per batch id, written to a temporary name and renamed.
 * Kafka (`features`, `events.dlq`): a marker file under the checkpoint records the
   last batch id whose records were flushed; a replay of that batch or an older one
   sends nothing. A crash between the flush and the marker resends that one batch
-  (at-least-once on the topics; consumers key by user and keep the newest
-  ``last_event_ms``).
+  (at-least-once on the topics; consumers key by user and keep the newest record by
+  ``(last_ms, events)``).
 """
 
 from __future__ import annotations
@@ -22,15 +33,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from segstream.contract import (
-    DLQ_HEADER_DETAIL,
-    DLQ_HEADER_REASON,
-    DLQ_HEADER_SOURCE,
-    FEATURE_SPEC,
-)
-from segstream.online_store import UPSERT_LUA, VECTOR_DTYPE, encode_feature_message, feature_key
+from segstream.contract import DLQ_HEADER_DETAIL, DLQ_HEADER_REASON, DLQ_HEADER_SOURCE
+from segstream.online_store import FIELDS, HEADER_UPDATED, UPSERT_LUA, feature_key
 
 REDIS_PIPELINE_SIZE = 2000
+HISTORY_COLUMNS = ("user_id", "agg", "events", "last_event_ms", "updated_ms", "batch_id")
 
 
 @dataclass
@@ -59,6 +66,16 @@ class KafkaMarker:
         os.replace(tmp, self.path)
 
 
+def hash_fields(agg: bytes, events: int, last_event_ms: int, updated_ms: int
+                ) -> dict[str, bytes]:
+    """The Redis hash of one record from its encoded bytes: what
+    ``online_store.encode_record`` gives for the decoded record (a test checks it),
+    without decoding and re-encoding every record of a batch."""
+    values = (agg, str(events).encode(), str(last_event_ms).encode(),
+              str(updated_ms).encode())
+    return dict(zip(FIELDS, values, strict=True))
+
+
 class Sinks:
     def __init__(self, *, redis_url: str, bootstrap: str, topic_features: str, topic_dlq: str,
                  ttl_s: int, history_dir: Path, marker: KafkaMarker) -> None:
@@ -75,20 +92,25 @@ class Sinks:
         self.history_dir = history_dir
         self.marker = marker
 
-    def write(self, batch_id: int, features: pd.DataFrame, dead: pd.DataFrame, now_ms: int
+    def write(self, batch_id: int, records: pd.DataFrame, dead: pd.DataFrame, now_ms: int
               ) -> SinkResult:
+        """``records``: ``state.RECORD_COLUMNS`` (one row per touched user); ``dead``:
+        ``state.DEAD_COLUMNS``."""
         result = SinkResult()
-        vectors = features[list(FEATURE_SPEC.names)].to_numpy(dtype=VECTOR_DTYPE)
-        users = features["user_id"].tolist()
-        last = features["last_event_ms"].astype(np.int64).tolist()
-        self._redis(users, vectors, last, now_ms, result)
-        self._history(batch_id, features.assign(updated_ms=now_ms))
+        users = records["user_id"].tolist()
+        aggs = [bytes(a) for a in records["agg"]]
+        events = records["events"].astype(np.int64).tolist()
+        last = records["last_event_ms"].astype(np.int64).tolist()
+        self._redis(users, aggs, events, last, now_ms, result)
+        self._history(batch_id, pd.DataFrame({
+            "user_id": users, "agg": aggs, "events": events, "last_event_ms": last,
+            "updated_ms": now_ms, "batch_id": batch_id}, columns=list(HISTORY_COLUMNS)))
         if batch_id <= self.marker.get():
             result.kafka_skipped = True
             return result
-        for user, vec, ts in zip(users, vectors, last, strict=True):
-            self.producer.send(self.topic_features, encode_feature_message(
-                user, vec, last_event_ms=ts, updated_ms=now_ms), key=user.encode())
+        upd = {HEADER_UPDATED: str(now_ms).encode()}
+        for user, agg in zip(users, aggs, strict=True):
+            self.producer.send(self.topic_features, agg, key=user.encode(), headers=upd)
         for row in dead.to_dict("records"):
             value = row["value"]  # None for a tombstone: dead-lettered as one
             self.producer.send(self.topic_dlq, None if value is None else bytes(value),
@@ -101,27 +123,25 @@ class Sinks:
         self.marker.set(batch_id)
         return result
 
-    def _redis(self, users: list[str], vectors: np.ndarray, last: list[int], now_ms: int,
-               result: SinkResult) -> None:
-        spec = FEATURE_SPEC.version.encode()
-        upd = str(now_ms).encode()
+    def _redis(self, users: list[str], aggs: list[bytes], events: list[int], last: list[int],
+               now_ms: int, result: SinkResult) -> None:
         for lo in range(0, len(users), REDIS_PIPELINE_SIZE):
             pipe = self.redis.pipeline(transaction=False)
             for i in range(lo, min(lo + REDIS_PIPELINE_SIZE, len(users))):
+                fields = hash_fields(aggs[i], events[i], last[i], now_ms)
                 self.upsert(keys=[feature_key(users[i])],
-                            args=[vectors[i].tobytes(), spec, str(last[i]).encode(), upd,
-                                  self.ttl_s], client=pipe)
+                            args=[*(fields[f] for f in FIELDS), self.ttl_s], client=pipe)
             written: list[Any] = pipe.execute()
             result.redis_written += sum(int(x) for x in written)
             result.redis_stale += sum(1 for x in written if int(x) == 0)
 
-    def _history(self, batch_id: int, features: pd.DataFrame) -> None:
-        if features.empty:
+    def _history(self, batch_id: int, rows: pd.DataFrame) -> None:
+        if rows.empty:
             return
         self.history_dir.mkdir(parents=True, exist_ok=True)
         final = self.history_dir / f"batch={batch_id:09d}.parquet"
         tmp = final.with_suffix(".tmp")
-        features.to_parquet(tmp, index=False)
+        rows.to_parquet(tmp, index=False)
         os.replace(tmp, final)
 
     def close(self) -> None:

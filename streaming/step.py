@@ -16,7 +16,7 @@ benchmarks, small logs).
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,12 +63,13 @@ class GroupState:
         if len(new):
             self.users = self.users.append(new)
             self.aggs = np.concatenate([self.aggs, empty(len(new))])
-        return np.asarray(self.users.get_indexer(user_ids), dtype=np.int64)
+        return np.asarray(self.users.get_indexer(pd.Index(user_ids)), dtype=np.int64)
 
 
 @dataclass(frozen=True)
 class Step:
-    touched: np.ndarray  # rows (into state.aggs) of users with new accepted events
+    users: pd.Index  # users with new accepted events
+    aggs: np.ndarray  # their records after this step (a copy, in ``users`` order)
     late: pd.DataFrame  # late records (source columns kept for the DLQ)
     duplicates: int
     expired: int  # users whose state was dropped (``expiry_ms``)
@@ -79,8 +80,11 @@ def advance(state: GroupState, records: pd.DataFrame, *, watermark_ms: int,
     """Apply one micro-batch of valid ``records`` of a group to ``state`` (in place).
 
     Records are put in arrival order (``partition``, ``offset``) first. With
-    ``expiry_ms``, users whose newest event is that far behind the group's newest
-    are dropped afterwards (their Redis record expires by its own TTL).
+    ``expiry_ms``, users whose newest event is more than that behind the group's newest
+    event time are dropped afterwards; a user touched in this step is still in
+    ``Step.users`` with its final record (so its Redis record gets its last events),
+    and starts from an empty record if it comes back. Its Redis record expires by its
+    own TTL.
     """
     records = records.sort_values(["partition", "offset"], kind="stable", ignore_index=True)
     arrived = classify(records, kept=state.recent, newest=state.newest,
@@ -91,23 +95,22 @@ def advance(state: GroupState, records: pd.DataFrame, *, watermark_ms: int,
     state.newest = arrived.newest
     recent = pd.concat([state.recent, accepted[["user_id", "event_id", "ts"]]],
                        ignore_index=True)
+    # ids older than the horizon are never consulted: such a record is late first
     horizon = recent["user_id"].map(state.newest).to_numpy(np.int64) - watermark_ms
     state.recent = recent[recent["ts"].to_numpy(np.int64) >= horizon].reset_index(drop=True)
-    expired = 0
     touched = np.unique(rows)
+    step_users, step_aggs = state.users[touched], state.aggs[touched]  # fancy index: copy
+    expired = 0
     if expiry_ms is not None and len(state.users):
         idle = state.aggs["last_ms"] < int(state.newest.max()) - expiry_ms
         if idle.any():
             expired = int(idle.sum())
             gone = state.users[idle]
-            keep = ~idle
-            remap = np.cumsum(keep) - 1
-            touched = remap[touched[keep[touched]]]
-            state.users, state.aggs = state.users[keep], state.aggs[keep]
+            state.users, state.aggs = state.users[~idle], state.aggs[~idle]
             state.newest = state.newest.drop(gone)
             state.recent = state.recent[~state.recent["user_id"].isin(gone)].reset_index(
                 drop=True)
-    return Step(touched, arrived.late, arrived.duplicates, expired)
+    return Step(step_users, step_aggs, arrived.late, arrived.duplicates, expired)
 
 
 def valid_frame(values: Iterable[bytes], *, now_ms: int | None = None) -> pd.DataFrame:
@@ -138,12 +141,18 @@ def features_frame(state: GroupState, as_of_ms: int | None, params: FeatureParam
                    ) -> pd.DataFrame:
     """``user_id``, the spec's features as of ``as_of_ms`` (default: the newest event
     among these users), ``last_event_ms``, ``as_of_ms``, ``spec_version``; by user id."""
+    return record_features(state.users, state.aggs, as_of_ms, params)
+
+
+def record_features(users: Sequence[str] | pd.Index, aggs: np.ndarray, as_of_ms: int | None,
+                    params: FeatureParams) -> pd.DataFrame:
+    """:func:`features_frame` of ``aggs`` (one record per user of ``users``)."""
     if as_of_ms is None:
-        as_of_ms = int(state.aggs["last_ms"].max()) if len(state.aggs) else 0
-    X = evaluate(state.aggs, as_of_ms, params)
+        as_of_ms = int(aggs["last_ms"].max()) if len(aggs) else 0
+    X = evaluate(aggs, as_of_ms, params)
     out = pd.DataFrame(X, columns=list(FEATURE_SPEC.names))
-    out.insert(0, "user_id", np.asarray(state.users, dtype=object))
-    out["last_event_ms"] = state.aggs["last_ms"]
+    out.insert(0, "user_id", np.asarray(users, dtype=object))
+    out["last_event_ms"] = aggs["last_ms"]
     out["as_of_ms"] = np.int64(as_of_ms)
     out["spec_version"] = FEATURE_SPEC.version
     return out.sort_values("user_id", ignore_index=True)

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 
 from segstream.events import Rejection, validate_event
-from streaming.features import EVENT_COLUMNS
+from streaming.step import EVENT_COLUMNS
 
 _TYPES = {"ts": pa.int64(), "dwell_ms": pa.float64(), "amount": pa.float64()}
 #: Source columns carried along for the dead-letter topic and the arrival order.

@@ -1,6 +1,8 @@
 """The streaming job end to end on the real broker, Redis and Spark: a generated log
-with duplicates, late and malformed records gives the batch features in Redis, and
-every rejected or late record on the DLQ with the validator's reason."""
+with duplicates, late and malformed records, streamed in several micro-batches, leaves
+in Redis the aggregates whose features at the log's last event equal the batch
+command's for every user and feature; the `features` topic and the Parquet history hold
+the same records; every rejected or late record is on the DLQ with its reason."""
 
 from __future__ import annotations
 
@@ -16,27 +18,42 @@ import pandas as pd
 import pytest
 import redis
 
+from segstream.aggregates import AGG_DTYPE, FeatureParams, decode, empty, encode, fold
 from segstream.config import Settings
-from segstream.contract import DLQ_HEADER_DETAIL, DLQ_HEADER_REASON, DLQ_HEADER_SOURCE
+from segstream.contract import (
+    DLQ_HEADER_DETAIL,
+    DLQ_HEADER_REASON,
+    DLQ_HEADER_SOURCE,
+    FEATURE_SPEC,
+)
 from segstream.events import Rejection, validate_event
 from segstream.generator import GeneratedLog, GeneratorConfig, generate
 from segstream.kafka import Producer, ensure_topics, read_topic
-from segstream.online_store import FIELDS, decode_feature_message, decode_record, feature_key
+from segstream.online_store import (
+    FIELDS,
+    HEADER_UPDATED,
+    OnlineRecord,
+    decode_record,
+    encode_record,
+    feature_key,
+)
 from streaming.arrivals import classify
 from streaming.batch import compute_features_pandas
 from streaming.durations import duration_ms
 from streaming.job import run
-from streaming.sinks import KafkaMarker, Sinks
+from streaming.sinks import HISTORY_COLUMNS, KafkaMarker, Sinks
+from streaming.step import record_features
 from tests.streaming.conftest import produce
 
 pytestmark = [pytest.mark.spark, pytest.mark.kafka, pytest.mark.redis]
+PARAMS = FeatureParams()
 
 
 @dataclass
 class Streamed:
     log: GeneratedLog
     settings: Settings
-    batch: pd.DataFrame  # features computed in batch from the same log
+    batch: pd.DataFrame  # features computed in batch from the same log, default as_of
     log_path: Path
 
 
@@ -47,25 +64,42 @@ def job_settings(tmp: Path, bootstrap: str, redis_url: str, tag: str, **kw: Any)
                     spark_shuffle_partitions=2, **names, **kw)
 
 
-def redis_features(client: Any) -> pd.DataFrame:
-    rows = []
+def redis_records(client: Any, settings: Settings) -> dict[str, OnlineRecord]:
+    params = settings.feature_params()
+    out = {}
     for key in client.scan_iter("seg:features:*"):
-        rec = decode_record(client.hmget(key, *FIELDS))
-        rows.append({"user_id": key.decode().removeprefix("seg:features:"),
-                     "vec": rec.vector, "ts": rec.last_event_ms, "spec": rec.spec_version})
-    return pd.DataFrame(rows).sort_values("user_id").reset_index(drop=True)
+        rec = decode_record(client.hmget(key, *FIELDS), params)
+        assert rec is not None
+        out[key.decode().removeprefix("seg:features:")] = rec
+    return out
 
 
-def assert_redis_equals_batch(client: Any, batch: pd.DataFrame) -> None:
-    from segstream.contract import FEATURE_SPEC
+def assert_same_records(a: np.ndarray, b: np.ndarray) -> None:
+    """Integer fields bit for bit, float fields (decayed sums) to 1e-9 relative."""
+    for name in AGG_DTYPE.names or ():
+        if a[name].dtype.kind == "f":
+            np.testing.assert_allclose(a[name], b[name], rtol=1e-9, atol=0, err_msg=name)
+        else:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
-    online = redis_features(client)
-    assert online["user_id"].tolist() == batch["user_id"].tolist()
-    assert (online["ts"] == batch["last_event_ms"]).all()
-    assert (online["spec"] == FEATURE_SPEC.version).all()
-    want = batch[list(FEATURE_SPEC.names)].to_numpy()
-    got = np.stack(online["vec"].to_numpy())
-    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+
+def assert_redis_equals_batch(client: Any, batch: pd.DataFrame, settings: Settings) -> None:
+    """Every user's Redis record, evaluated at the batch's as_of, has the batch's
+    features (decayed ones to 1e-9 relative), and the same aggregates."""
+    params = settings.feature_params()
+    online = redis_records(client, settings)
+    assert sorted(online) == batch["user_id"].tolist()
+    users = batch["user_id"].tolist()
+    aggs = np.array([online[u].aggregates for u in users])
+    as_of = int(batch["as_of_ms"].iloc[0])
+    stream = record_features(users, aggs, as_of, params)
+    assert stream["user_id"].tolist() == users
+    assert (stream["last_event_ms"] == batch["last_event_ms"]).all()
+    assert [online[u].last_event_ms for u in users] == batch["last_event_ms"].tolist()
+    np.testing.assert_allclose(stream[list(FEATURE_SPEC.names)].to_numpy(),
+                               batch[list(FEATURE_SPEC.names)].to_numpy(), rtol=1e-9, atol=0)
+    assert_same_records(aggs, decode([bytes(b) for b in batch["agg"]], params))
+    assert [online[u].events for u in users] == aggs["events"].tolist()
 
 
 @pytest.fixture(scope="module")
@@ -91,31 +125,72 @@ def streamed(spark: Any, kafka_bootstrap: str, stream_redis_url: str,
 
 
 @pytest.mark.slow
-def test_redis_features_equal_batch_features(streamed: Streamed, stream_redis_url: str
-                                             ) -> None:
+def test_stream_records_at_as_of_equal_batch_features(streamed: Streamed,
+                                                      stream_redis_url: str) -> None:
     client = redis.Redis.from_url(stream_redis_url)
-    assert len(streamed.batch) == len(streamed.log.truth)
-    assert_redis_equals_batch(client, streamed.batch)
-    ttl = client.ttl(feature_key(streamed.batch["user_id"][0]))
+    batch = streamed.batch
+    assert len(batch) == len(streamed.log.truth)
+    assert list(batch.columns) == ["user_id", *FEATURE_SPEC.names, "last_event_ms",
+                                   "as_of_ms", "spec_version", "agg"]
+    # the batch's default as_of: the log's newest accepted event
+    assert (batch["as_of_ms"] == batch["last_event_ms"].max()).all()
+    assert (batch["spec_version"] == FEATURE_SPEC.version).all()
+    assert_redis_equals_batch(client, batch, streamed.settings)
+    ttl = client.ttl(feature_key(batch["user_id"][0]))
     assert 0 < ttl <= streamed.settings.feature_ttl_s
 
 
 @pytest.mark.slow
-def test_features_topic_and_history_hold_the_same_vectors(streamed: Streamed) -> None:
+def test_features_topic_and_history_hold_the_redis_records(streamed: Streamed,
+                                                           stream_redis_url: str) -> None:
     s = streamed.settings
-    newest: dict[str, Any] = {}
+    online = redis_records(redis.Redis.from_url(stream_redis_url), s)
+    newest: dict[str, bytes] = {}
     for rec in read_topic(s.kafka_bootstrap or "", s.topic_features):
-        msg = decode_feature_message(rec.value or b"")
-        assert rec.key == msg.user_id.encode()
-        newest[msg.user_id] = msg.record  # a user's messages are in order in its partition
-    batch = streamed.batch.set_index("user_id")
-    assert sorted(newest) == sorted(batch.index)
-    for user, record in newest.items():
-        assert record.last_event_ms == batch.loc[user, "last_event_ms"]
+        assert int(rec.headers[HEADER_UPDATED]) > 0
+        newest[(rec.key or b"").decode()] = rec.value or b""  # in order in its partition
+    assert sorted(newest) == sorted(online)
+    params = s.feature_params()
+    for user, value in newest.items():
+        assert encode(decode([value], params), params)[0] == encode_record(
+            online[user].aggregates, params, updated_ms=0)["agg"]
     history = pd.concat(pd.read_parquet(p) for p in sorted(s.history_dir.glob("*.parquet")))
-    last = history.sort_values("updated_ms").groupby("user_id").tail(1).set_index("user_id")
-    assert sorted(last.index) == sorted(batch.index)
-    assert (last["last_event_ms"] == batch["last_event_ms"].loc[last.index]).all()
+    assert list(history.columns) == list(HISTORY_COLUMNS)
+    assert history["batch_id"].nunique() >= 3  # several micro-batches
+    last = (history.sort_values(["last_event_ms", "events"]).groupby("user_id").tail(1)
+            .set_index("user_id"))
+    assert sorted(last.index) == sorted(online)
+    for user, row in last.iterrows():
+        assert row["agg"] == encode_record(online[str(user)].aggregates, params,
+                                           updated_ms=0)["agg"]
+        assert (row["events"], row["last_event_ms"]) == (
+            online[str(user)].events, online[str(user)].last_event_ms)
+
+
+@pytest.mark.slow
+def test_history_snapshot_as_of_t_is_point_in_time_correct(
+        streamed: Streamed, spark: Any) -> None:
+    """"Every user as of T" from the history: the newest row per user with
+    last_event_ms <= T. Users with no event after T equal the batch command at
+    --as-of T; no row holds an event after T."""
+    s, params = streamed.settings, streamed.settings.feature_params()
+    final = streamed.batch.set_index("user_id")["last_event_ms"]
+    t = int(final.quantile(0.25))
+    history = pd.concat(pd.read_parquet(p) for p in sorted(s.history_dir.glob("*.parquet")))
+    snap = (history[history["last_event_ms"] <= t].sort_values(["last_event_ms", "events"])
+            .groupby("user_id").tail(1).sort_values("user_id", ignore_index=True))
+    at_t = compute_features_pandas(spark, streamed.log_path, s, as_of_ms=t).set_index(
+        "user_id")
+    assert (at_t["as_of_ms"] == t).all() and (at_t["last_event_ms"] <= t).all()
+    events_at_t = pd.Series(decode(list(at_t["agg"]), params)["events"], index=at_t.index)
+    assert (snap["events"].to_numpy() <= events_at_t.loc[snap["user_id"]].to_numpy()).all()
+    done = sorted(u for u in final.index if final[u] <= t)
+    assert done, "no user was silent after T: choose another T"
+    snap_done = snap.set_index("user_id").loc[done]
+    got = record_features(done, decode(list(snap_done["agg"]), params), t, params)
+    np.testing.assert_allclose(got[list(FEATURE_SPEC.names)].to_numpy(),
+                               at_t.loc[done, list(FEATURE_SPEC.names)].to_numpy(),
+                               rtol=1e-9, atol=0)
 
 
 @pytest.mark.slow
@@ -147,29 +222,44 @@ def test_dlq_holds_every_reject_and_late_record_with_its_reason(streamed: Stream
         assert topic == s.topic_events and "@" in where
 
 
-@pytest.mark.redis
-def test_stale_update_never_overwrites_a_newer_one(stream_redis: Any, kafka_bootstrap: str,
-                                                   stream_redis_url: str, tmp_path: Path
-                                                   ) -> None:
-    from segstream.contract import FEATURE_SPEC
+def one_record(events: int, last_ms: int, spend: float) -> np.ndarray:
+    """A record of ``events`` purchase events, the newest at ``last_ms``."""
+    aggs = empty(1)
+    ts = np.linspace(last_ms - events + 1, last_ms, events).astype(np.int64)
+    fold(aggs, np.zeros(events, dtype=np.int64), pd.DataFrame({
+        "ts": ts, "event_type": "purchase", "session_id": None, "content_id": None,
+        "category": None, "dwell_ms": None, "amount": spend, "platform": None}), PARAMS)
+    return aggs
 
+
+@pytest.mark.redis
+def test_sinks_write_the_online_store_layout_and_never_go_back(
+        stream_redis: Any, kafka_bootstrap: str, stream_redis_url: str, tmp_path: Path
+        ) -> None:
     s = job_settings(tmp_path, kafka_bootstrap, stream_redis_url, "stale")
     sinks = Sinks(redis_url=stream_redis_url, bootstrap=kafka_bootstrap,
                   topic_features=s.topic_features, topic_dlq=s.topic_dlq, ttl_s=600,
                   history_dir=tmp_path / "history", marker=KafkaMarker(tmp_path / "m"))
-    empty = pd.DataFrame(columns=["key", "value", "topic", "partition", "offset", "reason",
-                                  "detail"])
+    empty_dead = pd.DataFrame(columns=["key", "value", "topic", "partition", "offset",
+                                       "reason", "detail"])
 
-    def features(value: float, last: int) -> pd.DataFrame:
-        return pd.DataFrame([{"user_id": "u1", **dict.fromkeys(FEATURE_SPEC.names, value),
-                              "last_event_ms": last}])
+    def records(aggs: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame({"user_id": ["u1"], "agg": encode(aggs, PARAMS),
+                             "events": aggs["events"], "last_event_ms": aggs["last_ms"]})
 
-    assert sinks.write(1, features(2.0, 2000), empty, 10).redis_written == 1
-    stale = sinks.write(2, features(1.0, 1000), empty, 20)
-    assert (stale.redis_written, stale.redis_stale) == (0, 1)
-    rec = decode_record(stream_redis.hmget(feature_key("u1"), *FIELDS))
-    assert rec is not None and rec.last_event_ms == 2000 and rec.vector[0] == 2.0
-    assert rec.updated_ms == 10
+    newer, older, fewer = one_record(3, 2000, 2.0), one_record(3, 1000, 1.0), one_record(
+        2, 2000, 5.0)
+    assert sinks.write(1, records(newer), empty_dead, 10).redis_written == 1
+    # the hash is exactly the online store's encoding of the record
+    stored = dict(zip(FIELDS, stream_redis.hmget(feature_key("u1"), *FIELDS), strict=True))
+    assert stored == encode_record(newer[0], PARAMS, updated_ms=10)
+    # older by ts, or same ts and fewer events: skipped
+    for batch_id, stale in ((2, older), (3, fewer)):
+        result = sinks.write(batch_id, records(stale), empty_dead, 20)
+        assert (result.redis_written, result.redis_stale) == (0, 1)
+    rec = decode_record(stream_redis.hmget(feature_key("u1"), *FIELDS), PARAMS)
+    assert rec is not None and (rec.events, rec.last_event_ms, rec.updated_ms) == (3, 2000, 10)
+    assert rec.aggregates["spend"] == 6.0
     # a replayed batch (id <= the Kafka marker) sends nothing to Kafka again
-    assert sinks.write(2, features(1.0, 1000), empty, 30).kafka_skipped
+    assert sinks.write(2, records(older), empty_dead, 30).kafka_skipped
     sinks.close()

@@ -1,5 +1,6 @@
 """Kill -9 the job mid-stream and restart it from its checkpoint: no event lost, none
-counted twice (Redis equals the batch features of the whole log)."""
+counted twice (the Redis records, evaluated at the log's last event, equal the batch
+features of the whole log; their aggregates equal the batch's)."""
 
 from __future__ import annotations
 
@@ -61,4 +62,4 @@ def test_sigkill_mid_stream_then_restart_loses_and_doubles_nothing(
     path = tmp_path / "events.jsonl"
     log.write_jsonl(path)
     batch = compute_features_pandas(spark, path, settings)
-    assert_redis_equals_batch(redis.Redis.from_url(stream_redis_url), batch)
+    assert_redis_equals_batch(redis.Redis.from_url(stream_redis_url), batch, settings)
