@@ -49,6 +49,8 @@ from segstream.personas import (
 )
 
 DAY_MS = 86_400_000
+#: A churner stops at a uniform share of the time span in this range.
+CHURN_STOPS = (0.3, 0.9)
 _Event = tuple[int, int, dict[str, object]]  # (ts ms, serial, JSON body without ts/event_id)
 DEFAULT_START = "2026-10-01T00:00:00Z"
 
@@ -65,6 +67,7 @@ class GeneratorConfig:
     duplicate_rate: float = 0.0
     late_rate: float = 0.0
     late_by_ms: int = 2 * 3600 * 1000  # how far behind the stream a late record is
+    churn_share: float = 0.0  # share of users who stop coming (lapse) partway through
 
     def __post_init__(self) -> None:
         if self.users < 1 or self.events < self.users:
@@ -72,7 +75,7 @@ class GeneratorConfig:
                 f"need users >= 1 and events >= users, got users={self.users}, "
                 f"events={self.events}"
             )
-        for name in ("malformed_rate", "duplicate_rate", "late_rate"):
+        for name in ("malformed_rate", "duplicate_rate", "late_rate", "churn_share"):
             if not 0.0 <= getattr(self, name) <= 0.5:
                 raise ValueError(f"{name} must be within [0, 0.5], got {getattr(self, name)}")
         if self.drift_at is not None and not 0.0 < self.drift_at < 1.0:
@@ -85,6 +88,7 @@ class GeneratorConfig:
 class Truth:
     persona: str
     persona_after_drift: str
+    stops_ms: int | None = None  # a churner's last possible event time (silent after)
 
 
 @dataclass
@@ -107,9 +111,10 @@ class GeneratedLog:
     def write_truth(self, path: Path) -> None:
         with open(path, "w", newline="") as out:
             w = csv.writer(out)
-            w.writerow(["user_id", "persona", "persona_after_drift"])
+            w.writerow(["user_id", "persona", "persona_after_drift", "stops_ms"])
             for uid, t in self.truth.items():
-                w.writerow([uid, t.persona, t.persona_after_drift])
+                w.writerow([uid, t.persona, t.persona_after_drift,
+                            "" if t.stops_ms is None else t.stops_ms])
 
 
 def _iso_ms(text: str) -> int:
@@ -166,6 +171,11 @@ def stream(cfg: GeneratorConfig) -> tuple[GeneratedLog, Iterator[Record]]:
         after = PERSONA_BY_NAME[DRIFT_MOVES[before.name]] if (
             moves and before.name in DRIFT_MOVES) else before
         log.truth[f"u{u:06d}"] = Truth(before.name, after.name)
+    if cfg.churn_share > 0:  # drawn only when asked, so other logs stay byte-identical
+        churners = np.flatnonzero(rng.random(cfg.users) < cfg.churn_share)
+        stops = rng.uniform(CHURN_STOPS[0], CHURN_STOPS[1], len(churners))
+        for u, at in zip(churners.tolist(), stops.tolist(), strict=True):
+            log.truth[f"u{u:06d}"].stops_ms = start + int(at * span)
     expected = sum(_expected_events(t, cfg.days, cfg.drift_at) for t in log.truth.values())
     rate_scale = cfg.events / expected * 1.03  # a little extra, trimmed to exactly `events`
     while True:  # deterministic: the same seed always takes the same path
@@ -178,6 +188,8 @@ def stream(cfg: GeneratorConfig) -> tuple[GeneratedLog, Iterator[Record]]:
             if drift_ms is not None:
                 cut = max(first, drift_ms)
                 spans = [(before, first, cut), (after, cut, start + span)]
+            if truth.stops_ms is not None:
+                spans = [(p, t0, min(t1, truth.stops_ms)) for p, t0, t1 in spans]
             for persona, t0, t1 in spans:
                 if t1 > t0:
                     _user_sessions(rng, uid, persona, t0, t1, rate_scale, cat_ps[u], drift_ms,

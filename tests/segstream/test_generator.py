@@ -102,3 +102,18 @@ def test_files_round_trip(tmp_path: Path, log) -> None:  # type: ignore[no-untyp
 def test_bad_config_is_refused(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         GeneratorConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_churners_fall_silent_after_their_stop_time() -> None:
+    log = generate(GeneratorConfig(users=200, events=20_000, seed=5, churn_share=0.2))
+    stops = {u: t.stops_ms for u, t in log.truth.items() if t.stops_ms is not None}
+    assert 20 < len(stops) < 60
+    last: dict[str, int] = {}
+    for value in log.values:
+        ev = validate_event(value)
+        assert not isinstance(ev, Rejection)
+        last[ev["user_id"]] = max(last.get(ev["user_id"], 0), ev["ts"])
+    churned = [u for u in stops if u in last]
+    assert churned and all(last[u] <= stops[u] for u in churned)
+    # the others keep coming until the end
+    assert max(last[u] for u in last if u not in stops) > max(stops.values())
