@@ -91,7 +91,7 @@ def test_files_round_trip(tmp_path: Path, log) -> None:  # type: ignore[no-untyp
     truth = tmp_path / "truth.csv"
     log.write_truth(truth)
     lines = truth.read_text().splitlines()
-    assert lines[0] == "user_id,persona,persona_after_drift" and len(lines) == 301
+    assert lines[0] == "user_id,persona,persona_after_drift,stops_ms" and len(lines) == 301
 
 
 @pytest.mark.parametrize(
