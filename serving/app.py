@@ -70,7 +70,8 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        holder = ModelHolder(source if source is not None else RegistrySource(settings))
+        holder = ModelHolder(source if source is not None else RegistrySource(settings),
+                             settings.feature_params())
         state = AppState(
             settings=settings, redis=PipelinedRedis(redis_url_of(settings)), holder=holder,
             mapping=mapping, drift=DriftWindow(settings.api_drift_window, len(FEATURE_SPEC)),
@@ -95,8 +96,9 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
         title="segstream API",
         version="1",
         summary="Which segment is this user in, and what should the CMS show them.",
-        description="Segment lookups by user id or posted session features, the segment "
-        "catalogue, CMS personalization with holdout experiments, uplift. Errors are JSON "
+        description="Segment lookups by user id or posted session features, a user's "
+        "features as of any time (`?as_of=`; default now), the segment catalogue, CMS "
+        "personalization with holdout experiments, uplift. Errors are JSON "
         '`{"error": {"code", "message", "field"}}`. /v1 needs `X-API-Key` unless auth is '
         "disabled by setting.",
         lifespan=lifespan,

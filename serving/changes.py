@@ -1,4 +1,4 @@
-"""Segment-change detection: a small consumer of the ``features`` topic.
+"""Segment-change detection: a small consumer of the ``features`` topic plus a sweep.
 
 Why here and not in the streaming job's Redis sink: the streaming job is Spark and
 knows no model; loading the champion into every Spark executor, reloading it there
@@ -7,35 +7,48 @@ model registry and its release cycle. This consumer reuses serving's hot-reload
 (:class:`ModelHolder`) and vectorised assignment, scales by partition, and can be
 restarted or replayed independently (its offsets are in Redis).
 
-Per feature update: assign under the champion, compare with the user's last
-published segment ``seg:segment:{user}`` (``sid``, ``since`` = event time ms).
-Hysteresis: a different segment is published only if the user has been in the
-current one for at least ``segment_min_dwell_s`` (event time), so a user flapping
-between two segments produces one change per dwell period, not one per update.
-A user's first assignment is recorded, not published. Changes are produced (keyed
-by user) and flushed before state and offsets are committed in one Redis
-transaction: a crash republishes, never loses; ``change_id`` lets receivers dedupe.
+Two triggers, one decision:
+
+* **event**: each `features` message (key = user id, value = the user's aggregates)
+  is evaluated as of the detector's clock (:class:`~serving.rescore.DetectorClock`:
+  the stream time or the wall clock; never before the user's own newest event);
+* **time**: whenever the clock has moved ``rescore_interval_s`` since the last sweep,
+  every record in Redis is re-evaluated as of the clock, so a user who stops coming
+  changes segment with no message at all (:mod:`serving.rescore`).
+
+Both assign under the champion and compare with the user's last published segment
+``seg:segment:{user}`` (``sid``, ``since`` = clock time ms). Hysteresis: a different
+segment is published only if the user has been in the current one for at least
+``segment_min_dwell_s`` of clock time, so a user flapping between two segments
+produces one change per dwell period; a change held back is published by a later
+event or sweep if it still holds. A user's first assignment is recorded, not
+published. Changes are produced (keyed by user) and flushed before state, offsets and
+clock are committed in one Redis transaction: a crash republishes, never loses.
+``change_id`` = ``user:from:since:to`` depends only on committed state, so a
+republished change carries the same id and receivers can dedupe.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 import numpy as np
 import orjson
 
+from segstream.aggregates import evaluate
 from segstream.config import Settings
 from segstream.kafka import Producer, Record
-from segstream.online_store import decode_feature_message
 from serving import metrics
 from serving.model_holder import ModelHolder
 from serving.offsets import RedisOffsetReader
-from serving.predict import assign, iso_ms
+from serving.predict import Served, iso_ms
+from serving.rescore import STATE_PREFIX, DetectorClock, decode_lenient, scan_chunks
 
 log = logging.getLogger(__name__)
-STATE_PREFIX = "seg:segment:"
+__all__ = ["STATE_PREFIX", "ChangeDetector"]
 
 
 class ChangeDetector:
@@ -44,71 +57,155 @@ class ChangeDetector:
         self.settings = settings
         self.holder = holder
         self.redis = redis
+        self.params = settings.feature_params()
         self.reader = RedisOffsetReader(bootstrap, settings.topic_features, redis,
                                         "segment-changes")
+        self.clock = DetectorClock(settings.clock, settings.rescore_interval_s,
+                                   redis.hgetall(self.reader.key))
         self.producer = Producer(bootstrap)
         self.dwell_ms = int(settings.segment_min_dwell_s * 1000)
 
-    def decide(self, records: list[Record]) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
-        """The changes to publish and the new per-user state (pure but for reads)."""
+    def _served(self) -> Served:
         served = self.holder.current
         if served is None:
             raise RuntimeError("no champion model loaded; cannot detect segment changes")
-        msgs = [decode_feature_message(r.value) for r in records if r.value]
-        if not msgs:
-            return [], {}
-        batch = assign(served, np.stack([m.record.vector for m in msgs]))
-        users = list(dict.fromkeys(m.user_id for m in msgs))
-        stored = dict(zip(users, self.redis.mget([STATE_PREFIX + u for u in users]),
-                          strict=True))
-        state = {u: (orjson.loads(v) if v else None) for u, v in stored.items()}
-        changes = []
-        for i, m in enumerate(msgs):
-            sid, t = int(batch.segment_ids[i]), m.record.last_event_ms
-            cur = state[m.user_id]
-            if cur is None:
-                state[m.user_id] = {"sid": sid, "since": t}
-            elif cur["sid"] != sid:
-                if t - cur["since"] >= self.dwell_ms:
-                    row = int(batch.index[i])
-                    changes.append({
-                        "change_id": f"{m.user_id}:{t}:{sid}", "user_id": m.user_id,
-                        "from_segment": cur["sid"], "to_segment": sid,
-                        "persona": served.model.personas[row],
-                        "model_version": served.version, "at": iso_ms(t), "ts_ms": t})
-                    state[m.user_id] = {"sid": sid, "since": t}
-                else:
-                    metrics.SEGMENT_CHANGES_SUPPRESSED.inc()
-        return changes, {STATE_PREFIX + u: orjson.dumps(s) for u, s in state.items() if s}
+        return served
 
-    def process(self, records: list[Record]) -> int:
-        changes, new_state = self.decide(records)
+    def decide(self, served: Served, users: list[str], x: np.ndarray, now: np.ndarray,
+               as_of: np.ndarray, trigger: str, stored: list[bytes | None] | None = None
+               ) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
+        """The changes to publish and the users' new state (only the users whose state
+        changed). Rows are in order; ``stored`` is the users' state if already read."""
+        if not users:
+            return [], {}
+        batch = served.model.assign(x)
+        uniq = list(dict.fromkeys(users))
+        if stored is None or len(uniq) != len(users):
+            stored = self.redis.mget([STATE_PREFIX + u for u in uniq])
+        state = {u: (orjson.loads(v) if v else None) for u, v in zip(uniq, stored,
+                                                                      strict=True)}
+        changed: set[str] = set()
+        changes = []
+        for i, (u, sid) in enumerate(zip(users, batch.segment_ids.tolist(), strict=True)):
+            cur = state[u]
+            if cur is not None and cur["sid"] == sid:
+                continue
+            t = int(now[i])
+            if cur is None:
+                state[u] = {"sid": sid, "since": t}
+                changed.add(u)
+            elif t - cur["since"] >= self.dwell_ms:
+                at = int(as_of[i])
+                changes.append({
+                    "change_id": f"{u}:{cur['sid']}:{cur['since']}:{sid}", "user_id": u,
+                    "from_segment": cur["sid"], "to_segment": sid,
+                    "persona": served.model.personas[int(batch.index[i])],
+                    "model_version": served.version, "at": iso_ms(at), "ts_ms": at,
+                    "trigger": trigger})
+                state[u] = {"sid": sid, "since": t}
+                changed.add(u)
+            else:
+                metrics.SEGMENT_CHANGES_SUPPRESSED.inc()
+        return changes, {STATE_PREFIX + u: orjson.dumps(state[u]) for u in changed}
+
+    def _publish(self, changes: list[dict[str, Any]]) -> None:
         for c in changes:
             self.producer.send(self.settings.topic_segment_changes, orjson.dumps(c),
                                key=c["user_id"].encode())
         self.producer.flush()
+        if changes:
+            metrics.SEGMENT_CHANGES.labels(changes[0]["trigger"]).inc(len(changes))
+
+    def process(self, records: list[Record]) -> int:
+        """Evaluate a polled batch of `features` messages; publish; commit. Returns the
+        number of changes published."""
+        served = self._served()
+        keyed = [r for r in records if r.key is not None and r.value]
+        if len(keyed) < len(records):
+            metrics.CHANGE_RECORDS_SKIPPED.labels("no_key_or_value").inc(
+                len(records) - len(keyed))
+        users, aggs = decode_lenient([r.key.decode() for r in keyed],  # type: ignore[union-attr]
+                                     [r.value for r in keyed], self.params)
+        now = self.clock.advance(aggs["last_ms"])
+        as_of = np.maximum(now, aggs["last_ms"])
+        changes, new_state = self.decide(served, users, evaluate(aggs, as_of, self.params),
+                                         now, as_of, "event")
+        self._publish(changes)
         pipe = self.redis.pipeline(transaction=True)
         if new_state:
             pipe.mset(new_state)
-        offsets = self.reader.commit_fields(records)
-        if offsets:
-            pipe.hset(self.reader.key, mapping=offsets)
+        committed = {**self.reader.commit_fields(records), **self.clock.fields()}
+        if committed:
+            pipe.hset(self.reader.key, mapping=committed)
         pipe.execute()
-        metrics.SEGMENT_CHANGES.inc(len(changes))
         return len(changes)
+
+    def sweep(self, now: int) -> int:
+        """Re-evaluate every stored record as of ``now``; publish what changed. Returns
+        the number of changes published. The sweep time is committed only at the end:
+        a crash mid-way sweeps again (same change ids for what was already sent)."""
+        served = self._served()
+        start, users_seen, published = time.perf_counter(), 0, 0
+        for users, aggs, stored in scan_chunks(self.redis, self.params):
+            as_of = np.maximum(aggs["last_ms"], now)
+            x = evaluate(aggs, as_of, self.params)
+            changes, new_state = self.decide(served, users, x, np.full(len(users), now),
+                                             as_of, "time", stored)
+            self._publish(changes)
+            if new_state:
+                self.redis.mset(new_state)
+            users_seen += len(users)
+            published += len(changes)
+        self.clock.swept_ms = now
+        self.redis.hset(self.reader.key, mapping=self.clock.fields())
+        elapsed = time.perf_counter() - start
+        metrics.RESCORE_SWEEPS.inc()
+        metrics.RESCORE_USERS.inc(users_seen)
+        metrics.RESCORE_DURATION.observe(elapsed)
+        log.info("sweep as of %s: %d users in %.2f s, %d changes", iso_ms(now), users_seen,
+                 elapsed, published)
+        return published
+
+    def step(self, timeout_ms: int = 500) -> tuple[int, int]:
+        """One poll + process, then a sweep if due: (records, changes)."""
+        records = self.reader.poll(timeout_ms)
+        changes = self.process(records) if records else 0
+        now = self.clock.due()
+        if now is not None:
+            changes += self.sweep(now)
+        return len(records), changes
 
     def run(self, stop: threading.Event, poll_s: float) -> None:
         last_poll = 0.0
-        import time
-
         while not stop.is_set():
             if time.monotonic() - last_poll > poll_s:
                 self.holder.refresh()
                 last_poll = time.monotonic()
-            records = self.reader.poll(500)
-            if records:
-                n = self.process(records)
-                log.debug("%d feature updates, %d segment changes", len(records), n)
+            if self.holder.current is None:  # nothing to assign with yet
+                stop.wait(min(poll_s, 1.0))
+                continue
+            n, changes = self.step()
+            if n or changes:
+                log.debug("%d feature updates, %d segment changes", n, changes)
+
+    def run_available_now(self, timeout_s: float = 600.0) -> int:
+        """Process the topic up to its end as measured now (and any sweeps that fall
+        due on the way, or at the end), then return the number of changes published."""
+        self.holder.refresh()
+        self._served()  # fail early and clearly without a champion
+        end = self.reader.end_offsets()
+        deadline = time.monotonic() + timeout_s
+        total = 0
+        while not self.reader.reached(end):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the detector did not reach the end of "
+                                   f"{self.settings.topic_features} in {timeout_s:.0f} s")
+            total += self.step(200)[1]
+        now = self.clock.due()
+        if now is not None:
+            total += self.sweep(now)
+        return total
 
     def close(self) -> None:
         self.reader.close()
+        self.producer.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -62,11 +62,38 @@ def _workers_setup() -> tuple[object, object, str]:
     return settings, redis.Redis.from_url(ep.redis_url), ep.kafka_bootstrap
 
 
-@webhooks_app.command("detect")
-def detect() -> None:
-    """Consume `features`, publish segment changes (with hysteresis) to `segment-changes`."""
+MetricsPort = Annotated[int, typer.Option(
+    "--metrics-port", help="Serve this worker's Prometheus metrics on this port (0: off).")]
+
+
+def _stop_on_sigterm() -> Any:
+    """A stop event set by SIGTERM, so a worker finishes its batch and commits."""
+    import signal
     import threading
 
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    return stop
+
+
+def _serve_metrics(port: int) -> None:
+    if port:
+        from prometheus_client import start_http_server
+
+        start_http_server(port, addr="127.0.0.1")
+
+
+@webhooks_app.command("detect")
+def detect(
+    available_now: Annotated[bool, typer.Option(
+        "--available-now", help="Process the `features` topic up to its current end (and "
+        "any re-scoring sweep due by then), then exit.")] = False,
+    metrics_port: MetricsPort = 0,
+) -> None:
+    """Publish segment changes to `segment-changes`: on each `features` update, and for
+    every stored user each `rescore_interval_s` of the clock (users whom time alone
+    moves). Hysteresis: `segment_min_dwell_s`."""
+    from segstream.cli import console
     from segstream.config import Settings
     from serving.changes import ChangeDetector
     from serving.model_holder import ModelHolder
@@ -74,10 +101,15 @@ def detect() -> None:
 
     settings, client, bootstrap = _workers_setup()
     assert isinstance(settings, Settings)
-    holder = ModelHolder(RegistrySource(settings))
+    _serve_metrics(metrics_port)
+    holder = ModelHolder(RegistrySource(settings), settings.feature_params())
     detector = ChangeDetector(settings, holder, client, bootstrap)
     try:
-        detector.run(threading.Event(), settings.api_model_poll_s)
+        if available_now:
+            n = detector.run_available_now()
+            console.print(f"published {n} segment changes (clock={settings.clock})")
+        else:
+            detector.run(_stop_on_sigterm(), settings.api_model_poll_s)
     except KeyboardInterrupt:
         pass
     finally:
@@ -85,20 +117,19 @@ def detect() -> None:
 
 
 @webhooks_app.command("run")
-def run() -> None:
+def run(metrics_port: MetricsPort = 0) -> None:
     """Deliver `segment-changes` to webhook_urls (signed, retried, dead-lettered)."""
-    import threading
-
     from segstream.config import Settings
     from serving.offsets import RedisOffsetReader
     from serving.webhooks import Dispatcher
 
     settings, client, bootstrap = _workers_setup()
     assert isinstance(settings, Settings)
+    _serve_metrics(metrics_port)
     dispatcher = Dispatcher(settings, client)
     reader = RedisOffsetReader(bootstrap, settings.topic_segment_changes, client, "webhooks")
     try:
-        dispatcher.run(reader, threading.Event())
+        dispatcher.run(reader, _stop_on_sigterm())
     except KeyboardInterrupt:
         pass
     finally:

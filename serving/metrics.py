@@ -29,6 +29,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02,
 DISTANCE_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0)
 STALENESS_BUCKETS = (1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 6 * 3600.0, 86_400.0,
                      7 * 86_400.0, 30 * 86_400.0)
+SWEEP_BUCKETS = (0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 # --- HTTP ---------------------------------------------------------------------------
@@ -43,8 +44,9 @@ ASSIGNMENTS = Counter(f"{PREFIX}_assignments_total", "Segment assignments served
                       "segment id.", ["segment"])
 DISTANCE = Histogram(f"{PREFIX}_assignment_distance", "Distance of a served user to its "
                      "centroid (scaled feature space).", buckets=DISTANCE_BUCKETS)
-STALENESS = Histogram(f"{PREFIX}_feature_staleness_seconds", "Age of the stored features "
-                      "at lookup (now - record update time).", buckets=STALENESS_BUCKETS)
+STALENESS = Histogram(f"{PREFIX}_feature_staleness_seconds", "Age of the stored record at "
+                      "lookup (now - its write time: time since the user's last folded "
+                      "event reached Redis).", buckets=STALENESS_BUCKETS)
 
 # --- drift (computed per worker over a sliding window; the max across workers) -------
 PSI = Gauge(f"{PREFIX}_feature_psi", "Population stability index of a feature over the "
@@ -74,9 +76,17 @@ REDIS_ERRORS = Counter(f"{PREFIX}_redis_errors_total", "Redis commands that fail
                        ["operation"])
 
 # --- segment changes and webhooks ---------------------------------------------------
-SEGMENT_CHANGES = Counter(f"{PREFIX}_segment_changes_total", "Segment changes published.")
+SEGMENT_CHANGES = Counter(f"{PREFIX}_segment_changes_total", "Segment changes published, "
+                          "by trigger: a new event, or time alone (the sweep).", ["trigger"])
 SEGMENT_CHANGES_SUPPRESSED = Counter(f"{PREFIX}_segment_changes_suppressed_total",
                                      "Changes held back by the minimum dwell (hysteresis).")
+CHANGE_RECORDS_SKIPPED = Counter(f"{PREFIX}_change_records_skipped_total", "Records the "
+                                 "change detector could not evaluate, by reason.", ["reason"])
+RESCORE_SWEEPS = Counter(f"{PREFIX}_rescore_sweeps_total", "Sweeps that re-evaluated every "
+                         "stored user (rescore_interval_s of the detector's clock).")
+RESCORE_USERS = Counter(f"{PREFIX}_rescore_users_total", "Users re-evaluated by sweeps.")
+RESCORE_DURATION = Histogram(f"{PREFIX}_rescore_sweep_duration_seconds", "Duration of one "
+                             "sweep over the online store.", buckets=SWEEP_BUCKETS)
 WEBHOOK_DELIVERIES = Counter(f"{PREFIX}_webhook_deliveries_total", "Webhook delivery "
                              "attempts by outcome.", ["outcome"])
 WEBHOOK_RETRIES = Counter(f"{PREFIX}_webhook_retries_total", "Webhook deliveries retried.")
@@ -103,7 +113,8 @@ def exported_names() -> set[str]:
     for metric in (REQUESTS, LATENCY, ASSIGNMENTS, DISTANCE, STALENESS, PSI, SEGMENT_JS,
                    DRIFT_WINDOW, MODEL_VERSION, MODEL_LOADED, MODEL_AGE, MODEL_RELOADS,
                    MODEL_RELOAD_FAILURES, REGISTRY_UP, REDIS_ERRORS, SEGMENT_CHANGES,
-                   SEGMENT_CHANGES_SUPPRESSED, WEBHOOK_DELIVERIES, WEBHOOK_RETRIES,
+                   SEGMENT_CHANGES_SUPPRESSED, CHANGE_RECORDS_SKIPPED, RESCORE_SWEEPS,
+                   RESCORE_USERS, RESCORE_DURATION, WEBHOOK_DELIVERIES, WEBHOOK_RETRIES,
                    WEBHOOK_DEAD_LETTERS, WEBHOOK_LATENCY):
         for family in metric.describe():
             base = family.name

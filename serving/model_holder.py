@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 
+from segstream.aggregates import FeatureParams
 from serving import metrics
 from serving.model_source import ModelSource
 from serving.predict import Served
@@ -20,8 +21,9 @@ log = logging.getLogger(__name__)
 
 
 class ModelHolder:
-    def __init__(self, source: ModelSource) -> None:
+    def __init__(self, source: ModelSource, params: FeatureParams) -> None:
         self.source = source
+        self.params = params  # a model fitted on other feature params is refused
         self.current: Served | None = None
         self.last_error: str | None = None
         self.last_poll: float | None = None
@@ -37,8 +39,8 @@ class ModelHolder:
                 self._ok()
                 return False
             model = self.source.load(version)
-            served = Served.build(model, version)
-        except Exception as exc:  # registry down, bad artefact, spec mismatch: keep serving
+            served = Served.build(model, version, self.params)
+        except Exception as exc:  # registry down, bad artefact, spec/params mismatch: keep serving
             self.last_error = f"{type(exc).__name__}: {exc}"
             self.registry_ok = False
             self.last_poll = time.time()

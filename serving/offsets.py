@@ -12,7 +12,7 @@ from typing import Any
 
 from kafka import TopicPartition
 
-from segstream.kafka import Record, make_consumer, partitions_of
+from segstream.kafka import Record, exact_end_offsets, make_consumer, partitions_of
 
 
 class RedisOffsetReader:
@@ -43,6 +43,17 @@ class RedisOffsetReader:
             key = f"{r.topic}:{r.partition}"
             nxt[key] = max(nxt.get(key, 0), r.offset + 1)
         return nxt
+
+    def end_offsets(self) -> dict[TopicPartition, int]:
+        """The exact end of every partition now (for a bounded run); positions kept."""
+        positions = {tp: self.consumer.position(tp) for tp in self.tps}
+        end = exact_end_offsets(self.consumer, self.tps)
+        for tp, offset in positions.items():
+            self.consumer.seek(tp, offset)
+        return end
+
+    def reached(self, end: dict[TopicPartition, int]) -> bool:
+        return all(self.consumer.position(tp) >= end[tp] for tp in self.tps)
 
     def rewind(self, records: list[Record]) -> None:
         """Seek back to the first of ``records`` per partition (to retry them)."""

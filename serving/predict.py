@@ -1,6 +1,11 @@
 """The hot path around the model: one vectorised :meth:`SegmentModel.assign` for
 1..n rows (with reasons), and the response dicts built directly (no pydantic on the
 way out; orjson serialises).
+
+:meth:`Served.build` is the model/feature guard: a model is served only if it was
+fitted on this feature spec version *and* on features made with these feature
+params (half-lives, session gap, vocabulary): the same record evaluates to other
+values under other params, so the centroids would not mean what they meant.
 """
 
 from __future__ import annotations
@@ -12,11 +17,33 @@ from typing import Any
 
 import numpy as np
 
+from segstream.aggregates import FeatureParams
 from segstream.contract import FEATURE_SPEC
 from segstream.segment_model import Assignment, SegmentModel, reason_dicts
 from serving.drift import Baseline, baseline_of
 
 TOP_REASONS = 3
+
+
+class ModelParamsMismatch(ValueError):
+    """The model was fitted on features made with other feature params (or says not)."""
+
+
+def check_params(model: SegmentModel, params: FeatureParams, version: str) -> None:
+    """Refuse a model whose recorded ``info["feature_params"]`` fingerprint differs."""
+    recorded = model.info.get("feature_params")
+    if not isinstance(recorded, dict) or "fingerprint" not in recorded:
+        raise ModelParamsMismatch(
+            f"model version {version} records no feature_params (fitted before feature "
+            f"spec {FEATURE_SPEC.version} params were recorded); retrain it with "
+            f"`segstream train` so that it records them (this process uses "
+            f"{params.describe()})")
+    if int(recorded["fingerprint"]) != params.fingerprint:
+        raise ModelParamsMismatch(
+            f"model version {version} was fitted on features with params {recorded}, "
+            f"this process evaluates with {params.describe()} (settings "
+            "feature_half_life_*_days, session_gap_minutes, vocab_*); use the training "
+            "settings or retrain")
 
 
 @dataclass(frozen=True)
@@ -31,8 +58,10 @@ class Served:
     row_of: dict[int, int]  # segment id -> centroid row
 
     @classmethod
-    def build(cls, model: SegmentModel, version: str) -> Served:
+    def build(cls, model: SegmentModel, version: str, params: FeatureParams) -> Served:
+        """Wrap ``model``; refuses another spec version or other feature params."""
         model.check_spec(FEATURE_SPEC)
+        check_params(model, params, version)
         ids = tuple(int(s) for s in model.segment_ids)
         return cls(model, version, time.time(), baseline_of(model),
                    tuple(str(s) for s in ids), {s: i for i, s in enumerate(ids)})
@@ -53,7 +82,8 @@ def iso_ms(ms: int) -> str:
 
 
 def answer(served: Served, batch: Assignment, row: int, x: np.ndarray, *, user_id: str | None,
-           updated_ms: int | None, stale_after_s: float, now: float) -> dict[str, Any]:
+           as_of_ms: int | None, updated_ms: int | None, stale_after_s: float, now: float
+           ) -> dict[str, Any]:
     """The JSON body of one assignment (the shape of ``schemas.SegmentAnswer``)."""
     model = served.model
     keys = served.segment_keys
@@ -69,6 +99,7 @@ def answer(served: Served, batch: Assignment, row: int, x: np.ndarray, *, user_i
         "reasons": reasons,
         "model_version": served.version,
         "feature_spec": model.spec_version,
+        "as_of": None if as_of_ms is None else iso_ms(as_of_ms),
         "features_updated_at": None,
         "stale": False,
         "cold_start": False,

@@ -51,21 +51,53 @@ class SegmentAnswer(BaseModel):
     reasons: list[Reason]
     model_version: str
     feature_spec: str
-    features_updated_at: str | None = Field(description="When the stored features were "
-                                            "written (ISO 8601, UTC); null for posted ones.")
-    stale: bool = Field(description="Stored features older than `api_stale_after_s`.")
+    as_of: str | None = Field(description="The time the stored aggregates were evaluated "
+                              "at (ISO 8601, UTC): `?as_of` or now; null for posted "
+                              "features and cold starts.")
+    features_updated_at: str | None = Field(description="When the user's record was last "
+                                            "written, i.e. when an event of theirs was last "
+                                            "folded (ISO 8601, UTC); null for posted ones.")
+    stale: bool = Field(description="The record was written more than `api_stale_after_s` "
+                        "ago (no event folded since; the features still age to `as_of`).")
     cold_start: bool = Field(description="True when `?default=true` answered an unknown "
                              "user with the cold-start segment.")
+
+
+AS_OF_DOC = ("ISO 8601 time to evaluate the features at (no offset: UTC). Default: now "
+             "(the API's wall clock; a user whose newest event is stamped ahead of it is "
+             "evaluated at that event). Earlier than the user's newest event: 422.")
 
 
 class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     user_ids: list[str] = Field(description="Up to `api_max_batch_ids` ids (more: 413).")
+    as_of: str | None = Field(None, description=AS_OF_DOC + " The same time for every id.",
+                              examples=["2026-12-01T10:00:00Z"])
 
 
 class BatchAnswer(BaseModel):
     results: list[SegmentAnswer]
     missing: list[str] = Field(description="Ids without stored features.")
+
+
+#: The named feature values of one user (spec order), generated from FEATURE_SPEC.
+FeatureValues: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    "FeatureValues",
+    **{f.name: (float, Field(description=f"{f.description} Unit: {f.unit}. Time basis: "
+                             f"{f.time}.")) for f in FEATURE_SPEC.features},
+)
+
+
+class UserFeatures(BaseModel):
+    """A user's features evaluated from their stored aggregates (Feast's
+    get-online-features)."""
+
+    user_id: str
+    as_of: str = Field(description="The evaluation time (ISO 8601, UTC).")
+    spec_version: str = Field(description="Feature spec version of the values.")
+    last_event_at: str = Field(description="The user's newest folded event (ISO 8601).")
+    updated_at: str | None = Field(description="When the record was last written.")
+    features: FeatureValues  # type: ignore[valid-type]
 
 
 class SegmentInfo(BaseModel):

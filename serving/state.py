@@ -1,4 +1,5 @@
-"""What one API process holds, and the lookup service the routes share."""
+"""What one API process holds, and the lookup service the routes share (records are
+read and evaluated as of a time by :mod:`serving.online`)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,18 @@ from typing import Any
 
 import numpy as np
 
+from segstream.aggregates import FeatureParams
 from segstream.config import Settings
-from segstream.online_store import FIELDS, OnlineRecord, decode_record, feature_key
+from segstream.contract import FEATURE_SPEC
+from segstream.online_store import FIELDS, OnlineRecord, feature_key
 from segstream.segment_model import Assignment
 from serving import metrics
 from serving.drift import DriftWindow
 from serving.errors import InvalidInput, NotFound, Unavailable
 from serving.model_holder import ModelHolder
+from serving.online import as_of_times, decode_replies, evaluate_records
 from serving.personalization import Mapping
-from serving.predict import Served, answer, assign
+from serving.predict import Served, answer, assign, iso_ms
 from serving.redis_pipe import PipelinedRedis, RedisCommandError, RedisUnavailable
 
 _HMGET = ("HMGET",)
@@ -32,6 +36,10 @@ class AppState:
     drift: DriftWindow
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _assign_children: dict[str, Any] = field(default_factory=dict)
+    params: FeatureParams = field(init=False)  # built once: records are decoded with it
+
+    def __post_init__(self) -> None:
+        self.params = self.settings.feature_params()
 
     # --- model -----------------------------------------------------------------
     def served(self) -> Served:
@@ -50,21 +58,37 @@ class AppState:
             raise Unavailable(f"the feature store is unavailable: {exc}") from exc
 
     async def records(self, user_ids: list[str]) -> list[OnlineRecord | None]:
-        """Every user's stored features in one pipelined round trip."""
+        """Every user's stored record in one pipelined round trip (503 if one was made
+        with other feature params or layout)."""
         replies = await self.redis_call(
             "hmget", [(*_HMGET, feature_key(u), *FIELDS) for u in user_ids])
-        return [decode_record(r) for r in replies]
+        return decode_replies(user_ids, replies, self.params)
+
+    async def evaluated(self, user_ids: list[str], as_of_ms: int | None, field: str
+                        ) -> tuple[list[tuple[str, OnlineRecord]], np.ndarray, np.ndarray,
+                                   list[str]]:
+        """(found users and records, their as-of times, their features, missing ids)."""
+        records = await self.records(user_ids)
+        found = [(u, r) for u, r in zip(user_ids, records, strict=True) if r is not None]
+        missing = [u for u, r in zip(user_ids, records, strict=True) if r is None]
+        if not found:
+            return [], np.zeros(0, dtype=np.int64), np.zeros((0, len(FEATURE_SPEC))), missing
+        users, recs = [u for u, _ in found], [r for _, r in found]
+        as_of = as_of_times(users, recs, as_of_ms, field)
+        return found, as_of, evaluate_records(recs, as_of, self.params), missing
 
     # --- assignment ------------------------------------------------------------
     def assign_rows(self, served: Served, x: np.ndarray, user_ids: list[str | None],
-                    updated: list[int | None]) -> list[dict[str, Any]]:
+                    updated: list[int | None], as_of: list[int | None]
+                    ) -> list[dict[str, Any]]:
         """Assign, observe metrics and drift, and build the answers."""
         batch: Assignment = assign(served, x)
         now = time.time()
         self._observe(served, batch, x, updated, now)
         stale_after = self.settings.api_stale_after_s
-        return [answer(served, batch, i, x[i], user_id=user_ids[i], updated_ms=updated[i],
-                       stale_after_s=stale_after, now=now) for i in range(len(user_ids))]
+        return [answer(served, batch, i, x[i], user_id=user_ids[i], as_of_ms=as_of[i],
+                       updated_ms=updated[i], stale_after_s=stale_after, now=now)
+                for i in range(len(user_ids))]
 
     def _observe(self, served: Served, batch: Assignment, x: np.ndarray,
                  updated: list[int | None], now: float) -> None:
@@ -82,23 +106,29 @@ class AppState:
             if ms is not None:
                 metrics.STALENESS.observe(max(0.0, now - ms / 1000.0))
 
-    async def lookup(self, user_ids: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    async def lookup(self, user_ids: list[str], as_of_ms: int | None = None,
+                     field: str = "body.as_of") -> tuple[list[dict[str, Any]], list[str]]:
+        """Segments of the users with a record, as of ``as_of_ms`` (default now)."""
         served = self.served()
-        records = await self.records(user_ids)
-        found = [(u, r) for u, r in zip(user_ids, records, strict=True) if r is not None]
-        missing = [u for u, r in zip(user_ids, records, strict=True) if r is None]
+        found, as_of, x, missing = await self.evaluated(user_ids, as_of_ms, field)
         if not found:
             return [], missing
-        version = served.model.spec_version
-        for u, r in found:
-            if r.spec_version != version:
-                raise Unavailable(f"stored features of {u!r} use feature spec "
-                                  f"{r.spec_version!r}, the model needs {version!r}")
-        x = found[0][1].vector[None, :] if len(found) == 1 else np.stack(
-            [r.vector for _, r in found])
         answers = self.assign_rows(served, x, [u for u, _ in found],
-                                   [r.updated_ms for _, r in found])
+                                   [r.updated_ms for _, r in found], as_of.tolist())
         return answers, missing
+
+    async def features_of(self, user_id: str, as_of_ms: int | None) -> dict[str, Any]:
+        """The user's named feature values as of ``as_of_ms`` (default now); no model
+        needed."""
+        found, as_of, x, _ = await self.evaluated([user_id], as_of_ms, "query.as_of")
+        if not found:
+            raise NotFound(f"no features stored for user {user_id!r}", field="path.user_id")
+        rec = found[0][1]
+        return {"user_id": user_id, "as_of": iso_ms(int(as_of[0])),
+                "spec_version": FEATURE_SPEC.version,
+                "last_event_at": iso_ms(rec.last_event_ms),
+                "updated_at": iso_ms(rec.updated_ms) if rec.updated_ms else None,
+                "features": dict(zip(FEATURE_SPEC.names, x[0].tolist(), strict=True))}
 
     def cold_start(self, user_id: str) -> dict[str, Any]:
         served = self.served()
@@ -111,12 +141,14 @@ class AppState:
             "probabilities": {k: (1.0 if i == row else 0.0)
                               for i, k in enumerate(served.segment_keys)},
             "distance": 0.0, "reasons": [], "model_version": served.version,
-            "feature_spec": served.model.spec_version, "features_updated_at": None,
+            "feature_spec": served.model.spec_version, "as_of": None,
+            "features_updated_at": None,
             "stale": False, "cold_start": True,
         }
 
-    async def segment_of(self, user_id: str, default: bool) -> dict[str, Any]:
-        answers, _ = await self.lookup([user_id])
+    async def segment_of(self, user_id: str, default: bool, as_of_ms: int | None = None
+                         ) -> dict[str, Any]:
+        answers, _ = await self.lookup([user_id], as_of_ms, "query.as_of")
         if answers:
             return answers[0]
         if default:

@@ -1,4 +1,5 @@
-"""User lookups: one user, a batch, and the assignment of posted session features."""
+"""User lookups: one user's segment or features, a batch, and the assignment of posted
+session features. Stored records are evaluated as of ``as_of`` (default now)."""
 
 from __future__ import annotations
 
@@ -12,17 +13,29 @@ from pydantic import BaseModel
 
 from segstream.contract import FEATURE_SPEC
 from serving.deps import State
-from serving.schemas import BatchAnswer, BatchRequest, SegmentAnswer, SessionFeatures
+from serving.online import parse_as_of
+from serving.schemas import (
+    AS_OF_DOC,
+    BatchAnswer,
+    BatchRequest,
+    SegmentAnswer,
+    SessionFeatures,
+    UserFeatures,
+)
 from serving.state import AppState, check_batch_size
 
 router = APIRouter(prefix="/v1", tags=["segments"])
 
 UserId = Annotated[str, Path(min_length=1, max_length=256, description="The user's id.")]
+AsOf = Annotated[str | None, Query(description=AS_OF_DOC,
+                                   examples=["2026-12-01T10:00:00Z"])]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or unknown API key."},
     404: {"description": "No stored features for the user (and `default` not set)."},
-    422: {"description": "Invalid input; the body names the field."},
-    503: {"description": "Model not loaded or Redis unavailable."},
+    422: {"description": "Invalid input (a malformed `as_of`, or one before the user's "
+          "newest event, included); the body names the field."},
+    503: {"description": "Model not loaded, Redis unavailable, or a stored record made "
+          "with other feature params than this API's (the body names both)."},
 }
 
 
@@ -35,19 +48,33 @@ async def user_segment(
     user_id: UserId, request: Request,
     default: Annotated[bool, Query(description="Unknown user: answer the cold-start "
                                    "segment instead of 404.")] = False,
+    as_of: AsOf = None,
 ) -> Response:
-    """The user's segment from their stored features under the champion model."""
+    """The user's segment under the champion model, from their stored aggregates
+    evaluated as of `as_of` (default now)."""
     # the hot path takes the state from the request, not a dependency (one solve less)
     state: AppState = request.app.state.serving
-    return _json(await state.segment_of(user_id, default))
+    return _json(await state.segment_of(user_id, default, parse_as_of(as_of, "query.as_of")))
+
+
+@router.get("/users/{user_id}/features", response_model=UserFeatures,
+            responses={k: v for k, v in _ERRORS.items() if k != 503} | {
+                503: {"description": "Redis unavailable, or a stored record made with "
+                      "other feature params than this API's."}})
+async def user_features(user_id: UserId, request: Request, as_of: AsOf = None) -> Response:
+    """The user's named feature values as of `as_of` (default now), evaluated from the
+    stored aggregates (Feast's get-online-features). Needs no model."""
+    state: AppState = request.app.state.serving
+    return _json(await state.features_of(user_id, parse_as_of(as_of, "query.as_of")))
 
 
 @router.post("/users/segments:batch", response_model=BatchAnswer,
              responses={**_ERRORS, 413: {"description": "More ids than api_max_batch_ids."}})
 async def users_batch(body: BatchRequest, state: State) -> Response:
-    """Segments of many users in one pipelined Redis round trip."""
+    """Segments of many users in one pipelined Redis round trip, all as of `as_of`."""
     check_batch_size(len(body.user_ids), state.settings.api_max_batch_ids)
-    results, missing = await state.lookup(body.user_ids)
+    as_of = parse_as_of(body.as_of, "body.as_of")
+    results, missing = await state.lookup(body.user_ids, as_of, "body.as_of")
     return _json({"results": results, "missing": missing})
 
 
@@ -58,4 +85,4 @@ async def assign_features(body: SessionFeatures, state: State) -> Response:  # t
     values = body.model_dump()
     x = np.array([[values[name] for name in FEATURE_SPEC.names]], dtype=np.float64)
     served = state.served()
-    return _json(state.assign_rows(served, x, [None], [None])[0])
+    return _json(state.assign_rows(served, x, [None], [None], [None])[0])

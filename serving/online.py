@@ -1,0 +1,131 @@
+"""The read path: users' aggregate records from Redis, evaluated as of a time.
+
+A stored record holds a user's aggregates (``segstream.online_store``), not features:
+features are a function of the record and an ``as_of`` time, evaluated here with the
+one definition in ``segstream.aggregates`` (``evaluate_one`` for one user on the hot
+path, ``evaluate`` for batches). So a user who stops acting ages in every answer:
+recency grows, decayed rates fall, with no new event.
+
+``as_of`` semantics (docs/api.md):
+
+* default: now by the wall clock, per user ``max(now, last event)``: an event stamped
+  slightly ahead of this host's clock (the validator accepts up to a day of skew) is
+  evaluated at its own time rather than refused;
+* explicit: that time for every user; earlier than a user's newest folded event is a
+  422 (the record already holds later events; features at earlier times come from
+  the history snapshots).
+
+Errors are :mod:`serving.errors` classes: a record of other feature params or layout
+is 503 (the service is misconfigured, not the caller), naming both.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from segstream.aggregates import (
+    AGG_DTYPE,
+    FeatureParams,
+    RecordMismatch,
+    decode,
+    evaluate,
+    evaluate_one,
+)
+from segstream.contract import MIN_EVENT_TS_MS
+from segstream.online_store import OnlineRecord, decode_record
+from serving.errors import InvalidInput, Unavailable
+from serving.predict import iso_ms
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def parse_as_of(text: str | None, field: str) -> int | None:
+    """Epoch ms of an ISO 8601 time (``None`` passes through); a time without an offset
+    is UTC. A malformed or pre-1970 value is a 422 naming ``field``.
+
+    >>> parse_as_of("2026-12-01T10:00:00.250Z", "query.as_of")
+    1796119200250
+    >>> parse_as_of("2026-12-01", "query.as_of")
+    1796083200000
+    """
+    if text is None:
+        return None
+    try:
+        dt = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidInput(f"{field}: {text!r} is not an ISO 8601 time (e.g. "
+                           "2026-12-01T10:00:00Z)", field=field) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    ms = (dt - _EPOCH) // _MS
+    if ms < MIN_EVENT_TS_MS:
+        raise InvalidInput(f"{field}: {text!r} is before 1970-01-01, the earliest event "
+                           "time", field=field)
+    return int(ms)
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def decode_replies(user_ids: Sequence[str], replies: Sequence[Sequence[bytes | None]],
+                   params: FeatureParams) -> list[OnlineRecord | None]:
+    """Records of ``HMGET key agg n ts upd`` replies (``None`` for absent keys). Many
+    records are decoded in one vectorised call; a mismatched one is a 503 naming it."""
+    if len(replies) == 1:
+        return [_decode_one(user_ids[0], replies[0], params)]
+    present = [i for i, r in enumerate(replies) if r[0] is not None]
+    out: list[OnlineRecord | None] = [None] * len(replies)
+    if not present:
+        return out
+    try:
+        aggs = decode([replies[i][0] for i in present], params)  # type: ignore[misc]
+    except RecordMismatch:
+        for i in present:  # find and name the first bad record
+            _decode_one(user_ids[i], replies[i], params)
+        raise
+    for j, i in enumerate(present):
+        _, n, ts, upd = replies[i]
+        out[i] = OnlineRecord(aggs[j], int(n or 0), int(ts or 0), int(upd or 0))
+    return out
+
+
+def _decode_one(user_id: str, reply: Sequence[bytes | None], params: FeatureParams
+                ) -> OnlineRecord | None:
+    try:
+        return decode_record(reply, params)
+    except RecordMismatch as exc:
+        raise Unavailable(f"the stored record of user {user_id!r} cannot be evaluated by "
+                          f"this API: {exc}") from exc
+
+
+def as_of_times(user_ids: Sequence[str], records: Sequence[OnlineRecord],
+                as_of_ms: int | None, field: str) -> np.ndarray:
+    """The as-of time of each record: ``max(now, last event)`` by default, else
+    ``as_of_ms`` (a 422 naming ``field`` if it is before a user's newest event)."""
+    last = np.fromiter((r.last_event_ms for r in records), dtype=np.int64, count=len(records))
+    if as_of_ms is None:
+        return np.maximum(last, wall_ms())
+    early = np.flatnonzero(last > as_of_ms)
+    if len(early):
+        i = int(early[0])
+        raise InvalidInput(
+            f"{field}: {iso_ms(as_of_ms)} is before the newest event of user "
+            f"{user_ids[i]!r} ({iso_ms(int(last[i]))}); the stored record already holds "
+            "it, so ask for a time at or after it (earlier features come from the "
+            "history snapshots)", field=field)
+    return np.full(len(records), as_of_ms, dtype=np.int64)
+
+
+def evaluate_records(records: Sequence[OnlineRecord], as_of: np.ndarray,
+                     params: FeatureParams) -> np.ndarray:
+    """``(n, len(FEATURE_SPEC))`` features of the records at their as-of times."""
+    if len(records) == 1:
+        return evaluate_one(records[0].aggregates, int(as_of[0]), params)[None, :]
+    aggs = np.array([r.aggregates for r in records], dtype=AGG_DTYPE)
+    return evaluate(aggs, as_of, params)

@@ -1,0 +1,135 @@
+"""Re-scoring users whom time alone moves: the detector's clock and the sweep's reader.
+
+A user's features age with no event (recency grows, decayed rates fall), so a user who
+simply stops coming can cross into another segment without any message on the
+``features`` topic. The change detector therefore re-evaluates *every* stored record
+once per ``rescore_interval_s`` of its clock (docs/serving.md, "Lapsing users", says
+why a sweep over the online store and what it costs).
+
+:class:`DetectorClock` is "now" by the ``clock`` setting:
+
+* ``event``: the stream time, the newest ``last_event_ms`` seen so far on the topic
+  (replays and backfills: a log of last year ages users as of last year). Unknown
+  until the first message: no sweep before that.
+* ``wall``: the wall clock (live).
+
+It is persisted in the detector's offsets hash (fields ``clock:stream_ms`` and
+``clock:swept_ms``, in the same Redis transaction as the offsets), so a restarted
+detector keeps its stream time and does not sweep again early.
+
+:func:`scan_chunks` reads the store in chunks: ``SCAN MATCH seg:features:*`` then, in
+one pipelined round trip per chunk, ``HGET agg`` of each key and ``MGET`` of the users'
+last published segments.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from segstream.aggregates import FeatureParams, RecordMismatch, decode, empty
+from segstream.online_store import KEY_PREFIX
+from serving import metrics
+
+log = logging.getLogger(__name__)
+STATE_PREFIX = "seg:segment:"  # a user's last published segment: {"sid", "since"}
+CLOCK_STREAM = "clock:stream_ms"
+CLOCK_SWEPT = "clock:swept_ms"
+SWEEP_CHUNK = 1000  # SCAN COUNT hint and pipeline size of one sweep chunk
+
+
+class DetectorClock:
+    def __init__(self, mode: Literal["wall", "event"], interval_s: float,
+                 stored: Mapping[bytes, bytes], wall_ms: Any = None) -> None:
+        import time
+
+        self.mode = mode
+        self.interval_ms = int(interval_s * 1000)
+        self._wall = wall_ms or (lambda: int(time.time() * 1000))
+        raw_stream, raw_swept = stored.get(CLOCK_STREAM.encode()), stored.get(
+            CLOCK_SWEPT.encode())
+        self.stream_ms: int | None = None if raw_stream is None else int(raw_stream)
+        self.swept_ms: int | None = None if raw_swept is None else int(raw_swept)
+
+    def now(self) -> int | None:
+        """The clock's time; ``None`` on the event clock before any message."""
+        return self._wall() if self.mode == "wall" else self.stream_ms
+
+    def advance(self, last_ms: np.ndarray) -> np.ndarray:
+        """The clock at each of a batch's messages (in poll order), moving it on."""
+        if self.mode == "wall":
+            return np.full(len(last_ms), self._wall(), dtype=np.int64)
+        start = np.int64(-1 if self.stream_ms is None else self.stream_ms)
+        at = np.maximum.accumulate(np.maximum(np.asarray(last_ms, dtype=np.int64), start))
+        if len(at):
+            self.stream_ms = int(at[-1])
+        return at
+
+    def due(self) -> int | None:
+        """The time to sweep at if a sweep is due, else ``None``. The first time the
+        clock is known only starts the interval (nothing to compare with yet)."""
+        now = self.now()
+        if now is None:
+            return None
+        if self.swept_ms is None:
+            self.swept_ms = now
+            return None
+        return now if now - self.swept_ms >= self.interval_ms else None
+
+    def fields(self) -> dict[str, int]:
+        """What to persist with the offsets."""
+        out = {}
+        if self.stream_ms is not None:
+            out[CLOCK_STREAM] = self.stream_ms
+        if self.swept_ms is not None:
+            out[CLOCK_SWEPT] = self.swept_ms
+        return out
+
+
+def decode_lenient(users: Sequence[str], blobs: Sequence[bytes | None],
+                   params: FeatureParams) -> tuple[list[str], np.ndarray]:
+    """The decodable records (vectorised); absent ones are dropped, ones of other
+    params or layout are skipped, counted and logged (one stray record must not stop
+    the detector; a systematic mismatch shows in the counter and the log)."""
+    keep = [i for i, b in enumerate(blobs) if b is not None]
+    if not keep:
+        return [], empty(0)
+    try:
+        return [users[i] for i in keep], decode([blobs[i] for i in keep], params)  # type: ignore[misc]
+    except RecordMismatch:
+        pass
+    ok_users, ok = [], []
+    for i in keep:
+        try:
+            ok.append(decode([blobs[i]], params))  # type: ignore[list-item]
+            ok_users.append(users[i])
+        except RecordMismatch as exc:
+            metrics.CHANGE_RECORDS_SKIPPED.labels("record_mismatch").inc()
+            log.warning("skipped the record of user %r: %s", users[i], exc)
+    return ok_users, (np.concatenate(ok) if ok else empty(0))
+
+
+def scan_chunks(redis: Any, params: FeatureParams, chunk: int = SWEEP_CHUNK
+                ) -> Iterator[tuple[list[str], np.ndarray, list[bytes | None]]]:
+    """(users, their aggregates, their stored segment state) for every record in Redis,
+    a chunk at a time. SCAN may return a key twice; a user seen twice is simply
+    re-evaluated (the decision is idempotent)."""
+    cursor = 0
+    while True:
+        cursor, keys = redis.scan(cursor, match=KEY_PREFIX + "*", count=chunk)
+        if keys:
+            users = [k.decode()[len(KEY_PREFIX):] for k in keys]
+            pipe = redis.pipeline(transaction=False)
+            for k in keys:
+                pipe.hget(k, "agg")
+            pipe.mget([STATE_PREFIX + u for u in users])
+            *blobs, states = pipe.execute()
+            state_of = dict(zip(users, states, strict=True))
+            ok_users, aggs = decode_lenient(users, blobs, params)
+            if ok_users:
+                yield ok_users, aggs, [state_of[u] for u in ok_users]
+        if cursor == 0:
+            return
