@@ -9,9 +9,13 @@ Rules (also in docs/events.md):
 
 * ``user_id`` and ``event_type``: non-empty strings of at most 256 characters.
 * ``ts``: ISO-8601 (``YYYY-MM-DD[THH:MM[:SS[.f]]][Z|±HH:MM]``; naive means UTC) or
-  epoch seconds/milliseconds as a JSON number or digit string (values below 1e11
-  are seconds). Normalised to epoch milliseconds. Before 2000 is rejected as a unit
-  mistake; more than a day in the future is rejected as ``ts_in_future``.
+  an epoch number (JSON number or digit string), its unit told by magnitude
+  (:data:`EPOCH_BANDS`): below 1e11 seconds, below 1e14 milliseconds, below 1e17
+  microseconds. Normalised to epoch milliseconds. Anything from 1970-01-01 on is
+  valid; rejected as ``bad_timestamp``: negative numbers and dates before 1970, 1e17
+  and more (nanoseconds?), and an 8-digit number that is also a ``yyyymmdd`` date
+  (``19970101``: 1997-01-01, or 1970-08-20 in seconds?). More than a day ahead of
+  the clock is ``ts_in_future``. Each detail says how the value was read.
 * ``dwell_ms``, ``amount``: finite, non-negative JSON numbers.
 * ``event_id`` absent: derived deterministically from the other fields, so a
   resent duplicate gets the same id and is deduplicated downstream.
@@ -54,8 +58,24 @@ _ISO_RE = re.compile(
     r"^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?)?"
     r"(Z|[+-]\d{2}:?\d{2})?$"
 )
-_DIGITS_RE = re.compile(r"^\d{1,16}$")
-_EPOCH_SECONDS_BELOW = 100_000_000_000  # 1e11: as seconds that is year 5138, as ms 1973
+_NUMBER_RE = re.compile(r"^-?\d{1,24}(?:\.\d{1,9})?$")
+_YYYYMMDD_RE = re.compile(r"^(19[7-9]\d|20\d\d)(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])$")
+
+#: Epoch units by magnitude: (upper bound, unit, ms per unit). Each bound is where
+#: the next unit starts being more plausible: 1e11 s is the year 5138 while 1e11 ms
+#: is 1973-03-03, and so on; so ms before 1973-03-03 and µs before 1973-03-03 are
+#: read in the coarser unit, land centuries ahead and are rejected as ``ts_in_future``
+#: with the reading in the detail.
+EPOCH_BANDS: tuple[tuple[float, str, float], ...] = (
+    (1e11, "epoch seconds (below 1e11)", 1000.0),
+    (1e14, "epoch milliseconds (1e11 to 1e14)", 1.0),
+    (1e17, "epoch microseconds (1e14 to 1e17)", 0.001),
+)
+ISO_READING = "ISO-8601"
+
+
+class TimestampError(ValueError):
+    """A ``ts`` value that is not a timestamp; the message says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,26 +98,73 @@ def parse_timestamp(value: Any) -> int | None:
     1767225600000
     >>> parse_timestamp(1767225600), parse_timestamp("1767225600000")
     (1767225600000, 1767225600000)
+    >>> parse_timestamp(1767225600000000), parse_timestamp(852076800)  # µs; 1997 in s
+    (1767225600000, 852076800000)
     >>> parse_timestamp("2026-01-01T01:00:00+01:00")
     1767225600000
-    >>> parse_timestamp("yesterday") is None
-    True
+    >>> parse_timestamp("yesterday") is None, parse_timestamp("1969-12-31") is None
+    (True, True)
+    """
+    try:
+        return read_timestamp(value)[0]
+    except TimestampError:
+        return None
+
+
+def read_timestamp(value: Any) -> tuple[int, str]:
+    """``(epoch ms, how it was read)`` of a ``ts`` value; :class:`TimestampError`
+    saying why when it is not one (see the module docstring for the rules).
+
+    >>> read_timestamp("852076800")
+    (852076800000, 'epoch seconds (below 1e11)')
+    >>> read_timestamp("19970101")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    segstream.events.TimestampError: 19970101 is ambiguous: a yyyymmdd date (1997-01-01) ...
     """
     if isinstance(value, bool):
-        return None
+        raise TimestampError(f"{value!r} is a boolean, not ISO-8601 or an epoch number")
     if isinstance(value, int | float):
-        if not math.isfinite(value) or value < 0:
-            return None
-        number = float(value)
-    elif isinstance(value, str):
-        if _DIGITS_RE.match(value):
-            number = float(value)
-        else:
-            return _parse_iso(value)
-    else:
-        return None
-    ms = number * 1000 if number < _EPOCH_SECONDS_BELOW else number
-    return int(ms)
+        if not math.isfinite(value):
+            raise TimestampError(f"{value!r} is not a finite number")
+        return _epoch_ms(value, repr(value))
+    if isinstance(value, str):
+        if _NUMBER_RE.match(value):
+            return _epoch_ms(int(value) if value.lstrip("-").isdigit() else float(value),
+                             value)
+        ms = _parse_iso(value)
+        if ms is None:
+            raise TimestampError(
+                f"{value[:40]!r} is neither ISO-8601 (YYYY-MM-DD[THH:MM[:SS[.f]]][Z|+HH:MM]) "
+                "nor an epoch number")
+        if ms < MIN_EVENT_TS_MS:
+            raise TimestampError(f"{value[:40]!r} read as {ISO_READING} is {_iso(ms)}, before "
+                                 "1970-01-01: the contract starts at the Unix epoch")
+        return ms, ISO_READING
+    raise TimestampError(f"must be ISO-8601 text or an epoch number, got {type(value).__name__}")
+
+
+def _epoch_ms(number: int | float, text: str) -> tuple[int, str]:
+    if number < 0:
+        raise TimestampError(f"{text} is negative: epoch times count from 1970-01-01")
+    if isinstance(number, int) and _YYYYMMDD_RE.match(str(number)):
+        d = str(number)
+        raise TimestampError(
+            f"{number} is ambiguous: a yyyymmdd date ({d[:4]}-{d[4:6]}-{d[6:]}) or epoch "
+            f"seconds ({_iso(number * 1000)}); send ISO-8601 (replay: --ts-format %Y%m%d)")
+    for below, how, ms_per_unit in EPOCH_BANDS:
+        if number < below:
+            if isinstance(number, int):  # exact: no float rounding of large integers
+                return number * round(ms_per_unit) if ms_per_unit >= 1 else number // round(
+                    1 / ms_per_unit), how
+            # seconds round to the nearest ms; ms and µs are truncated to whole ms
+            return math.floor(number * ms_per_unit + (0.5 if ms_per_unit > 1 else 0.0)), how
+    raise TimestampError(f"{text[:40]} is beyond the microsecond range (1e17 and more: "
+                         "nanoseconds?); send seconds, milliseconds or microseconds")
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _parse_iso(text: str) -> int | None:
@@ -116,7 +183,12 @@ def _parse_iso(text: str) -> int | None:
         return None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000)
+    # exact integer arithmetic (timestamp() is a float; years before 1970 are negative)
+    delta = dt - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def derive_event_id(event: Mapping[str, Any]) -> str:
@@ -181,17 +253,15 @@ def _validate_object(obj: Mapping[str, Any], now_ms: int | None) -> Event | Reje
 
     if obj.get("ts") is None:
         return Rejection("missing_field", "ts", "is required")
-    ts = parse_timestamp(obj["ts"])
-    if ts is None:
-        return Rejection(
-            "bad_timestamp", "ts",
-            f"{str(obj['ts'])[:40]!r} is neither ISO-8601 nor epoch seconds/milliseconds",
-        )
-    if ts < MIN_EVENT_TS_MS:
-        return Rejection("bad_timestamp", "ts", f"{ts} ms is before 2000-01-01: a unit mistake?")
+    try:
+        ts, how = read_timestamp(obj["ts"])
+    except TimestampError as exc:
+        return Rejection("bad_timestamp", "ts", str(exc))
     now = int(time.time() * 1000) if now_ms is None else now_ms
     if ts > now + MAX_FUTURE_SKEW_MS:
-        return Rejection("ts_in_future", "ts", f"{ts} ms is more than 24 h after now ({now} ms)")
+        return Rejection("ts_in_future", "ts",
+                         f"{str(obj['ts'])[:40]} read as {how} is {_iso(ts)}, more than 24 h "
+                         f"after now ({_iso(now)})")
     out["ts"] = ts
 
     for name in OPTIONAL_STRING_FIELDS:

@@ -4,6 +4,12 @@ read → map columns to contract fields → validate → sort by event time → 
 Accepted events are sent normalised (epoch-ms ``ts``, an ``event_id``), keyed by
 user id. Rejected rows go to the dead-letter topic with their reason, and the
 summary counts them by reason, so nothing is dropped silently.
+
+The summary also reports, per field, the values of accepted events that the
+feature vocabulary does not recognise (:class:`Recognised`): an ``event_type`` that
+is neither a canonical type nor an alias of one (it counts as activity and feeds no
+ratio), a ``platform`` that is neither mobile nor desktop (it counts as not mobile).
+Such events are sent all the same; the report says what to map.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import gzip
 import io
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,7 +28,9 @@ from typing import Any, Literal
 
 import orjson
 
+from segstream.aggregates import Vocabulary
 from segstream.contract import (
+    DEFAULT_DESKTOP_PLATFORMS,
     DLQ_HEADER_DETAIL,
     DLQ_HEADER_REASON,
     DLQ_HEADER_SOURCE,
@@ -39,12 +47,57 @@ class ReplayError(ValueError):
     """The replay cannot start: bad file, format or mapping."""
 
 
+#: Distinct unrecognised values counted per field (more are counted in the total only).
+MAX_TRACKED_VALUES = 1000
+
+
+@dataclass(frozen=True)
+class Recognised:
+    """What the feature vocabulary recognises, per field (trimmed, lower case)."""
+
+    event_types: frozenset[str]
+    platforms: frozenset[str]
+
+    @classmethod
+    def of(cls, vocabulary: Vocabulary,
+           desktop_platforms: Iterable[str] = DEFAULT_DESKTOP_PLATFORMS) -> Recognised:
+        """From ``Settings.feature_params().vocabulary`` and ``vocab_desktop_platforms``."""
+        return cls(frozenset(vocabulary.type_codes()),
+                   frozenset(p.strip().lower() for p in (*vocabulary.mobile_platforms,
+                                                         *desktop_platforms)))
+
+    def unknown(self, event: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+        """``(field, value)`` of each value of ``event`` not recognised."""
+        if event["event_type"].strip().lower() not in self.event_types:
+            yield "event_type", event["event_type"]
+        platform = event.get("platform")
+        if platform is not None and platform.strip().lower() not in self.platforms:
+            yield "platform", platform
+
+
+@dataclass
+class Unrecognised:
+    """Accepted events whose value of one field the vocabulary does not recognise."""
+
+    events: int = 0
+    values: Counter[str] = field(default_factory=Counter)  # at most MAX_TRACKED_VALUES
+
+    def add(self, value: str) -> None:
+        self.events += 1
+        if value in self.values or len(self.values) < MAX_TRACKED_VALUES:
+            self.values[value] += 1
+
+    def examples(self, n: int = 5) -> str:
+        return ", ".join(f"{v!r} ({c:,})" for v, c in self.values.most_common(n))
+
+
 @dataclass
 class ReplaySummary:
     rows: int = 0
     sent: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     examples: dict[str, str] = field(default_factory=dict)  # reason -> first detail
+    unrecognised: dict[str, Unrecognised] = field(default_factory=dict)  # by field
     seconds: float = 0.0
 
 
@@ -119,7 +172,9 @@ def make_mapper(mapping: Mapping[str, str], event_type: str | None,
                 dt = datetime.strptime(out["ts"], ts_format)
                 if dt.tzinfo is None:
                     dt = dt.replace(tzinfo=UTC)
-                out["ts"] = int(dt.timestamp() * 1000)
+                # ISO text, not epoch ms: a number's unit is read from its magnitude,
+                # which cannot tell ms of 1970-73 from seconds
+                out["ts"] = dt.isoformat()
         for name in OPTIONAL_NUMBER_FIELDS:
             value = out.get(name)
             if isinstance(value, str):
@@ -141,12 +196,15 @@ def replay(
     speed: float | None = None,
     progress: Callable[[int], None] | None = None,
     now_ms: int | None = None,
+    recognised: Recognised | None = None,
 ) -> ReplaySummary:
     """Validate, order by event time and send; rejects go to ``dlq_topic``.
 
     ``speed`` None sends as fast as possible; ``speed=60`` replays an hour of event
-    time per minute.
+    time per minute. ``recognised`` (default: the default vocabulary) decides what
+    ``summary.unrecognised`` reports.
     """
+    known = recognised or Recognised.of(Vocabulary())
     started = time.monotonic()
     summary = ReplaySummary()
     accepted: list[dict[str, Any]] = []
@@ -168,6 +226,8 @@ def replay(
             })
         else:
             accepted.append(result)
+            for name, value in known.unknown(result):
+                summary.unrecognised.setdefault(name, Unrecognised()).add(value)
     accepted.sort(key=lambda e: e["ts"])  # event-time order; stable for equal times
     first_ts = accepted[0]["ts"] if accepted else 0
     wall0 = time.monotonic()

@@ -128,14 +128,23 @@ def replay(
     """Replay any event log into Kafka in event-time order, keyed by user.
 
     Rows that fail the event contract go to the dead-letter topic with their reason
-    and are counted in the summary. Example, a 3-column purchases CSV:
+    and are counted in the summary; event types and platforms the feature vocabulary
+    does not recognise are counted too (SEGSTREAM_VOCAB_* settings map them). Example,
+    a 3-column purchases CSV with yyyymmdd dates:
 
         segstream replay sales.csv --map user_id=customer --map ts=date \\
-            --map amount=total --event-type purchase
+            --map amount=total --event-type purchase --ts-format %Y%m%d
     """
     from segstream.cli import console, fail, load_settings
     from segstream.kafka import KafkaUnavailable, Producer
-    from segstream.replay import ReplayError, detect_format, make_mapper, parse_mapping, read_rows
+    from segstream.replay import (
+        Recognised,
+        ReplayError,
+        detect_format,
+        make_mapper,
+        parse_mapping,
+        read_rows,
+    )
     from segstream.replay import replay as run
     from segstream.stack import StackError, kafka_address
 
@@ -150,6 +159,8 @@ def replay(
             raise ReplayError(f"--format {fmt!r}: use csv, jsonl or parquet")
         mapping = parse_mapping(map or [])
         mapper = make_mapper(mapping, event_type, ts_format)
+        recognised = Recognised.of(settings.feature_params().vocabulary,
+                                   settings.vocab_desktop_platforms)
         rows = read_rows(file, fmt)  # type: ignore[arg-type]
         producer = Producer(kafka_address(settings))
     except (ReplayError, StackError) as exc:
@@ -160,7 +171,7 @@ def replay(
         try:
             summary = run(rows, mapper, producer, topic=target, dlq_topic=settings.topic_dlq,
                           source=f"replay:{file.name}", speed=speed,
-                          progress=lambda n: bar.advance(task, n))
+                          progress=lambda n: bar.advance(task, n), recognised=recognised)
         except (ReplayError, KafkaUnavailable) as exc:
             raise fail(str(exc)) from exc
     console.print(f"read {summary.rows:,} rows, sent {summary.sent:,} events to {target} "
@@ -169,4 +180,14 @@ def replay(
         table = Table("reason", "rows", "first example", title=f"rejected -> {settings.topic_dlq}")
         for reason, count in summary.rejected.most_common():
             table.add_row(reason, f"{count:,}", summary.examples[reason])
+        console.print(table)
+    if summary.unrecognised:
+        effect = {"event_type": "activity only, no ratio; map it: SEGSTREAM_VOCAB_EVENT_TYPES",
+                  "platform": "not mobile; name it in SEGSTREAM_VOCAB_MOBILE_PLATFORMS or "
+                              "SEGSTREAM_VOCAB_DESKTOP_PLATFORMS"}
+        table = Table("field", "events", "distinct", "most common", "counted as",
+                      title="sent, but not recognised by the feature vocabulary")
+        for name, u in summary.unrecognised.items():
+            table.add_row(name, f"{u.events:,}", f"{len(u.values):,}", u.examples(),
+                          effect[name])
         console.print(table)

@@ -1,6 +1,9 @@
-"""Event contract v1: every rejection reason, normalisation, and no crash on any bytes."""
+"""Event contract v1: every rejection reason, normalisation, timestamp units, no crash on
+any bytes."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -8,7 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from segstream.contract import DLQ_REASONS, MAX_RECORD_BYTES
-from segstream.events import Rejection, derive_event_id, parse_timestamp, validate_event
+from segstream.events import (
+    EPOCH_BANDS,
+    Rejection,
+    TimestampError,
+    derive_event_id,
+    parse_timestamp,
+    read_timestamp,
+    validate_event,
+)
 
 NOW = 1_790_000_000_000  # 2026-09-21
 
@@ -49,7 +60,10 @@ def reject(raw: bytes) -> Rejection:
         (ok(ts="2026-13-45T10:00:00Z"), "bad_timestamp", "ts"),
         (ok(ts=True), "bad_timestamp", "ts"),
         (ok(ts=-5), "bad_timestamp", "ts"),
-        (ok(ts=12), "bad_timestamp", "ts"),  # 1970: a unit mistake
+        (ok(ts="-5"), "bad_timestamp", "ts"),
+        (ok(ts="1969-12-31"), "bad_timestamp", "ts"),
+        (ok(ts=10**17), "bad_timestamp", "ts"),  # nanoseconds of 1973: beyond µs
+        (ok(ts="19970101"), "bad_timestamp", "ts"),  # yyyymmdd or seconds of 1970?
         (ok(ts=NOW + 2 * 86_400_000), "ts_in_future", "ts"),
         (ok(dwell_ms="ten"), "wrong_type", "dwell_ms"),
         (ok(dwell_ms=True), "wrong_type", "dwell_ms"),
@@ -99,10 +113,80 @@ def test_normalises_a_full_event() -> None:
         (1_767_225_600_000, 1_767_225_600_000),  # epoch ms
         ("1767225600000", 1_767_225_600_000),
         ("1767225600", 1_767_225_600_000),
+        (1_767_225_600_123_456, 1_767_225_600_123),  # epoch µs
+        ("1767225600123456", 1_767_225_600_123),
+        (852_076_800, 852_076_800_000),  # 1997-01-01 in seconds
+        ("852076800000", 852_076_800_000),  # ... in ms
+        ("1997-01-01", 852_076_800_000),
+        (0, 0), (12, 12_000), ("1970-01-01", 0),  # from 1970 on, whatever the unit
+        ("1970-01-01T01:00:00+01:00", 0),
     ],
 )
 def test_timestamp_forms(value: object, expected: int) -> None:
     assert parse_timestamp(value) == expected
+
+
+@pytest.mark.parametrize(("value", "words"), [
+    ("1969-12-31T23:59:59Z", ["ISO-8601", "1969-12-31T23:59:59Z", "before 1970-01-01"]),
+    ("1970-01-01T00:30:00+01:00", ["1969-12-31T23:30:00Z", "before 1970"]),
+    (-1, ["negative"]), ("-1767225600", ["negative"]),
+    (10**17, ["beyond the microsecond range"]), (1.5e18, ["nanoseconds"]),
+    (19_970_101, ["ambiguous", "1997-01-01", "1970-08-20", "--ts-format %Y%m%d"]),
+    ("soon", ["neither ISO-8601", "nor an epoch number"]),
+    (True, ["boolean"]), ([1], ["got list"]),
+])
+def test_bad_timestamps_say_why(value: object, words: list[str]) -> None:
+    with pytest.raises(TimestampError) as exc:
+        read_timestamp(value)
+    for w in words:
+        assert w in str(exc.value)
+    r = reject(ok(ts=value))
+    assert (r.reason, r.field) == ("bad_timestamp", "ts") and r.detail == str(exc.value)
+
+
+@pytest.mark.parametrize(("value", "unit"), [
+    (30_000_000_000, "epoch seconds"),  # ms of 1970-12: read as seconds, year 2920
+    (30_000_000_000_000, "epoch milliseconds"),  # µs of 1970-12: read as ms, year 2920
+    (NOW // 1000 + 3 * 86_400, "epoch seconds"),
+    ("2026-09-25T00:00:00Z", "ISO-8601"),
+])
+def test_future_detail_says_how_the_value_was_read(value: object, unit: str) -> None:
+    r = reject(ok(ts=value))
+    assert r.reason == "ts_in_future" and f"read as {unit}" in r.detail
+    assert "more than 24 h after now (2026-09-21" in r.detail
+
+
+def test_epoch_bands_are_contiguous_and_start_at_1970() -> None:
+    """Each unit's band begins where the coarser one ends; 1e11 / 1e14 / 1e17 are
+    1973-03-03 in ms / µs / ns, so every instant from 1973-03-03 has one reading in
+    each unit."""
+    bounds = [b for b, _, _ in EPOCH_BANDS]
+    assert bounds == [1e11, 1e14, 1e17]
+    assert read_timestamp(99_999_999_999)[1].startswith("epoch seconds")
+    assert read_timestamp(100_000_000_000)[1].startswith("epoch milliseconds")
+    assert read_timestamp(99_999_999_999_999)[1].startswith("epoch milliseconds")
+    assert read_timestamp(100_000_000_000_000)[1].startswith("epoch microseconds")
+    assert read_timestamp(99_999_999_999_999_999)[1].startswith("epoch microseconds")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(min_value=100_000_000_000, max_value=NOW))  # 1973-03-03 .. now, in ms
+def test_one_instant_in_every_unit_reads_the_same(ms: int) -> None:
+    s = ms // 1000
+    assert parse_timestamp(s) == parse_timestamp(str(s)) == s * 1000
+    assert parse_timestamp(ms) == parse_timestamp(str(ms)) == ms
+    assert parse_timestamp(ms * 1000 + 999) == parse_timestamp(str(ms * 1000)) == ms
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2026, 9, 1)))
+def test_every_iso_instant_from_1970_is_accepted_exactly(dt: datetime) -> None:
+    text = dt.strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
+    ms = (dt.replace(tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(
+        milliseconds=1)
+    assert parse_timestamp(text) == ms
+    ev = validate_event(ok(ts=text), now_ms=NOW)
+    assert isinstance(ev, dict) and ev["ts"] == ms
 
 
 def test_event_id_is_derived_deterministically_when_absent() -> None:

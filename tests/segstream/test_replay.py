@@ -1,4 +1,6 @@
-"""`segstream replay`: a 3-column CSV into Kafka; every accepted row arrives exactly once."""
+"""`segstream replay`: a 3-column CSV into Kafka; every accepted row arrives exactly once;
+a 1997 purchase log with yyyymmdd dates; what the vocabulary does not recognise is
+reported."""
 
 from __future__ import annotations
 
@@ -13,8 +15,9 @@ from typer.testing import CliRunner
 
 from segstream.cli import app
 from segstream.config import Settings
+from segstream.events import validate_event
 from segstream.kafka import read_topic
-from segstream.replay import ReplayError, make_mapper, parse_mapping, read_rows
+from segstream.replay import Recognised, ReplayError, make_mapper, parse_mapping, read_rows
 
 pytestmark = pytest.mark.kafka
 
@@ -49,7 +52,7 @@ def test_csv_replay_sends_each_accepted_row_once_and_dead_letters_the_rest(
     result = CliRunner().invoke(app, [
         "replay", str(src), "--map", "user_id=customer", "--map", "ts=date",
         "--map", "amount=total", "--event-type", "purchase", "--topic", events,
-    ])
+    ], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "sent 4 events" in result.output
     for reason in ("missing_field", "bad_timestamp", "negative_number", "wrong_type"):
@@ -82,7 +85,14 @@ def test_jsonl_and_ts_format(tmp_path: Path) -> None:
     rows = list(read_rows(src, "jsonl"))
     mapper = make_mapper(parse_mapping(["user_id=uid", "ts=when", "event_type=kind"]), None,
                          "%d/%m/%Y %H:%M")
-    assert mapper(rows[0]) == {"user_id": "a", "ts": 1_767_607_200_000, "event_type": "play"}
+    # a parsed time is sent on as ISO text (a number's unit would be read by magnitude)
+    assert mapper(rows[0]) == {"user_id": "a", "ts": "2026-01-05T10:00:00+00:00",
+                               "event_type": "play"}
+    ev = validate_event(mapper(rows[0]))
+    assert isinstance(ev, dict) and ev["ts"] == 1_767_607_200_000
+    early = make_mapper({}, "login", "%Y-%m-%d %H:%M")({"user_id": "x", "ts": "1970-01-02 00:00"})
+    ev = validate_event(early)  # 86,400,000 ms: as a bare number it would read as seconds
+    assert isinstance(ev, dict) and ev["ts"] == 86_400_000
     assert "__invalid_json__" in rows[1] and "__not_object__" in rows[2]
 
 
@@ -111,3 +121,130 @@ def test_parquet_rows_and_format_detection(tmp_path: Path) -> None:
         {"user_id": "a", "ts": 1_767_225_600_000, "event_type": "purchase", "amount": 3.5},
         {"user_id": "b", "ts": 1_767_225_700_000, "event_type": "purchase"},
     ]
+
+
+# A 1997-98 purchase log as such logs come (one line per order: customer id, yyyymmdd
+# date, amount); 00004 ordered on 1998-06-30, the log's last day.
+PURCHASES_1997 = """customer_id,date,amount
+00001,19970101,11.77
+00002,19970112,12.00
+00002,19970112,77.00
+00003,19970102,20.76
+00003,19970330,20.76
+00003,19970402,19.54
+00003,19971115,57.45
+00003,19971125,20.96
+00003,19980528,16.99
+00004,19970101,29.33
+00004,19970118,29.73
+00004,19970802,14.96
+00004,19971212,26.48
+00004,19980630,9.99
+00005,19970101,29.33
+"""
+
+
+def _cli_env(settings: Settings, dlq: str, **extra: str) -> dict[str, str]:
+    return {"SEGSTREAM_KAFKA_BOOTSTRAP": str(settings.kafka_bootstrap),
+            "SEGSTREAM_REDIS_URL": str(settings.redis_url), "SEGSTREAM_TOPIC_DLQ": dlq,
+            "SEGSTREAM_DATA_DIR": str(settings.data_dir), "COLUMNS": "200", **extra}
+
+
+def test_a_1997_purchase_log_with_yyyymmdd_dates_is_accepted(
+        tmp_path: Path, settings_factory: Callable[..., Settings],
+        topic_factory: Callable[..., str]) -> None:
+    src = tmp_path / "purchases-1997.csv"
+    src.write_text(PURCHASES_1997)
+    events, dlq = topic_factory("events"), topic_factory("dlq")
+    settings = settings_factory(topic_dlq=dlq)
+    result = CliRunner().invoke(app, [
+        "replay", str(src), "--map", "user_id=customer_id", "--map", "ts=date",
+        "--map", "amount=amount", "--event-type", "purchase", "--ts-format", "%Y%m%d",
+        "--topic", events], env=_cli_env(settings, dlq))
+    assert result.exit_code == 0, result.output
+    assert "read 15 rows, sent 15 events" in result.output
+    assert "rejected" not in result.output and "not recognised" not in result.output
+    bodies = [orjson.loads(r.value or b"") for r in read_topic(str(settings.kafka_bootstrap),
+                                                               events)]
+    assert len(bodies) == 15 and not list(read_topic(str(settings.kafka_bootstrap), dlq))
+    from datetime import UTC, datetime
+
+    sent = sorted((b["user_id"], b["ts"], b["amount"]) for b in bodies)
+    expected = sorted(
+        (c, int(datetime.strptime(d, "%Y%m%d").replace(tzinfo=UTC).timestamp()) * 1000,
+         float(a)) for c, d, a in (line.split(",") for line in
+                                   PURCHASES_1997.splitlines()[1:]))
+    assert sent == expected
+    assert min(t for _, t, _ in sent) == 852_076_800_000  # 1997-01-01T00:00Z
+    assert max(t for _, t, _ in sent) == 899_164_800_000  # 1998-06-30T00:00Z
+
+    # without --ts-format the same dates are ambiguous (seconds of 1970?): dead-lettered
+    # with a detail that says so, not read as 1970
+    again = CliRunner().invoke(app, [
+        "replay", str(src), "--map", "user_id=customer_id", "--map", "ts=date",
+        "--event-type", "purchase", "--topic", events], env=_cli_env(settings, dlq))
+    assert again.exit_code == 0, again.output
+    assert "sent 0 events" in again.output and "ambiguous" in again.output
+    assert "--ts-format %Y%m%d" in again.output
+
+
+CLICKS = [
+    {"user_id": "m1", "ts": "2026-03-01T10:00:00Z", "event_type": "view", "platform": "mobile"},
+    {"user_id": "m1", "ts": "2026-03-01T10:01:00Z", "event_type": "view", "platform": "Mobile"},
+    {"user_id": "m1", "ts": "2026-03-01T10:02:00Z", "event_type": "add_to_cart",
+     "platform": "mobile"},
+    {"user_id": "d1", "ts": "2026-03-01T11:00:00Z", "event_type": "pageview",
+     "platform": "desktop"},
+    {"user_id": "d1", "ts": "2026-03-01T11:05:00Z", "event_type": "view", "platform": "web"},
+    {"user_id": "t1", "ts": "2026-03-01T12:00:00Z", "event_type": "view",
+     "platform": "smart_tv"},
+    {"user_id": "t1", "ts": "2026-03-01T12:01:00Z", "event_type": "view",
+     "platform": "smart_tv"},
+]
+
+
+def test_replay_reports_values_the_vocabulary_does_not_recognise(
+        tmp_path: Path, settings_factory: Callable[..., Settings],
+        topic_factory: Callable[..., str]) -> None:
+    src = tmp_path / "clicks.jsonl"
+    src.write_text("".join(orjson.dumps(c).decode() + "\n" for c in CLICKS))
+    events, dlq = topic_factory("events"), topic_factory("dlq")
+    settings = settings_factory(topic_dlq=dlq)
+    result = CliRunner().invoke(app, ["replay", str(src), "--topic", events],
+                                env=_cli_env(settings, dlq))
+    assert result.exit_code == 0, result.output
+    assert "sent 7 events" in result.output  # unrecognised values are sent all the same
+    report = result.output[result.output.index("not recognised"):]
+    assert "platform" in report and "'smart_tv' (2)" in report
+    assert "event_type" not in report  # view, pageview, add_to_cart: all known
+    assert "'mobile'" not in report and "'web'" not in report and "'desktop'" not in report
+
+    # what was recognised counts as such: `mobile` is mobile, `view` a page view
+    from segstream.aggregates import FeatureParams
+    from streaming.step import features_frame, log_aggregates, valid_frame
+
+    values = [r.value or b"" for r in read_topic(str(settings.kafka_bootstrap), events)]
+    state = log_aggregates(valid_frame(values, now_ms=1_900_000_000_000),
+                           watermark_ms=600_000, params=FeatureParams())
+    f = features_frame(state, None, FeatureParams()).set_index("user_id")
+    assert f.loc["m1", "mobile_share"] == pytest.approx(1.0)
+    assert f.loc["d1", "mobile_share"] == 0.0 and f.loc["t1", "mobile_share"] == 0.0
+    assert f.loc["m1", "adoption_breadth"] == pytest.approx(2 / 8)  # page_view, add_to_cart
+
+    # naming the platform in the settings makes it known: nothing is reported
+    quiet = CliRunner().invoke(app, ["replay", str(src), "--topic", events], env=_cli_env(
+        settings, dlq, SEGSTREAM_VOCAB_DESKTOP_PLATFORMS='["web", "desktop", "smart_tv"]'))
+    assert quiet.exit_code == 0 and "not recognised" not in quiet.output, quiet.output
+
+
+def test_recognised_follows_the_settings_vocabulary() -> None:
+    s = Settings(vocab_event_types={"wishlist_add": "add_to_cart"},
+                 vocab_mobile_platforms=["phone"], vocab_desktop_platforms=["pc"])
+    known = Recognised.of(s.feature_params().vocabulary, s.vocab_desktop_platforms)
+
+    def unknown(event_type: str, platform: str | None) -> list[tuple[str, str]]:
+        return list(known.unknown({"event_type": event_type, "platform": platform}))
+
+    assert unknown(" Wishlist_Add ", "PHONE") == [] == unknown("purchase", "pc")
+    assert unknown("search", None) == []  # canonical types are always known; no platform
+    assert unknown("view", "mobile") == [("event_type", "view"), ("platform", "mobile")]
