@@ -92,6 +92,24 @@ def test_any_split_into_micro_batches_ends_in_the_one_call_aggregates(
     assert_same_records(np.array([split_emitted[u] for u in users]), by_user(whole))
 
 
+@settings(max_examples=120, deadline=None)
+@given(log=st.lists(st.tuples(st.sampled_from("uv"), st.sampled_from(["a", "b", "c"]),
+                              st.integers(0, 60), st.sampled_from(["page_view", "purchase"])),
+                    min_size=1, max_size=40),
+       cuts=st.lists(st.integers(0, 40), max_size=6))
+def test_any_split_of_any_log_decides_and_folds_as_one_call(
+        log: list[tuple[str, str, int, str]], cuts: list[int]) -> None:
+    """Ids reused within and beyond the horizon, records far behind (late): the stream
+    keeps only the ids inside the horizon and still decides as one call does."""
+    records = frame([{"user_id": u, "event_id": e, "ts": T0 + m * MIN, "event_type": typ,
+                      "amount": 1.0} for u, e, m, typ in log])
+    whole, _, whole_late, whole_dups = run_in_pieces(records, [])
+    split, _, split_late, split_dups = run_in_pieces(records, cuts)
+    assert (split_late, split_dups) == (whole_late, whole_dups)
+    assert sorted(split.users) == sorted(whole.users)
+    assert_same_records(by_user(split), by_user(whole))
+
+
 def test_a_silent_user_ages_hand_computed_at_two_as_of_times() -> None:
     t = [T0 + 10 * 60 * MIN, T0 + 10 * 60 * MIN + 5 * MIN,  # day 0, 10:00 and 10:05
          T0 + 3 * DAY + 12 * 60 * MIN, T0 + 3 * DAY + 12 * 60 * MIN + 10 * MIN]  # day 3
