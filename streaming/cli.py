@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -90,17 +91,17 @@ def features(
         "--as-of", help="Evaluate as of this time (ISO-8601; no zone: UTC). Only records "
         "with ts <= as_of count. Default: the log's newest accepted event time.")] = None,
 ) -> None:
-    """Compute per-user features from an event log in batch (same definition as `stream`).
+    """Compute per-user features from an event log in batch (same code as `stream`).
 
-    The log's line order is its arrival order: the validator, the late and duplicate
-    rules and the aggregate fold run as in the stream, then every user's aggregates
-    are evaluated as of one time. The clock is the log's own (its newest accepted
-    event, or --as-of), never the wall clock, so the output depends only on the log.
-    Example:
+    The log's line order is its arrival order. The validator, the late and
+    duplicate rules and the aggregate fold run as in the stream; then every
+    user's aggregates are evaluated as of one time. The clock is the log's own
+    (its newest accepted event, or --as-of), never the wall clock, so the
+    output depends only on the log. Example:
 
         segstream generate --users 200 --events 20000 --out events.jsonl.gz
         segstream features --from events.jsonl.gz --out features.parquet
-        segstream features --from events.jsonl.gz --as-of 2026-01-15 --out jan15.parquet
+        segstream features --from events.jsonl.gz --as-of 2026-01-15 --out f.parquet
     """
     from segstream.cli import console, fail, load_settings
 
@@ -123,5 +124,6 @@ def features(
         spark.stop()
     n = write_features(pdf, out)
     when = int(pdf["as_of_ms"].iloc[0]) if n else as_of_ms
-    console.print(f"wrote features of {n:,} users as of {when} ms to {out} in "
+    iso = "-" if when is None else datetime.fromtimestamp(when / 1000, UTC).isoformat()
+    console.print(f"wrote features of {n:,} users as of {iso} to {out} in "
                   f"{time.monotonic() - t0:.1f} s")
