@@ -11,7 +11,8 @@ Two triggers, one decision:
 
 * **event**: each `features` message (key = user id, value = the user's aggregates)
   is evaluated as of the detector's clock (:class:`~serving.rescore.DetectorClock`:
-  the stream time or the wall clock; never before the user's own newest event);
+  the stream time of its partition, or the wall clock; never before the user's own
+  newest event);
 * **time**: whenever the clock has moved ``rescore_interval_s`` since the last sweep,
   every record in Redis is re-evaluated as of the clock, so a user who stops coming
   changes segment with no message at all (:mod:`serving.rescore`).
@@ -124,10 +125,12 @@ class ChangeDetector:
         if len(keyed) < len(records):
             metrics.CHANGE_RECORDS_SKIPPED.labels("no_key_or_value").inc(
                 len(records) - len(keyed))
-        users, aggs = decode_lenient([r.key.decode() for r in keyed],  # type: ignore[union-attr]
-                                     [r.value for r in keyed], self.params)
-        now = self.clock.advance(aggs["last_ms"])
-        as_of = np.maximum(now, aggs["last_ms"])
+        keys = [r.key.decode() for r in keyed]  # type: ignore[union-attr]
+        ok, aggs = decode_lenient(keys, [r.value for r in keyed], self.params)
+        users = [keys[i] for i in ok]
+        parts = np.array([keyed[i].partition for i in ok], dtype=np.int64)
+        now, local = self.clock.advance(aggs["last_ms"], parts)
+        as_of = np.maximum(local, aggs["last_ms"])
         changes, new_state = self.decide(served, users, evaluate(aggs, as_of, self.params),
                                          now, as_of, "event")
         self._publish(changes)

@@ -10,12 +10,17 @@ why a sweep over the online store and what it costs).
 
 * ``event``: the stream time, the newest ``last_event_ms`` seen so far on the topic
   (replays and backfills: a log of last year ages users as of last year). Unknown
-  until the first message: no sweep before that.
-* ``wall``: the wall clock (live).
+  until the first message: no sweep before that. A message is evaluated as of the
+  stream time *of its partition* (the newest event seen so far there; all of a user's
+  messages are in one partition): while partitions are unevenly behind (a backlog), a
+  record from a lagging partition is not aged by the time another partition reached,
+  which would report spurious lapses that its next message undoes. Sweeps and the
+  hysteresis use the newest time over all partitions.
+* ``wall``: the wall clock (live) for all of that.
 
-It is persisted in the detector's offsets hash (fields ``clock:stream_ms`` and
-``clock:swept_ms``, in the same Redis transaction as the offsets), so a restarted
-detector keeps its stream time and does not sweep again early.
+It is persisted in the detector's offsets hash (fields ``clock:stream_ms``,
+``clock:partition:<p>`` and ``clock:swept_ms``, in the same Redis transaction as the
+offsets), so a restarted detector keeps its stream time and does not sweep early.
 
 :func:`scan_chunks` reads the store in chunks: ``SCAN MATCH seg:features:*`` then, in
 one pipelined round trip per chunk, ``HGET agg`` of each key and ``MGET`` of the users'
@@ -37,6 +42,7 @@ from serving import metrics
 log = logging.getLogger(__name__)
 STATE_PREFIX = "seg:segment:"  # a user's last published segment: {"sid", "since"}
 CLOCK_STREAM = "clock:stream_ms"
+CLOCK_PARTITION = "clock:partition:"
 CLOCK_SWEPT = "clock:swept_ms"
 SWEEP_CHUNK = 1000  # SCAN COUNT hint and pipeline size of one sweep chunk
 
@@ -53,20 +59,34 @@ class DetectorClock:
             CLOCK_SWEPT.encode())
         self.stream_ms: int | None = None if raw_stream is None else int(raw_stream)
         self.swept_ms: int | None = None if raw_swept is None else int(raw_swept)
+        prefix = CLOCK_PARTITION.encode()
+        self.partition_ms = {int(k[len(prefix):]): int(v) for k, v in stored.items()
+                             if k.startswith(prefix)}
 
     def now(self) -> int | None:
         """The clock's time; ``None`` on the event clock before any message."""
         return self._wall() if self.mode == "wall" else self.stream_ms
 
-    def advance(self, last_ms: np.ndarray) -> np.ndarray:
-        """The clock at each of a batch's messages (in poll order), moving it on."""
+    def advance(self, last_ms: np.ndarray, partitions: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """(the clock, the partition's clock) at each of a batch's messages (in poll
+        order), moving both on. On the wall clock both are the wall clock."""
+        n = len(last_ms)
         if self.mode == "wall":
-            return np.full(len(last_ms), self._wall(), dtype=np.int64)
-        start = np.int64(-1 if self.stream_ms is None else self.stream_ms)
-        at = np.maximum.accumulate(np.maximum(np.asarray(last_ms, dtype=np.int64), start))
-        if len(at):
-            self.stream_ms = int(at[-1])
-        return at
+            wall = np.full(n, self._wall(), dtype=np.int64)
+            return wall, wall
+        last = np.asarray(last_ms, dtype=np.int64)
+        now = np.maximum.accumulate(np.maximum(last, -1 if self.stream_ms is None
+                                               else self.stream_ms))
+        local = np.empty(n, dtype=np.int64)
+        for p in np.unique(partitions).tolist():
+            mine = partitions == p
+            local[mine] = np.maximum.accumulate(np.maximum(last[mine],
+                                                           self.partition_ms.get(p, -1)))
+            self.partition_ms[p] = int(local[mine][-1])
+        if n:
+            self.stream_ms = int(now[-1])
+        return now, local
 
     def due(self) -> int | None:
         """The time to sweep at if a sweep is due, else ``None``. The first time the
@@ -86,30 +106,32 @@ class DetectorClock:
             out[CLOCK_STREAM] = self.stream_ms
         if self.swept_ms is not None:
             out[CLOCK_SWEPT] = self.swept_ms
+        out.update({f"{CLOCK_PARTITION}{p}": t for p, t in self.partition_ms.items()})
         return out
 
 
 def decode_lenient(users: Sequence[str], blobs: Sequence[bytes | None],
-                   params: FeatureParams) -> tuple[list[str], np.ndarray]:
-    """The decodable records (vectorised); absent ones are dropped, ones of other
-    params or layout are skipped, counted and logged (one stray record must not stop
-    the detector; a systematic mismatch shows in the counter and the log)."""
+                   params: FeatureParams) -> tuple[list[int], np.ndarray]:
+    """(positions of the decodable records, their aggregates), vectorised. Absent ones
+    are dropped; ones of other params or layout are skipped, counted and logged (one
+    stray record must not stop the detector; a systematic mismatch shows in the
+    counter and the log)."""
     keep = [i for i, b in enumerate(blobs) if b is not None]
     if not keep:
         return [], empty(0)
     try:
-        return [users[i] for i in keep], decode([blobs[i] for i in keep], params)  # type: ignore[misc]
+        return keep, decode([blobs[i] for i in keep], params)  # type: ignore[misc]
     except RecordMismatch:
         pass
-    ok_users, ok = [], []
+    ok_pos, ok = [], []
     for i in keep:
         try:
             ok.append(decode([blobs[i]], params))  # type: ignore[list-item]
-            ok_users.append(users[i])
+            ok_pos.append(i)
         except RecordMismatch as exc:
             metrics.CHANGE_RECORDS_SKIPPED.labels("record_mismatch").inc()
             log.warning("skipped the record of user %r: %s", users[i], exc)
-    return ok_users, (np.concatenate(ok) if ok else empty(0))
+    return ok_pos, (np.concatenate(ok) if ok else empty(0))
 
 
 def scan_chunks(redis: Any, params: FeatureParams, chunk: int = SWEEP_CHUNK
@@ -127,9 +149,8 @@ def scan_chunks(redis: Any, params: FeatureParams, chunk: int = SWEEP_CHUNK
                 pipe.hget(k, "agg")
             pipe.mget([STATE_PREFIX + u for u in users])
             *blobs, states = pipe.execute()
-            state_of = dict(zip(users, states, strict=True))
-            ok_users, aggs = decode_lenient(users, blobs, params)
-            if ok_users:
-                yield ok_users, aggs, [state_of[u] for u in ok_users]
+            ok, aggs = decode_lenient(users, blobs, params)
+            if ok:
+                yield [users[i] for i in ok], aggs, [states[i] for i in ok]
         if cursor == 0:
             return

@@ -3,77 +3,36 @@ a local HTTP receiver that verifies every signature itself."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import threading
 import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 import pytest
 
+from segstream.aggregates import encode
 from segstream.config import Settings
 from segstream.kafka import Producer, read_topic
-from segstream.online_store import encode_feature_message
+from segstream.online_store import HEADER_UPDATED
 from segstream.stack import free_port
 from serving import metrics
 from serving.changes import ChangeDetector
 from serving.model_holder import ModelHolder
 from serving.model_source import StaticSource
 from serving.offsets import RedisOffsetReader
-from serving.webhooks import DLQ_KEY, SIGNATURE_HEADER, Dispatcher
-from tests.serving.conftest import make_model, prototypes
+from serving.rescore import CLOCK_STREAM
+from serving.webhooks import DLQ_KEY, Dispatcher
+from tests.serving.conftest import (
+    PARAMS,
+    WEBHOOK_SECRET,
+    Receiver,
+    make_model,
+    users_state,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
-SECRET = "whsec-test-0123456789"
-
-
-class Receiver:
-    """A CMS stand-in: checks the HMAC itself, answers 503 for the first ``fail`` calls."""
-
-    def __init__(self, port: int, fail: int = 0) -> None:
-        self.port, self.fail = port, fail
-        self.received: list[dict[str, Any]] = []
-        self.bad_signatures = 0
-        self.calls = 0
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                parts = dict(p.split("=", 1) for p in self.headers[SIGNATURE_HEADER].split(","))
-                expect = hmac.new(SECRET.encode(), f"{parts['t']}.".encode() + body,
-                                  hashlib.sha256).hexdigest()
-                receiver.calls += 1
-                if not hmac.compare_digest(expect, parts["v1"]):
-                    receiver.bad_signatures += 1
-                    self.send_response(401)
-                elif receiver.calls <= receiver.fail:
-                    self.send_response(503)
-                else:
-                    receiver.received.append(orjson.loads(body))
-                    self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receivers() -> Iterator[list[Receiver]]:
-    started: list[Receiver] = []
-    yield started
-    for r in started:
-        r.stop()
+SECRET = WEBHOOK_SECRET
+T0 = 1_780_000_000_000  # 2026-05-28: the stream's event times start here
 
 
 def _changes(n: int, start: int = 0) -> list[dict[str, Any]]:
@@ -95,15 +54,25 @@ def _drain(dispatcher: Dispatcher, reader: RedisOffsetReader, n: int) -> None:
         done += dispatcher.run_once(reader, 300)
 
 
+def produce_records(bootstrap: str, topic: str, records: list[tuple[str, Any]]) -> None:
+    """`features` messages as the streaming job writes them: key = user id, value = the
+    aggregates' bytes, header ``upd``."""
+    p = Producer(bootstrap)
+    for user, agg in records:
+        p.send(topic, encode(agg, PARAMS)[0], key=user.encode(),
+               headers={HEADER_UPDATED: str(int(agg["last_ms"])).encode()})
+    p.flush()
+
+
 def test_detector_publishes_changes_with_hysteresis(
     settings_factory: Callable[..., Settings], topic_factory: Callable[..., str],
     kafka_bootstrap: str, redis_client: Any,
 ) -> None:
-    features, changes = topic_factory("features"), topic_factory("changes")
+    features, changes = topic_factory("features", partitions=1), topic_factory("changes")
     settings = settings_factory(topic_features=features, topic_segment_changes=changes,
-                                segment_min_dwell_s=60)
-    protos, s = prototypes(), 1000  # s: one second in ms
-    updates = [  # (user, prototype row, event time)
+                                segment_min_dwell_s=60, clock="event")
+    s = 1000  # one second in ms
+    updates = [  # (user, archetype row of the record, its newest event = the stream time)
         ("a", 0, 0), ("b", 0, 0),
         ("a", 1, 10 * s),   # 10 s in segment 10: under the 60 s dwell, held back
         ("a", 0, 20 * s),   # back in 10: nothing
@@ -111,31 +80,56 @@ def test_detector_publishes_changes_with_hysteresis(
         ("a", 2, 130 * s),  # only 30 s in 20: held back
         ("b", 2, 200 * s),  # published 10 -> 30
     ]
-    _produce(kafka_bootstrap, features,
-             [encode_feature_message(u, protos[row], last_event_ms=t, updated_ms=t)
-              for u, row, t in updates], [u for u, _, _ in updates])
-    holder = ModelHolder(StaticSource(make_model(), "7"))
+    records = [(u, users_state({u: row}, T0 + t, seed=i).aggs[0])
+               for i, (u, row, t) in enumerate(updates)]
+    produce_records(kafka_bootstrap, features, records)
+    holder = ModelHolder(StaticSource(make_model(), "7"), PARAMS)
     holder.refresh()
     suppressed = metrics.SEGMENT_CHANGES_SUPPRESSED._value.get()
     detector = ChangeDetector(settings, holder, redis_client, kafka_bootstrap)
-    seen, deadline = 0, time.monotonic() + 60
-    while seen < len(updates):
-        assert time.monotonic() < deadline
-        records = detector.reader.poll(300)
-        detector.process(records)
-        seen += len(records)
+    assert detector.run_available_now(timeout_s=60) == 2  # a bounded run ends
     detector.close()
     got = sorted((orjson.loads(r.value) for r in read_topic(kafka_bootstrap, changes)),
                  key=lambda c: c["user_id"])
     assert [(c["user_id"], c["from_segment"], c["to_segment"]) for c in got] == [
         ("a", 10, 20), ("b", 10, 30)]
     assert got[0]["model_version"] == "7" and got[0]["persona"] == "Big spenders"
-    assert got[0]["ts_ms"] == 100 * s
+    assert got[0]["ts_ms"] == T0 + 100 * s and got[0]["trigger"] == "event"
+    assert got[0]["change_id"] == f"a:10:{T0}:20"  # from, since, to: stable on replay
     assert metrics.SEGMENT_CHANGES_SUPPRESSED._value.get() == suppressed + 2
-    # a restarted detector resumes from its offsets in Redis: nothing republished
+    # the stream time is kept with the offsets; a restarted detector resumes from them
+    assert int(redis_client.hget(detector.reader.key, CLOCK_STREAM)) == T0 + 200 * s
     again = ChangeDetector(settings, holder, redis_client, kafka_bootstrap)
+    assert again.clock.stream_ms == T0 + 200 * s
     assert again.reader.poll(500) == []
+    assert again.run_available_now(timeout_s=30) == 0
     again.close()
+
+
+def test_a_record_of_other_params_is_skipped_not_fatal(
+    settings_factory: Callable[..., Settings], topic_factory: Callable[..., str],
+    kafka_bootstrap: str, redis_client: Any,
+) -> None:
+    from segstream.aggregates import FeatureParams
+
+    features, changes = topic_factory("features", partitions=1), topic_factory("changes")
+    settings = settings_factory(topic_features=features, topic_segment_changes=changes,
+                                segment_min_dwell_s=0, clock="event")
+    p = Producer(kafka_bootstrap)
+    stray = users_state({"x": 1}, T0).aggs[0]
+    p.send(features, encode(stray, FeatureParams(half_life_long_days=60))[0], key=b"x")
+    p.send(features, b"", key=b"tombstone")
+    p.flush()
+    produce_records(kafka_bootstrap, features, [
+        ("a", users_state({"a": 0}, T0 + 1000).aggs[0]),
+        ("a", users_state({"a": 1}, T0 + 2000).aggs[0])])
+    skipped = metrics.CHANGE_RECORDS_SKIPPED.labels("record_mismatch")._value.get()
+    holder = ModelHolder(StaticSource(make_model(), "1"), PARAMS)
+    detector = ChangeDetector(settings, holder, redis_client, kafka_bootstrap)
+    assert detector.run_available_now(timeout_s=60) == 1
+    detector.close()
+    assert metrics.CHANGE_RECORDS_SKIPPED.labels("record_mismatch")._value.get() == skipped + 1
+    assert redis_client.get("seg:segment:x") is None
 
 
 def test_retries_until_the_receiver_answers_signed_and_in_order(
