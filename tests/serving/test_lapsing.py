@@ -3,9 +3,10 @@
 The log: users active every day for 50 days before the detector starts; then some
 stay active for 60 more days, others stop after day 10. The champion is fitted by
 training's own ``fit_model`` on that log's features as of several times (so a
-"lapsed" segment exists) and registered in the real MLflow registry. The stream is simulated day by day with the streaming step
-(records to Redis and to the `features` topic, as the job's sinks write them); the
-detector (clock = stream time) runs bounded after every few days. The silent users
+"lapsed" segment exists) and registered in the real MLflow registry. The stream is
+simulated day by day with the streaming step (records to Redis and to the `features`
+topic, as the job's sinks write them); the detector (clock = stream time) runs bounded
+after every few days. The silent users
 get a segment change from the sweep, and the webhook reaches a local receiver that
 checks the HMAC itself.
 """
