@@ -188,7 +188,8 @@ def _hash(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return h, present
 
 
-def _group_shift(values: np.ndarray, first: np.ndarray, fill: np.ndarray) -> np.ndarray:
+def _group_shift(values: np.ndarray, first: np.ndarray, fill: np.ndarray | int
+                 ) -> np.ndarray:
     """Each row's predecessor within its user (rows sorted by user); ``fill`` for the
     first row of a user (``first`` marks those rows)."""
     out = np.empty_like(values)
