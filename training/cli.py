@@ -11,8 +11,12 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console()
-FROM_HELP = ("A Parquet file/directory or CSV of features (`segstream features --out`, the "
-             "Parquet history), or `features-topic` to read the features topic.")
+FROM_HELP = ("A features file (`segstream features --out`), the Parquet history directory "
+             "(or one of its files), or `features-topic` to read the features topic.")
+AS_OF_HELP = ("Snapshot time (ISO-8601, or epoch s/ms/µs): every user's newest record with "
+              "last_event_ms <= it, evaluated at it. For the history and the topic; default: "
+              "the newest event time read (the stream time). A features file is evaluated "
+              "at its own as_of already: another one is refused.")
 
 
 def _settings() -> Any:
@@ -35,20 +39,34 @@ def _bootstrap(settings: Any) -> str:
     return str(endpoints(settings).kafka_bootstrap)
 
 
-def load_table(settings: Any, source: str) -> Any:
+def parse_as_of(text: str | None) -> int | None:
+    """``--as-of`` as epoch ms (the event contract's timestamp forms)."""
+    if text is None:
+        return None
+    from segstream.events import TimestampError, read_timestamp
+
+    try:
+        return read_timestamp(text)[0]
+    except TimestampError as exc:
+        raise _fail(f"--as-of {text!r}: {exc}", 2) from exc
+
+
+def load_table(settings: Any, source: str, as_of: str | None = None) -> Any:
+    """The training table of ``source`` as of ``as_of`` (see training.data)."""
     from segstream.contract import FeatureSpecMismatch
     from training.data import read_table, table_from_messages
 
+    as_of_ms = parse_as_of(as_of)
+    params = settings.feature_params()
     try:
         if source == "features-topic":
             from segstream.kafka import read_topic
 
             with console.status(f"reading {settings.topic_features}..."):
-                values = [r.value for r in read_topic(_bootstrap(settings),
-                                                      settings.topic_features)
-                          if r.value is not None]
-            return table_from_messages(values, settings.topic_features)
-        return read_table(Path(source))
+                messages = [(r.key, r.value) for r in read_topic(_bootstrap(settings),
+                                                                 settings.topic_features)]
+            return table_from_messages(messages, params, settings.topic_features, as_of_ms)
+        return read_table(Path(source), params, as_of_ms)
     except (FileNotFoundError, ValueError, FeatureSpecMismatch) as exc:
         raise _fail(str(exc)) from exc
 
@@ -66,7 +84,7 @@ def train_and_publish(settings: Any, table: Any, k: str, *, promote: bool,
                       out: Console = console) -> Any:
     """Shared by `segstream train` and the demo step; returns the Published result."""
     from training.fit import fit_model
-    from training.pipeline import champion_or_none, next_segment_id, publish
+    from training.pipeline import champion_or_none, next_segment_id, publish, same_features
     from training.preprocess import fit_preprocessor
     from training.profiles import read_overrides
     from training.registry import Registry
@@ -91,8 +109,14 @@ def train_and_publish(settings: Any, table: Any, k: str, *, promote: bool,
         selection = []
     registry = Registry(settings)
     champion = champion_or_none(registry)
+    parent = champion
+    if champion is not None and not same_features(champion, settings.feature_params(
+            ).fingerprint):
+        out.print(f"champion {champion.version} was fitted on other features (spec or feature "
+                  "params): new segment ids, not matched to it")
+        parent = None
     with out.status(f"fitting k={n_clusters} on {len(table):,} rows"):
-        model = fit_model(table, n_clusters, seed=settings.random_seed, parent=champion,
+        model = fit_model(table, n_clusters, seed=settings.random_seed, parent=parent,
                           next_id=next_segment_id(registry), kind="bootstrap",
                           overrides=read_overrides(settings.persona_overrides_file))
     if selection:
@@ -100,6 +124,13 @@ def train_and_publish(settings: Any, table: Any, k: str, *, promote: bool,
     result = publish(registry, model, table.X, settings, champion=champion, kind="bootstrap",
                      promote=promote)
     return result
+
+
+def _iso(ms: int | None) -> str:
+    from datetime import UTC, datetime
+
+    return "?" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat(
+        timespec="seconds")
 
 
 def register(app: typer.Typer) -> None:
@@ -114,14 +145,18 @@ def register(app: typer.Typer) -> None:
                                        "Davies-Bouldin, elbow) or a number.")] = "auto",
         promote: Annotated[bool, typer.Option(help="Make it champion if it passes the gates.")
                            ] = True,
+        as_of: Annotated[str | None, typer.Option("--as-of", help=AS_OF_HELP)] = None,
     ) -> None:
-        """Bootstrap fit on a feature table; register in MLflow; promote through the gates."""
+        """Bootstrap fit on a snapshot of every user as of a time; register in MLflow;
+        promote through the gates."""
         if k != "auto" and not k.isdigit():
             raise _fail(f"--k must be `auto` or a number, got {k!r}")
         settings = _settings()
-        table = load_table(settings, source)
+        table = load_table(settings, source, as_of)
         result = train_and_publish(settings, table, k, promote=promote)
-        console.print(segment_table(result.model, f"version {result.version}"))
+        console.print(segment_table(
+            result.model, f"version {result.version}: {len(table):,} users as of "
+            f"{_iso(table.as_of_ms)}, feature params {table.feature_params['fingerprint']:08x}"))
         m = result.model.metrics
         console.print(f"silhouette {m['silhouette']:.4f}  davies-bouldin "
                       f"{m['davies_bouldin']:.4f}  rows {len(table):,}")
@@ -146,16 +181,16 @@ def register(app: typer.Typer) -> None:
         registry = Registry(settings)
         try:
             parent = registry.load("champion")
-        except RegistryError as exc:
+            updater = Updater(settings, registry, parent,
+                              overrides=read_overrides(settings.persona_overrides_file))
+        except (RegistryError, ValueError) as exc:
             raise _fail(str(exc)) from exc
-        updater = Updater(settings, registry, parent,
-                          overrides=read_overrides(settings.persona_overrides_file))
         console.print(f"updating from champion {parent.version} (k={parent.k}) on "
                       f"{settings.topic_features}" + (" until its current end" if once else ""))
         try:
             read = consume(settings, updater, once=once, bootstrap=_bootstrap(settings),
                            on_batch=lambda n: console.print(f"  +{n:,} rows", end="\r"))
-        except KafkaUnavailable as exc:
+        except (KafkaUnavailable, ValueError) as exc:  # ValueError: records of other params
             raise _fail(str(exc)) from exc
         except KeyboardInterrupt:
             read = updater.rows_seen
@@ -177,6 +212,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option(help="Markdown table to write.")] = Path(
             "evaluation.md"),
         sample: Annotated[int, typer.Option(help="Rows for HDBSCAN/Ward (O(n²)).")] = 5000,
+        as_of: Annotated[str | None, typer.Option("--as-of", help=AS_OF_HELP)] = None,
     ) -> None:
         """Compare MiniBatchKMeans, GaussianMixture, HDBSCAN and Ward on the same features."""
         import numpy as np
@@ -187,7 +223,7 @@ def register(app: typer.Typer) -> None:
         from training.scaling import within_scaled
 
         settings = _settings()
-        table = load_table(settings, source)
+        table = load_table(settings, source, as_of)
         labels = None
         if truth is not None:
             t = read_truth(truth)

@@ -1,31 +1,54 @@
-"""Feature tables for training: from Parquet/CSV history or the ``features`` topic.
+"""Feature tables for training: every user's features as of one time ``T``.
 
-A :class:`FeatureTable` is the raw (unscaled) matrix in FEATURE_SPEC order plus the
-user ids and last-event times. Column names come from the spec only; a table built
-on another spec version is refused with both versions named.
+Three sources, one rule:
+
+* **A batch features file** (``segstream features --out``: ``user_id``, the spec's
+  features, ``last_event_ms``, ``as_of_ms``, ``spec_version``, ``agg``) is already
+  evaluated at its ``as_of_ms``; it is read as it is. Another ``as_of`` is refused:
+  the file holds no events after its own ``as_of``, so it cannot say what later
+  features are (compute it again with ``segstream features --as-of``).
+* **The Parquet history** (one row per user per micro-batch: ``user_id``, ``agg``,
+  ``events``, ``last_event_ms``, ``updated_ms``, ``batch_id``) and **`features` topic
+  messages** (key = user id, value = ``agg`` bytes) are sequences of aggregate
+  records. The snapshot as of ``T`` takes, per user, the newest record whose
+  ``last_event_ms <= T`` (newest by ``(last_event_ms, events)``, the order the online
+  store's upsert uses) and evaluates it at ``T`` with ``aggregates.evaluate``. Users
+  with no such record had not appeared by ``T`` and are left out. The default ``T``
+  is the stream time: the newest ``last_event_ms`` among the records read, so a replay
+  of an old log trains as of its own end and not as of the wall clock.
+
+Every source carries the feature params fingerprint (in each ``agg`` record); a table
+whose records were made with other params (half-lives, session gap, vocabulary) than
+this process's is refused, naming both. A :class:`FeatureTable` records the params
+(``FeatureParams.describe()``) and ``as_of_ms``; the fitted model keeps them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from segstream.aggregates import FeatureParams, decode, evaluate
 from segstream.contract import FEATURE_SPEC, FeatureSpec
 
 if TYPE_CHECKING:
     import pandas as pd
 
 
+
 @dataclass(frozen=True)
 class FeatureTable:
     user_ids: np.ndarray  # object array of str
     X: np.ndarray  # n x d raw features, spec order
-    last_event_ms: np.ndarray  # int64, 0 where unknown
+    last_event_ms: np.ndarray  # int64
     source: str = ""
+    as_of_ms: int | None = None  # the time every row is evaluated at
+    feature_params: Mapping[str, Any] | None = None  # FeatureParams.describe() of the rows
+    aggs: np.ndarray | None = None  # the aggregate records, when the source had them
 
     def __len__(self) -> int:
         return int(self.X.shape[0])
@@ -42,8 +65,9 @@ class FeatureTable:
         return pd.DataFrame(self.X, columns=list(spec.names))
 
     def take(self, idx: np.ndarray) -> FeatureTable:
-        return FeatureTable(self.user_ids[idx], self.X[idx], self.last_event_ms[idx],
-                            self.source)
+        return replace(self, user_ids=self.user_ids[idx], X=self.X[idx],
+                       last_event_ms=self.last_event_ms[idx],
+                       aggs=None if self.aggs is None else self.aggs[idx])
 
 
 def as_matrix(X: Any, spec: FeatureSpec = FEATURE_SPEC) -> np.ndarray:
@@ -61,66 +85,194 @@ def as_matrix(X: Any, spec: FeatureSpec = FEATURE_SPEC) -> np.ndarray:
     return arr
 
 
-def table_from_frame(df: pd.DataFrame, source: str = "",
-                     spec: FeatureSpec = FEATURE_SPEC) -> FeatureTable:
-    if "spec_version" in df.columns:
-        versions = sorted({str(v) for v in df["spec_version"].dropna().unique()})
-        for v in versions:
-            spec.check_version(v, what=f"the feature table {source or ''}".strip())
-    if "user_id" in df.columns:
-        # several snapshots of one user (Parquet history): keep the newest
-        if df["user_id"].duplicated().any():
-            if "last_event_ms" in df.columns:
-                df = df.sort_values("last_event_ms", kind="stable")
-            df = df.drop_duplicates("user_id", keep="last")
-        users = df["user_id"].astype(str).to_numpy(dtype=object)
-    else:
-        users = np.array([f"row{i}" for i in range(len(df))], dtype=object)
+# ------------------------------------------------------------ aggregate records
+
+
+def table_from_aggregates(user_ids: Sequence[str] | np.ndarray, aggs: np.ndarray,
+                          as_of_ms: int, params: FeatureParams, source: str = ""
+                          ) -> FeatureTable:
+    """Records (one per user) evaluated at ``as_of_ms``."""
+    X = evaluate(aggs, as_of_ms, params)
+    return FeatureTable(np.asarray(user_ids, dtype=object), X,
+                        aggs["last_ms"].astype(np.int64), source, int(as_of_ms),
+                        params.describe(), aggs)
+
+
+def latest_rows(user_ids: np.ndarray, last_ms: np.ndarray, events: np.ndarray,
+                as_of_ms: int) -> np.ndarray:
+    """Positions of each user's newest record with ``last_ms <= as_of_ms`` (newest by
+    ``(last_ms, events)``, then by position: a later row wins a tie)."""
+    import pandas as pd
+
+    pos = np.flatnonzero(np.asarray(last_ms, dtype=np.int64) <= as_of_ms)
+    df = pd.DataFrame({"u": np.asarray(user_ids, dtype=object)[pos],
+                       "t": np.asarray(last_ms, dtype=np.int64)[pos],
+                       "n": np.asarray(events, dtype=np.int64)[pos], "pos": pos})
+    df = df.sort_values(["u", "t", "n", "pos"], kind="stable")
+    return np.sort(df.drop_duplicates("u", keep="last")["pos"].to_numpy(np.int64))
+
+
+def snapshot(user_ids: np.ndarray, aggs: np.ndarray, as_of_ms: int | None,
+             params: FeatureParams, source: str) -> FeatureTable:
+    """Every user as of ``as_of_ms`` (default: the newest event time among ``aggs``)
+    from a sequence of records, several per user allowed (see the module docstring)."""
+    if len(aggs) == 0:
+        raise ValueError(f"{source} holds no aggregate records; run the streaming job first")
+    stream_ms = int(aggs["last_ms"].max())
+    T = stream_ms if as_of_ms is None else int(as_of_ms)
+    rows = latest_rows(user_ids, aggs["last_ms"], aggs["events"], T)
+    if len(rows) == 0:
+        raise ValueError(
+            f"{source} has no record with last_event_ms <= as_of {_iso(T)}: its records "
+            f"start at {_iso(int(aggs['last_ms'].min()))}")
+    return table_from_aggregates(np.asarray(user_ids, dtype=object)[rows], aggs[rows], T,
+                                 params, source)
+
+
+def decode_records(blobs: Sequence[bytes], params: FeatureParams, source: str
+                   ) -> np.ndarray:
+    """``aggregates.decode``, naming the source when the params or layout differ."""
+    from segstream.aggregates import RecordMismatch
+
+    try:
+        return decode(blobs, params)
+    except RecordMismatch as exc:
+        raise RecordMismatch(f"{source}: {exc}") from exc
+
+
+def decode_messages(messages: Iterable[tuple[bytes | None, bytes | None]],
+                    params: FeatureParams, source: str = "features"
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(user ids, records) of `features` topic messages ``(key, value)``; messages
+    without a key or a value (tombstones) are skipped."""
+    keys: list[str] = []
+    blobs: list[bytes] = []
+    for key, value in messages:
+        if key is None or value is None:
+            continue
+        keys.append(key.decode("utf-8", "replace"))
+        blobs.append(value)
+    return np.array(keys, dtype=object), decode_records(blobs, params, f"a message on {source}")
+
+
+def table_from_messages(messages: Iterable[tuple[bytes | None, bytes | None]],
+                        params: FeatureParams, source: str = "features",
+                        as_of_ms: int | None = None) -> FeatureTable:
+    """Snapshot as of ``as_of_ms`` (default: the stream time) of `features` messages."""
+    users, aggs = decode_messages(messages, params, source)
+    return snapshot(users, aggs, as_of_ms, params, source)
+
+
+# ------------------------------------------------------------------ files
+
+
+def _iso(ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+
+
+def read_history(path: Path, params: FeatureParams, as_of_ms: int | None = None
+                 ) -> FeatureTable:
+    """Snapshot as of ``as_of_ms`` of a Parquet history (a directory of per-batch files,
+    or one such file)."""
+    import pandas as pd
+
+    files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
+    if not files:
+        raise ValueError(f"{path} holds no Parquet history files; run `segstream stream` first")
+    # the selection reads the small columns only; records are decoded for the chosen rows
+    meta = pd.concat([pd.read_parquet(f, columns=["user_id", "events", "last_event_ms"])
+                      .assign(_file=i, _row=lambda d: np.arange(len(d)))
+                      for i, f in enumerate(files)], ignore_index=True)
+    T = int(meta["last_event_ms"].max()) if as_of_ms is None else int(as_of_ms)
+    rows = latest_rows(meta["user_id"].to_numpy(dtype=object),
+                       meta["last_event_ms"].to_numpy(np.int64),
+                       meta["events"].to_numpy(np.int64), T)
+    if len(rows) == 0:
+        raise ValueError(f"{path} has no record with last_event_ms <= as_of {_iso(T)}: the "
+                         f"history starts at {_iso(int(meta['last_event_ms'].min()))}")
+    chosen = meta.iloc[rows]
+    blobs: list[bytes] = []
+    users: list[str] = []
+    for _, part in chosen.groupby("_file", sort=True):
+        file = files[int(part["_file"].iloc[0])]
+        agg = pd.read_parquet(file, columns=["agg"])["agg"].to_numpy(dtype=object)
+        blobs.extend(bytes(b) for b in agg[part["_row"].to_numpy(np.int64)])
+        users.extend(part["user_id"].astype(str))
+    aggs = decode_records(blobs, params, str(path))
+    return table_from_aggregates(np.array(users, dtype=object), aggs, T, params, str(path))
+
+
+def table_from_frame(df: pd.DataFrame, params: FeatureParams, source: str = "",
+                     as_of_ms: int | None = None, spec: FeatureSpec = FEATURE_SPEC
+                     ) -> FeatureTable:
+    """A batch features frame (``segstream features --out`` columns), checked: spec
+    version, columns, one ``as_of_ms`` (equal to ``as_of_ms`` if given), the params
+    fingerprint in its ``agg`` records, finite values."""
+    what = f"the feature table {source}".strip()
+    if "spec_version" not in df.columns:
+        raise ValueError(f"{what} has no spec_version column; compute it with `segstream "
+                         "features`")
+    for v in sorted({str(v) for v in df["spec_version"].dropna().unique()}):
+        spec.check_version(v, what=what)
+    for column in ("user_id", "as_of_ms", "agg"):
+        if column not in df.columns:
+            raise ValueError(
+                f"{what} has no {column} column: it is not a `segstream features` output of "
+                f"spec {spec.version} (its agg records carry the feature params, as_of_ms the "
+                "time it was evaluated at)")
+    times = sorted({int(t) for t in df["as_of_ms"].unique()})
+    if len(times) != 1:
+        raise ValueError(f"{what} mixes {len(times)} as_of times ({times[:3]}...); a training "
+                         "table is one snapshot")
+    if as_of_ms is not None and int(as_of_ms) != times[0]:
+        raise ValueError(
+            f"{what} is evaluated as of {_iso(times[0])} ({times[0]} ms), not the requested "
+            f"{_iso(int(as_of_ms))} ({int(as_of_ms)} ms): it holds no events after its own "
+            "as_of. Run `segstream features --as-of ...` again, or train on the Parquet "
+            "history, which can be evaluated at any time")
+    if df["user_id"].duplicated().any():
+        dup = df.loc[df["user_id"].duplicated(), "user_id"].iloc[0]
+        raise ValueError(f"{what} has several rows for user {dup!r}; one snapshot has one "
+                         "row per user")
+    aggs = decode_records([bytes(b) for b in df["agg"]], params, what)
     X = as_matrix(df, spec)
     bad = ~np.isfinite(X)
-    if bad.any():  # a missing feature means the spec default
-        X = np.where(bad, np.asarray(spec.defaults)[None, :], X)
-    ts = (df["last_event_ms"].fillna(0).to_numpy(dtype=np.int64)
-          if "last_event_ms" in df.columns else np.zeros(len(df), dtype=np.int64))
-    return FeatureTable(users, X, ts, source)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise ValueError(f"{what}: feature {spec.names[c]} of user {df['user_id'].iloc[r]!r} "
+                         f"is {X[r, c]}; features are finite")
+    return FeatureTable(df["user_id"].astype(str).to_numpy(dtype=object), X,
+                        df["last_event_ms"].to_numpy(dtype=np.int64), source, times[0],
+                        params.describe(), aggs)
 
 
-def read_table(path: Path, spec: FeatureSpec = FEATURE_SPEC) -> FeatureTable:
-    """Parquet file or directory (Parquet history), or CSV."""
+def read_table(path: Path, params: FeatureParams, as_of_ms: int | None = None,
+               spec: FeatureSpec = FEATURE_SPEC) -> FeatureTable:
+    """A batch features file, or the Parquet history (directory or one of its files)."""
     import pandas as pd
+    import pyarrow.parquet as pq
 
     if not path.exists():
         raise FileNotFoundError(
             f"{path} does not exist; compute features first (`segstream features --from "
             "EVENTS.jsonl --out FEATURES.parquet`) or pass the Parquet history directory"
         )
-    if path.is_file() and path.suffix.lower() in (".csv", ".gz") and ".csv" in path.name:
-        df = pd.read_csv(path)
-    else:
-        df = pd.read_parquet(path)
+    if path.is_dir():
+        return read_history(path, params, as_of_ms)
+    try:
+        columns = set(pq.read_schema(path).names)
+    except Exception as exc:  # pyarrow raises several types for a non-Parquet file
+        raise ValueError(f"{path} is not a Parquet file ({exc})") from exc
+    from streaming.sinks import HISTORY_COLUMNS
+
+    if not set(spec.names) & columns and set(HISTORY_COLUMNS) <= columns:
+        return read_history(path, params, as_of_ms)
+    df = pd.read_parquet(path)
     if len(df) == 0:
         raise ValueError(f"{path} holds no feature rows")
-    return table_from_frame(df, str(path), spec)
-
-
-def table_from_messages(values: Iterable[bytes], source: str = "features",
-                        spec: FeatureSpec = FEATURE_SPEC) -> FeatureTable:
-    """Latest vector per user from ``features`` topic messages (other specs refused)."""
-    from segstream.online_store import decode_feature_message
-
-    latest: dict[str, tuple[int, np.ndarray]] = {}
-    for value in values:
-        msg = decode_feature_message(value)
-        spec.check_version(msg.record.spec_version, what=f"a message on {source}")
-        prev = latest.get(msg.user_id)
-        if prev is None or msg.record.last_event_ms >= prev[0]:
-            latest[msg.user_id] = (msg.record.last_event_ms, msg.record.vector)
-    if not latest:
-        raise ValueError(f"{source} holds no feature messages; run the streaming job first")
-    users = np.array(list(latest), dtype=object)
-    X = np.vstack([v for _, v in latest.values()]).astype(np.float64)
-    ts = np.array([t for t, _ in latest.values()], dtype=np.int64)
-    return FeatureTable(users, X, ts, source)
+    return table_from_frame(df, params, str(path), as_of_ms, spec)
 
 
 def read_truth(path: Path) -> dict[str, tuple[str, str]]:

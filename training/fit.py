@@ -33,6 +33,7 @@ ID_MATCH_RADII = 1.0
 def fit_model(table: FeatureTable, k: int, *, seed: int = 0, parent: SegmentModel | None = None,
               next_id: int = 1, kind: str = "bootstrap",
               overrides: dict[int, dict[str, str]] | None = None) -> SegmentModel:
+    _check_params(table)
     if len(table) < max(2 * k, 10):
         raise ValueError(f"{len(table)} rows are too few to fit k={k} segments; "
                          f"need at least {max(2 * k, 10)}")
@@ -49,9 +50,17 @@ def model_from_centroids(table: FeatureTable, parent: SegmentModel, centroids: n
                   next_id=next_id, kind=kind, seed=seed, overrides=overrides)
 
 
+def _check_params(table: FeatureTable) -> None:
+    if table.feature_params is None:
+        raise ValueError(f"the feature table {table.source!r} does not say which feature params "
+                         "(half-lives, session gap, vocabulary) its rows were computed with; "
+                         "read it with training.data, which checks and records them")
+
+
 def finish(table: FeatureTable, pre: Preprocessor, centroids: np.ndarray, weights: np.ndarray,
            *, parent: SegmentModel | None, next_id: int, kind: str, seed: int,
            overrides: dict[int, dict[str, str]] | None = None) -> SegmentModel:
+    _check_params(table)
     Z = pre.transform(table.X)
     c = np.asarray(centroids, dtype=np.float64)
     d2 = (Z * Z).sum(1)[:, None] - 2.0 * Z @ c.T + (c * c).sum(1)[None, :]
@@ -86,6 +95,8 @@ def finish(table: FeatureTable, pre: Preprocessor, centroids: np.ndarray, weight
         "id_shifts": {str(k): round(v, 5) for k, v in shifts.items()},
         "cluster_weights": [float(w) for w in weights],
         "seed": seed, "trained_at_ms": int(time.time() * 1000),
+        # serving refuses a model whose params fingerprint is not its own
+        "feature_params": dict(table.feature_params or {}), "as_of_ms": table.as_of_ms,
     }
     return SegmentModel(
         spec_version=FEATURE_SPEC.version, feature_names=FEATURE_SPEC.names, preprocessor=pre,

@@ -8,13 +8,15 @@ numpy and the MLflow client, never scikit-learn or a pyfunc flavour.
 Each version carries, as MLflow tags (searchable, shown by ``segstream models``):
 ``spec_version``, ``k``, ``rows``, ``data_start_ms``/``data_end_ms``, ``parent``,
 ``segment_ids``, ``personas``, ``metrics`` (JSON), ``gate`` (``passed`` or
-``rejected``), ``gate_reasons`` and ``kind`` (``bootstrap``, ``incremental``,
-``refit``). The full profiles and the drift baseline live in the artefact JSON.
+``rejected``), ``gate_reasons``, ``kind`` (``bootstrap``, ``incremental``,
+``refit``), ``feature_params`` (the params fingerprint, hex) and ``as_of_ms`` (the
+time the training rows were evaluated at). The full profiles and the drift baseline
+live in the artefact JSON.
 
 Embedded default (``registry_uri`` unset): ``sqlite:///<data_dir>/mlflow/mlflow.db``
 with artefacts in ``<data_dir>/mlflow/artifacts``. The alias ``champion`` is the
-model serving uses; :meth:`Registry.champion_version` is one indexed query (~5 ms),
-cheap enough to poll.
+model serving uses; :meth:`Registry.champion_version` is one indexed query, cheap
+enough to poll.
 """
 
 from __future__ import annotations
@@ -167,6 +169,8 @@ class Registry:
             "metrics": json.dumps({k: round(float(v), 6) for k, v in model.metrics.items()}),
             "gate": "unchecked" if gate is None else ("passed" if gate.passed else "rejected"),
             "gate_reasons": "" if gate is None else "; ".join(gate.reasons),
+            "feature_params": _fingerprint_tag(info.get("feature_params")),
+            "as_of_ms": str(info.get("as_of_ms") or ""),
         }
         for key, value in (tags or {}).items():
             version_tags[key] = value if isinstance(value, str) else json.dumps(value)
@@ -308,6 +312,11 @@ class Registry:
             model = SegmentModel.load(Path(path), version=info.version)
             shutil.rmtree(path, ignore_errors=True)
         return model
+
+
+def _fingerprint_tag(params: Any) -> str:
+    fp = (params or {}).get("fingerprint")
+    return "" if fp is None else f"{int(fp):08x}"
 
 
 def gate_text(gate: GateResult | None) -> str:

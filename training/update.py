@@ -2,12 +2,15 @@
 
 :class:`Updater` holds the champion's centroids in a :class:`DecayingKMeans` (the
 champion's preprocessor stays fixed between refits) and a window of the most
-recent vector per user. Every ``update_publish_rows`` rows or
-``update_publish_minutes`` it publishes a candidate: normally the decayed
-centroids; when drift passes a threshold (max feature PSI against the parent's
-baseline, or mean distance-to-centroid grown by ``drift_distance_ratio``) a full
-refit on the window instead. Candidates go through the gates; a passing one
-becomes the champion and the parent of the next.
+recent aggregate record per user. Each batch of messages is evaluated as of the
+stream time (the newest event time read so far) and partial_fit; every
+``update_publish_rows`` rows or ``update_publish_minutes`` it publishes a candidate:
+normally the decayed centroids; when drift passes a threshold (max feature PSI
+against the parent's baseline, or mean distance-to-centroid grown by
+``drift_distance_ratio``) a full refit on the window instead. The window is evaluated
+as of the stream time when a candidate is built, so a user whose records stopped
+coming has aged in it like everyone else. Candidates go through the gates; a passing
+one becomes the champion and the parent of the next.
 
 :func:`consume` reads the topic without a consumer group: it assigns all
 partitions and keeps its own offsets in ``<data_dir>/checkpoints/training``,
@@ -29,10 +32,10 @@ import numpy as np
 from segstream.config import Settings
 from segstream.segment_model import SegmentModel
 from training.baseline import feature_psi
-from training.data import FeatureTable, table_from_messages
+from training.data import FeatureTable, decode_messages, snapshot, table_from_aggregates
 from training.fit import fit_model, model_from_centroids
 from training.kmeans import DecayingKMeans
-from training.pipeline import Published, next_segment_id, publish
+from training.pipeline import Published, next_segment_id, params_fingerprint, publish
 from training.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -58,21 +61,35 @@ def drift_of(model: SegmentModel, X: np.ndarray) -> DriftState:
 
 
 class Updater:
-    """Decayed partial_fit from a parent model; publishes candidates to the registry."""
+    """Decayed partial_fit from a parent model; publishes candidates to the registry.
+
+    The parent must have been fitted on this process's feature params (refused
+    otherwise: its centroids live in another feature space).
+    """
 
     def __init__(self, settings: Settings, registry: Registry, parent: SegmentModel,
                  *, overrides: dict[int, dict[str, str]] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
+        self.params = settings.feature_params()
         self.registry = registry
         self.overrides = overrides
         self.clock = clock
-        self.window: OrderedDict[str, tuple[int, np.ndarray]] = OrderedDict()
+        self.window: OrderedDict[str, np.void] = OrderedDict()  # user -> newest record
+        self.stream_ms = 0  # newest event time of any record read
         self.rows_seen = 0
         self.published: list[Published] = []
         self._reset(parent)
 
     def _reset(self, parent: SegmentModel) -> None:
+        parent.check_spec()
+        if params_fingerprint(parent) != self.params.fingerprint:
+            fp = params_fingerprint(parent)
+            raise ValueError(
+                f"model {parent.version} was fitted on feature params "
+                f"{'(not recorded)' if fp is None else f'{fp:08x}'}, this process uses "
+                f"{self.params.fingerprint:08x} ({self.params.describe()}); train a new "
+                "model with `segstream train` on features of these params")
         self.parent = parent
         weights = parent.info.get("cluster_weights") or [
             p.get("size", 1) for p in parent.profiles] or [1.0] * parent.k
@@ -83,20 +100,30 @@ class Updater:
         self.last_publish = self.clock()
 
     def window_table(self) -> FeatureTable:
+        """The window's users evaluated as of the stream time."""
         users = np.array(list(self.window), dtype=object)
-        X = np.vstack([v for _, v in self.window.values()])
-        ts = np.array([t for t, _ in self.window.values()], dtype=np.int64)
-        return FeatureTable(users, X, ts, f"{self.settings.topic_features} (recent window)")
+        aggs = np.array(list(self.window.values()), dtype=next(iter(self.window.values())).dtype)
+        return table_from_aggregates(users, aggs, self.stream_ms, self.params,
+                                     f"{self.settings.topic_features} (recent window)")
 
     def feed(self, table: FeatureTable) -> list[Published]:
-        """partial_fit ``table`` in mini-batches; publish whenever a trigger fires."""
+        """partial_fit ``table`` (a snapshot with its records) in mini-batches; publish
+        whenever a trigger fires."""
+        if table.aggs is None or table.as_of_ms is None:
+            raise ValueError(f"{table.source}: updates need the aggregate records (a snapshot "
+                             "of the features topic or the history), not evaluated features")
+        self.stream_ms = max(self.stream_ms, table.as_of_ms)
         out = []
         step = self.settings.update_batch_rows
         for lo in range(0, len(table), step):
             part = table.take(np.arange(lo, min(lo + step, len(table))))
             self.km.partial_fit(self.parent.preprocessor.transform(part.X))
-            for uid, ts, x in zip(part.user_ids, part.last_event_ms, part.X, strict=True):
-                self.window[uid] = (int(ts), x)
+            assert part.aggs is not None
+            for uid, agg in zip(part.user_ids, part.aggs, strict=True):
+                prev = self.window.get(uid)
+                if prev is None or (int(agg["last_ms"]), int(agg["events"])) >= (
+                        int(prev["last_ms"]), int(prev["events"])):
+                    self.window[uid] = agg.copy()  # not a view: the batch can go
                 self.window.move_to_end(uid)
             while len(self.window) > self.settings.update_window_rows:
                 self.window.popitem(last=False)
@@ -184,20 +211,24 @@ def consume(settings: Settings, updater: Updater, *, once: bool, bootstrap: str,
         def done() -> bool:
             return once and all(consumer.position(tp) >= end[tp] for tp in tps)
 
+        params = updater.params
         while not done() and not stop():
             batches = consumer.poll(timeout_ms=poll_ms,
                                     max_records=settings.update_batch_rows)
-            values: list[bytes] = []
+            messages: list[tuple[bytes | None, bytes | None]] = []
             for tp, msgs in batches.items():
                 limit = end.get(TopicPartition(tp.topic, tp.partition))
-                values.extend(m.value for m in msgs
-                              if m.value is not None and (limit is None or m.offset < limit))
-            if not values:
+                messages.extend((m.key, m.value) for m in msgs
+                                if m.value is not None and (limit is None or m.offset < limit))
+            if not messages:
                 continue
-            read += len(values)
-            published = updater.feed(table_from_messages(values, topic))
+            read += len(messages)
+            users, aggs = decode_messages(messages, params, topic)
+            # as of the stream time: the newest event time read so far, this batch included
+            as_of = max(updater.stream_ms, int(aggs["last_ms"].max()))
+            published = updater.feed(snapshot(users, aggs, as_of, params, topic))
             if on_batch is not None:
-                on_batch(len(values))
+                on_batch(len(messages))
             if published:
                 save()
         save()

@@ -1,20 +1,30 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from tests.training.synth import persona_features
-from training.data import FeatureTable, table_from_frame
+from tests.training.real import RealLog, real_log
+from training.data import FeatureTable
+
+#: ~100 events per user, as in the benchmark, at a size that keeps the tests fast
+USERS, EVENTS = 600, 60_000
 
 
 @pytest.fixture(scope="session")
-def labelled() -> tuple[FeatureTable, np.ndarray, pd.DataFrame]:
-    df, labels = persona_features(3000, seed=1)
-    return table_from_frame(df, "synth"), labels, df
+def log_a() -> RealLog:
+    return real_log(USERS, EVENTS, seed=1)
+
+
+@pytest.fixture(scope="session")
+def labelled(log_a: RealLog) -> tuple[FeatureTable, np.ndarray]:
+    """Every user of a generated log as of its end, and the persona truth."""
+    table = log_a.table()
+    return table, log_a.labels(table.user_ids)
 
 
 @pytest.fixture(scope="session")
 def labelled_again() -> tuple[FeatureTable, np.ndarray]:
-    df, labels = persona_features(3000, seed=2)
-    return table_from_frame(df, "synth-2"), labels
+    """Another sample of the same behaviour (another seed)."""
+    log = real_log(USERS, EVENTS, seed=2)
+    table = log.table()
+    return table, log.labels(table.user_ids)

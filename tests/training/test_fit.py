@@ -1,15 +1,19 @@
-"""Fitting: preprocessing, k selection, profiles, names, baseline, quality on known personas."""
+"""Fitting: preprocessing, k selection, profiles, names, baseline, quality on known personas.
+
+The tables are REAL v2 features (tests/training/real.py): a generated log of 600 users
+and 60,000 events through the stream's pure step, every user as of the log's end.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from segstream.contract import FEATURE_SPEC, FeatureSpecMismatch
+from tests.training.real import PARAMS, RealLog, features_file
 from training.data import FeatureTable, table_from_frame
 from training.fit import fit_model
 from training.kmeans import DecayingKMeans
@@ -22,20 +26,21 @@ from training.selection import select_k
 def test_preprocessor_follows_the_spec_and_clips() -> None:
     rng = np.random.default_rng(0)
     X = rng.lognormal(2, 1, (1000, len(FEATURE_SPEC)))
-    X[0, 2] = 1e12  # an absurd spend
+    spend = FEATURE_SPEC.index("lifetime_spend")
+    X[0, spend] = 1e12  # an absurd spend
     pre = fit_preprocessor(X, clip=5.0)
     assert pre.log1p.tolist() == [f.heavy_tailed for f in FEATURE_SPEC.features]
     z = pre.transform(X)
     assert np.abs(np.median(z, 0)).max() < 1e-9
-    assert z[0, 2] == 5.0
+    assert z[0, spend] == 5.0
     inside = z[1:5]
     np.testing.assert_allclose(inverse_transform(pre, inside), X[1:5], rtol=1e-9)
 
 
 def test_within_scaling_keeps_the_preprocessor_shape_and_bounds_weights(
-        labelled: tuple[FeatureTable, np.ndarray, pd.DataFrame]) -> None:
+        labelled: tuple[FeatureTable, np.ndarray]) -> None:
     """Only the scales change (serving's fast path reads log1p, centre, scale, clip)."""
-    table, _, _ = labelled
+    table, _ = labelled
     robust = fit_preprocessor(table.X)
     pre, km = within_scaled(table.X, 7, seed=0, max_weight=100.0)
     assert pre.log1p.tolist() == robust.log1p.tolist() and pre.clip == robust.clip
@@ -49,16 +54,24 @@ def test_within_scaling_keeps_the_preprocessor_shape_and_bounds_weights(
     assert np.abs(spread - 1.0).max() < 0.15
 
 
-def test_fit_recovers_the_personas(labelled: tuple[FeatureTable, np.ndarray, pd.DataFrame]
-                                   ) -> None:
-    table, labels, _ = labelled
+#: ARI bar of the bootstrap on the 600-user log; measured 0.953 (seeds 2, 3: 0.980, 0.982)
+ARI_BAR = 0.93
+
+
+def test_fit_recovers_the_personas(labelled: tuple[FeatureTable, np.ndarray],
+                                   log_a: RealLog) -> None:
+    table, labels = labelled
     model = fit_model(table, 7, seed=42)
     model.check_spec()
-    assert adjusted_rand_score(labels, model.assign(table.X).segment_ids) >= 0.95
+    ari = adjusted_rand_score(labels, model.assign(table.X).segment_ids)
+    assert ari >= ARI_BAR, f"ARI {ari:.4f} < {ARI_BAR}"
     assert model.segment_ids == tuple(range(1, 8))
     assert len(set(model.personas)) == 7
     assert sum(p["share"] for p in model.profiles) == pytest.approx(1.0)
-    assert model.info["rows"] == 3000 and model.info["data_start_ms"] > 0
+    assert model.info["rows"] == len(table) and model.info["data_start_ms"] > 0
+    # the snapshot it was fitted on: its time and its feature params
+    assert model.info["as_of_ms"] == log_a.end_ms == table.as_of_ms
+    assert model.info["feature_params"] == PARAMS.describe()
     # drift baseline in the shape serving reads
     b = model.baseline
     assert set(b["features"]) == set(FEATURE_SPEC.names)
@@ -67,24 +80,43 @@ def test_fit_recovers_the_personas(labelled: tuple[FeatureTable, np.ndarray, pd.
         assert sum(spec["proportions"]) == pytest.approx(1.0)
     assert set(b["segment_shares"]) == {str(s) for s in model.segment_ids}
     assert b["distance"]["p50"] <= b["distance"]["p90"] <= b["distance"]["p99"]
-    # the high-spend persona is the segment whose top features are spend-related
-    purchase = FEATURE_SPEC.names[FEATURE_SPEC.index("purchase_ratio")]
-    hi = max(model.profiles, key=lambda p: p["z"][purchase])
-    assert hi["distinguishing"][0]["direction"] == "high"
+    # the profile of the high-spend persona's segment says what sets it apart: spend
+    seg = model.assign(table.X).segment_ids
+    hi_id = np.bincount(seg[labels == "high_spend_loyalist"]).argmax()
+    assert (labels[seg == hi_id] == "high_spend_loyalist").mean() > 0.9
+    hi = model.profiles[model.segment_ids.index(int(hi_id))]
+    assert {("avg_order_value", "high"), ("lifetime_spend", "high")} & {
+        (d["feature"], d["direction"]) for d in hi["distinguishing"]}
 
 
-def test_k_auto_picks_the_number_of_personas(
-        labelled: tuple[FeatureTable, np.ndarray, pd.DataFrame]) -> None:
-    table, _, _ = labelled
+def test_fit_refuses_a_table_of_unknown_feature_params(
+        labelled: tuple[FeatureTable, np.ndarray]) -> None:
+    import dataclasses
+
+    bare = dataclasses.replace(labelled[0], feature_params=None)
+    with pytest.raises(ValueError, match="does not say which feature params"):
+        fit_model(bare, 7, seed=42)
+
+
+def test_k_selection_votes_and_its_pick_is_a_good_partition(
+        labelled: tuple[FeatureTable, np.ndarray]) -> None:
+    """`--k auto` votes on robust-scaled features. On real features the sparse
+    casual_browser / decaying_at_risk pair is one blob at that scaling, so the vote is
+    6 for 7 personas (measured on seeds 1-3: 6, 6, 5); the pick must still be a
+    partition that recovers the personas."""
+    table, labels = labelled
     Z = fit_preprocessor(table.X).transform(table.X)
     sel = select_k(Z, range(4, 10), seed=42)
-    assert sel.best_k == 7
     assert [int(r["k"]) for r in sel.rows] == list(range(4, 10))
     assert set(sel.votes) == {"silhouette", "calinski_harabasz", "davies_bouldin", "elbow"}
+    assert sel.best_k == max(set(sel.votes.values()), key=list(sel.votes.values()).count)
+    assert sel.best_k == 6
+    picked = fit_model(table, sel.best_k, seed=42).assign(table.X).segment_ids
+    assert adjusted_rand_score(labels, picked) >= 0.85
 
 
 def test_persona_overrides_from_yaml(tmp_path: Path,
-                                     labelled: tuple[FeatureTable, np.ndarray, pd.DataFrame]
+                                     labelled: tuple[FeatureTable, np.ndarray]
                                      ) -> None:
     f = tmp_path / "names.yaml"
     f.write_text('3: "Binge viewers"\n5: {name: "High-spend loyalists", description: "buy"}\n')
@@ -99,14 +131,13 @@ def test_persona_overrides_from_yaml(tmp_path: Path,
         read_overrides(bad)
 
 
-def test_feature_table_refuses_another_spec(
-        labelled: tuple[FeatureTable, np.ndarray, pd.DataFrame]) -> None:
-    df = labelled[2].copy()
-    df["spec_version"] = "v0"
+def test_feature_table_refuses_another_spec(log_a: RealLog) -> None:
+    df = features_file(log_a.state.users, log_a.state.aggs, None)
+    assert len(table_from_frame(df, PARAMS)) == len(df)
     with pytest.raises(FeatureSpecMismatch, match="'v0'"):
-        table_from_frame(df)
+        table_from_frame(df.assign(spec_version="v0"), PARAMS)
     with pytest.raises(ValueError, match="lacks columns"):
-        table_from_frame(labelled[2].drop(columns=[FEATURE_SPEC.names[3]]))
+        table_from_frame(df.drop(columns=[FEATURE_SPEC.names[3]]), PARAMS)
 
 
 def test_partial_fit_forgets_with_a_half_life() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from segstream.aggregates import FeatureParams
 from segstream.config import Settings
 from segstream.contract import FEATURE_SPEC
 from segstream.segment_model import Preprocessor, SegmentModel
@@ -26,7 +27,8 @@ def tiny_model(k: int = 3, seed: int = 0) -> SegmentModel:
         personas=tuple(f"P{i}" for i in range(k)), temperature=2.0,
         profiles=[{"segment_id": 10 + i, "share": 1 / k} for i in range(k)],
         baseline={"shares": [1 / k] * k}, metrics={"silhouette": 0.4, "inertia": 12.5},
-        info={"rows": 1000, "data_start_ms": 1, "data_end_ms": 2, "parent": None, "k": k},
+        info={"rows": 1000, "data_start_ms": 1, "data_end_ms": 2, "parent": None, "k": k,
+              "feature_params": FeatureParams().describe(), "as_of_ms": 3},
     )
 
 
@@ -52,7 +54,10 @@ def test_register_load_roundtrip_and_metadata(registry: Registry, tmp_path: Path
     x = np.abs(np.random.default_rng(1).normal(size=(20, len(FEATURE_SPEC))))
     np.testing.assert_array_equal(loaded.assign(x).segment_ids, model.assign(x).segment_ids)
     info = registry.show("1")
-    assert info.tags["spec_version"] == "v1" and info.tags["k"] == "3"
+    assert info.tags["spec_version"] == FEATURE_SPEC.version and info.tags["k"] == "3"
+    assert info.tags["feature_params"] == f"{FeatureParams().fingerprint:08x}"
+    assert info.tags["as_of_ms"] == "3"
+    assert loaded.info["feature_params"] == FeatureParams().describe()
     assert info.tags["gate"] == "passed" and info.metrics["silhouette"] == 0.4
     assert info.tags["segment_ids"] == "[10, 11, 12]"
     assert info.tag_int("rows") == 1000
