@@ -110,27 +110,31 @@ def write_records(client: Any, state: GroupState, updated_ms: int | None = None)
     pipe.execute()
 
 
-def put_users(client: Any, rows: dict[str, int], *, end_ms: int | None = None,
+def put_users(client: Any, rows: dict[str, int], *, end_ms: int | dict[str, int] | None = None,
               updated_ms: int | None = None, seed: int = 0, intensity: float = 1.0
               ) -> GroupState:
-    """Fold and store users ``{user_id: archetype row}``; default: last event a minute ago."""
+    """Fold and store users ``{user_id: archetype row}`` whose last event is ``end_ms``
+    (one time or one per user; default: a minute ago)."""
     end = end_ms if end_ms is not None else int(time.time() * 1000) - MINUTE
     state = users_state(rows, end, seed=seed, intensity=intensity)
     write_records(client, state, updated_ms)
     return state
 
 
+def recent_ends(users: list[str], seed: int) -> dict[str, int]:
+    """A last-event time for each user within the last two hours."""
+    rng = np.random.default_rng(seed)
+    now = int(time.time() * 1000)
+    return {u: now - int(rng.integers(MINUTE, 2 * HOUR)) for u in users}
+
+
 @functools.cache
 def archetype_sample(per_row: int = 60) -> tuple[np.ndarray, np.ndarray]:
-    """Features of ``per_row`` users of each archetype, each last active at some time of
-    today and evaluated up to two hours later (the spread a lookup sees): (X, rows)."""
-    rng = np.random.default_rng(3)
-    today = int(time.time() * 1000) // DAY * DAY
+    """Features of ``per_row`` users of each archetype, each last active in the last two
+    hours, evaluated now (what a lookup sees): (X, rows)."""
     rows = {f"s{i}": i % 3 for i in range(3 * per_row)}
-    ends = {u: today + int(rng.integers(0, DAY)) for u in rows}
-    state = users_state(rows, ends, seed=5)
-    as_of = state.aggs["last_ms"] + rng.integers(0, 2 * HOUR, len(state.aggs))
-    X = evaluate(state.aggs, as_of, PARAMS)
+    state = users_state(rows, recent_ends(list(rows), seed=4), seed=5)
+    X = evaluate(state.aggs, int(time.time() * 1000), PARAMS)
     return X, np.array([rows[str(u)] for u in state.users])
 
 

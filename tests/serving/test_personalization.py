@@ -11,7 +11,7 @@ import pytest
 
 from serving.experiments import uplift
 from serving.personalization import MappingError, assign_arm, load_mapping
-from tests.serving.conftest import Api, prototypes, put_user
+from tests.serving.conftest import Api, put_users
 
 pytestmark = pytest.mark.redis
 
@@ -32,8 +32,7 @@ placements:
 def api(api_factory: Callable[..., Api], redis_client: Any, tmp_path: Path) -> Api:
     path = tmp_path / "mapping.yaml"
     path.write_text(MAPPING)
-    for i in range(200):
-        put_user(redis_client, f"u{i}", prototypes()[i % 3])
+    put_users(redis_client, {f"u{i}": i % 3 for i in range(200)})
     return api_factory(api_personalization_file=path)
 
 

@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 
 from segstream.stack import free_port
-from tests.serving.conftest import Api, prototypes, put_user
+from tests.serving.conftest import Api, put_users, recent_ends
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.redis]
 
@@ -82,15 +81,11 @@ def test_prometheus_scrapes_and_drift_gauges_move(
     api_factory: Callable[..., Api], redis_client: Any,
     prometheus_for: Callable[[str], str],
 ) -> None:
-    rng = np.random.default_rng(11)
-    normal = []
-    for i in range(300):  # like the training sample: the three prototypes, +-20%
-        put_user(redis_client, f"n{i}", prototypes()[i % 3] * rng.uniform(0.8, 1.2, 19))
-        normal.append(f"n{i}")
-    drifted = []
-    for i in range(300):  # everyone far outside the training range, mostly one segment
-        put_user(redis_client, f"d{i}", prototypes()[1] * rng.uniform(20, 30, 19))
-        drifted.append(f"d{i}")
+    normal = [f"n{i}" for i in range(300)]  # like the training sample: the three archetypes
+    put_users(redis_client, {u: i % 3 for i, u in enumerate(normal)}, seed=11,
+              end_ms=recent_ends(normal, seed=13))
+    drifted = [f"d{i}" for i in range(300)]  # big spenders spending 25x: one segment, far out
+    put_users(redis_client, dict.fromkeys(drifted, 1), seed=12, intensity=25.0)
     api = api_factory(api_drift_window=300)
     prom = prometheus_for(api.url)
 

@@ -14,7 +14,7 @@ from segstream.config import Settings
 from segstream.segment_model import SegmentModel
 from serving import metrics
 from serving.model_source import RegistrySource
-from tests.serving.conftest import Api, make_model, prototypes, put_user
+from tests.serving.conftest import Api, make_model, put_users
 
 pytestmark = [pytest.mark.redis, pytest.mark.mlflow]
 
@@ -53,8 +53,7 @@ def test_hot_reload_under_concurrent_requests(
     registry = _registry(settings)
     v1 = registry.register(make_model())
     registry.set_alias(v1, "champion")
-    for row in range(3):
-        put_user(redis_client, f"user-{row}", prototypes()[row])
+    put_users(redis_client, {f"user-{row}": row for row in range(3)})
     api = api_factory(RegistrySource(settings), api_model_poll_s=0.1)
     reloads_before = metrics.MODEL_RELOADS._value.get()
 
@@ -108,7 +107,7 @@ def test_registry_down_keeps_last_good_model(
     registry = _registry(settings)
     v1 = registry.register(make_model())
     registry.set_alias(v1, "champion")
-    put_user(redis_client, "u", prototypes()[1])
+    put_users(redis_client, {"u": 1})
     source = FlakySource(RegistrySource(settings))
     api = api_factory(source, api_model_poll_s=0.05)
     failures = metrics.MODEL_RELOAD_FAILURES._value.get()

@@ -15,7 +15,7 @@ import pytest
 
 from segstream.config import Settings
 from segstream.stack import free_port
-from tests.serving.conftest import make_model, prototypes, put_user
+from tests.serving.conftest import make_model, put_users
 
 pytestmark = [pytest.mark.redis, pytest.mark.mlflow, pytest.mark.slow]
 
@@ -32,8 +32,7 @@ def test_two_workers_report_every_request_in_every_scrape(
     settings = settings_factory()
     registry = Registry(settings)
     registry.set_alias(registry.register(make_model()), "champion")
-    for row in range(3):
-        put_user(redis_client, f"user-{row}", prototypes()[row])
+    put_users(redis_client, {f"user-{row}": row for row in range(3)})
     port = free_port()
     env = {**os.environ, "SEGSTREAM_DATA_DIR": str(settings.data_dir),
            "SEGSTREAM_REDIS_URL": settings.redis_url or "", "SEGSTREAM_API_KEYS": '["k-123"]'}
