@@ -1,20 +1,29 @@
-"""Streaming benchmark: job throughput vs raw consume, and freshness at a steady rate.
+"""Streaming benchmark: job throughput against a plain one-process loop and the raw
+reader, flat cost of a steady batch against per-user history, freshness.
 
     .venv/bin/python -m benchmarks.streaming [--events 300000] [--users 3000]
-        [--rate 2000] [--seconds 30] [--fresh-users 1000]
+        [--history-events 300000] [--steady-events 20000] [--steady-batches 3]
+        [--rate 2000] [--seconds 30] [--fresh-users 1000] [--skip-freshness]
 
 Starts its own embedded broker and redis-server on free loopback ports (stopped at the
 end), so it measures only what it starts. Prints a Markdown block for
 docs/benchmarks.md.
 
 1. Throughput: ``--events`` generated events of ``--users`` users on a 4-partition
-   topic. Raw consume = the job's own reader (``kafka_source.read_range``,
-   kafka-python) reading every partition in this process, one thread. Job =
-   ``segstream stream --available-now`` over the same topic into Redis with the default
-   admission control, after a warm-up run on another topic (a running job has warm
-   Python workers and JIT). Reported: events per second of micro-batch time (what a
-   running job sustains) and of wall time including the query's start and stop.
-2. Freshness: events of ``--fresh-users`` users produced at ``--rate``/s for
+   topic. Plain loop = the issue's baseline: one process, confluent-kafka consume
+   (batched ``consume``) + ``orjson.loads`` + a dict per user (count, last ts). Raw
+   consume = the job's own reader (``kafka_source.read_range``, kafka-python) reading
+   every partition in this process, one thread. Job = ``segstream stream
+   --available-now`` over the same topic into Redis with the default admission
+   control, after a warm-up run on another topic (a running job has warm Python
+   workers and JIT). Reported: events per second of micro-batch time (what a running
+   job sustains) and of wall time including the query's start and stop.
+2. Flat cost: the job folds ``--history-events`` events of ``--users`` users spread
+   over 1 day, and separately over 60 days (generator ``days=``; the same events per
+   user), then ``--steady-batches`` steady batches of ``--steady-events`` newer events
+   of the same users (each spread over the next day), one micro-batch each; reported: the median steady batch time
+   (``triggerExecution``) for each history length and their ratio.
+3. Freshness: events of ``--fresh-users`` users produced at ``--rate``/s for
    ``--seconds`` with the job running on a 1 s trigger; for one sampled event every
    100 ms, the time from produce to its effect visible in Redis (the user's record
    ``ts`` reaches the event's time).
@@ -53,6 +62,34 @@ def _raw_consume(bootstrap: str, topic: str) -> tuple[int, float]:
     return n, time.perf_counter() - t0
 
 
+def _plain_loop(bootstrap: str, topic: str, n: int) -> tuple[int, float]:
+    """The issue's baseline: confluent-kafka + orjson + a dict per user, one process."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-plain",
+                         "enable.auto.commit": False, "fetch.queue.backoff.ms": 10})
+    meta = consumer.list_topics(topic, timeout=10).topics[topic]
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+    users: dict[str, list[Any]] = {}
+    seen = 0
+    t0 = time.perf_counter()
+    while seen < n:
+        for msg in consumer.consume(10_000, timeout=1.0):
+            if msg.error():
+                continue
+            ev = orjson.loads(msg.value())
+            state = users.get(ev["user_id"])
+            if state is None:
+                users[ev["user_id"]] = [1, ev["ts"]]
+            else:
+                state[0] += 1
+                state[1] = ev["ts"]
+            seen += 1
+    elapsed = time.perf_counter() - t0
+    consumer.close()
+    return seen, elapsed
+
+
 def _settings(tmp: Path, bootstrap: str, redis_url: str, tag: str, **kw: Any) -> Any:
     from segstream.config import Settings
     from segstream.kafka import ensure_topics
@@ -85,6 +122,7 @@ def throughput(spark: Any, tmp: Path, bootstrap: str, redis_url: str, events: in
     s = _settings(tmp, bootstrap, redis_url, "tput")
     produce(s.topic_events, events, users, seed=7)
     n, raw_s = _raw_consume(bootstrap, s.topic_events)
+    n_plain, plain_s = _plain_loop(bootstrap, s.topic_events, n)
     t0 = time.perf_counter()
     query, writer, listener = start(spark, s, bootstrap=bootstrap, redis_url=redis_url,
                                     available_now=True)
@@ -95,9 +133,64 @@ def throughput(spark: Any, tmp: Path, bootstrap: str, redis_url: str, events: in
     spark.streams.removeListener(listener)
     rows = sum(p["numInputRows"] for p in batches)
     batch_s = sum(p["durationMs"]["triggerExecution"] for p in batches) / 1000.0
+    plain_eps = n_plain / plain_s
     return {"events": n, "raw_eps": n / raw_s, "job_eps": n / job_s, "job_s": job_s,
             "batches": len(batches), "batch_eps": rows / batch_s, "batch_s": batch_s,
-            "ratio": raw_s / job_s, "batch_ratio": (rows / batch_s) / (n / raw_s)}
+            "ratio": raw_s / job_s, "batch_ratio": (rows / batch_s) / (n / raw_s),
+            "plain_eps": plain_eps, "plain_ratio": (rows / batch_s) / plain_eps,
+            "plain_wall_ratio": (n / job_s) / plain_eps}
+
+
+def _send(bootstrap: str, topic: str, log: Any) -> None:
+    from segstream.kafka import Producer
+
+    producer = Producer(bootstrap)
+    for key, value in zip(log.keys, log.values, strict=True):
+        producer.send(topic, value, key=key)
+    producer.flush()
+
+
+def _run_batches(spark: Any, s: Any, bootstrap: str, redis_url: str) -> list[float]:
+    """One available-now run; seconds of each micro-batch that read records."""
+    from streaming.job import start
+
+    query, writer, listener = start(spark, s, bootstrap=bootstrap, redis_url=redis_url,
+                                    available_now=True)
+    query.awaitTermination()
+    writer.sinks.close()
+    spark.streams.removeListener(listener)
+    return [p["durationMs"]["triggerExecution"] / 1000.0 for p in query.recentProgress
+            if p["numInputRows"] > 0]
+
+
+def flat_cost(spark: Any, tmp: Path, bootstrap: str, redis_url: str, users: int,
+              history_events: int, steady_events: int, steady_batches: int
+              ) -> dict[float, list[float]]:
+    """Steady micro-batch seconds after 1 and 60 days of per-user history."""
+    from datetime import UTC, datetime
+
+    from segstream.generator import GeneratorConfig, generate
+
+    out: dict[float, list[float]] = {}
+    for days in (1.0, 60.0):
+        s = _settings(tmp, bootstrap, redis_url, f"flat{days:g}",
+                      stream_max_records_per_trigger=max(history_events, steady_events))
+        history = generate(GeneratorConfig(users=users, events=history_events, seed=5,
+                                           days=days))
+        _send(bootstrap, s.topic_events, history)
+        _run_batches(spark, s, bootstrap, redis_url)  # the state holds the history now
+        end, seconds = history.end_ms, []
+        for i in range(steady_batches):
+            # an hour after the previous events: generated ids repeat across logs, and
+            # an hour is beyond the dedupe horizon, so these are new events
+            start_iso = datetime.fromtimestamp((end + 3_600_000) / 1000, UTC).isoformat()
+            steady = generate(GeneratorConfig(users=users, events=steady_events,
+                                              seed=100 + i, start=start_iso, days=1.0))
+            _send(bootstrap, s.topic_events, steady)
+            seconds += _run_batches(spark, s, bootstrap, redis_url)
+            end = steady.end_ms
+        out[days] = seconds
+    return out
 
 
 def freshness(spark: Any, tmp: Path, bootstrap: str, redis_url: str, rate: int,
@@ -169,6 +262,10 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--fresh-users", type=int, default=1000)
+    parser.add_argument("--history-events", type=int, default=300_000)
+    parser.add_argument("--steady-events", type=int, default=20_000)
+    parser.add_argument("--steady-batches", type=int, default=3)
+    parser.add_argument("--skip-freshness", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("kafka", "py4j"):
@@ -185,25 +282,40 @@ def main() -> None:
     try:
         tp = throughput(spark, tmp, broker.address, redis_svc.address, args.events,
                         args.users)
-        fr = freshness(spark, tmp, broker.address, redis_svc.address, args.rate,
-                       args.seconds, args.fresh_users)
+        flat = flat_cost(spark, tmp, broker.address, redis_svc.address, args.users,
+                         args.history_events, args.steady_events, args.steady_batches)
+        fr = None if args.skip_freshness else freshness(
+            spark, tmp, broker.address, redis_svc.address, args.rate, args.seconds,
+            args.fresh_users)
     finally:
         spark.stop()
         stop_service(broker)
         stop_service(redis_svc)
-    fresh = (f"{fr['p50']:.2f} s / {fr['p95']:.2f} s ({fr['samples']:.0f} samples)")
+    fresh = "-" if fr is None else (
+        f"{fr['rate']:,.0f} events/s, p50 / p95 {fr['p50']:.2f} s / {fr['p95']:.2f} s "
+        f"({fr['samples']:.0f} samples)")
+    one, sixty = (float(np.median(flat[d])) for d in (1.0, 60.0))
     print(f"""
 | measure | value |
 |---|---|
 | events, users | {tp['events']:,.0f}, {args.users:,} |
-| raw consume events/s (same reader, one thread, same run) | {tp['raw_eps']:,.0f} |
+| plain loop events/s (confluent-kafka + orjson + dict per user, same run) \
+| {tp['plain_eps']:,.0f} |
+| **job / plain loop, in micro-batches** | **{tp['plain_ratio']:.2f}** |
+| job / plain loop, wall time | {tp['plain_wall_ratio']:.2f} |
+| raw consume events/s (the job's reader, one thread, same run) | {tp['raw_eps']:,.0f} |
 | job events/s in micro-batches ({tp['batches']:.0f} in {tp['batch_s']:.1f} s) \
 | {tp['batch_eps']:,.0f} |
 | **job / raw consume, in micro-batches** | **{tp['batch_ratio']:.2f}** |
 | job events/s, wall time with query start and stop ({tp['job_s']:.1f} s) | {tp['job_eps']:,.0f} |
 | job / raw consume, wall time | {tp['ratio']:.2f} |
-| freshness at {fr['rate']:,.0f} events/s, 1 s trigger: p50 / p95 | {fresh} |
+| steady batch of {args.steady_events:,} events after 1 day of history \
+({args.history_events:,} events), median of {len(flat[1.0])} | {one:.2f} s |
+| same after 60 days of history, median of {len(flat[60.0])} | {sixty:.2f} s |
+| **flat cost: 60 days / 1 day** | **{sixty / one:.2f}** |
+| freshness, 1 s trigger | {fresh} |
 """)
+    print(f"steady batch seconds: 1 day {flat[1.0]}, 60 days {flat[60.0]}")
 
 
 if __name__ == "__main__":
