@@ -1,13 +1,23 @@
-"""Serving benchmark: lookup rps and latency vs a bare FastAPI endpoint, same run.
+"""Serving benchmark: lookup rps and latency vs a bare FastAPI endpoint, same run; and
+the rate of the change detector's re-scoring sweep over the online store.
 
-    .venv/bin/python -m benchmarks.serving [--duration 10] [--rounds 2]
+    .venv/bin/python -m benchmarks.serving [--duration 10] [--rounds 2] [--skip-sweep]
 
-Starts its own redis-server (free port), writes 10,000 users' features, a k=7 model
-to a temp dir, then alternates wrk runs (``wrk -t1 -c32``) against the bare endpoint
-and ``GET /v1/users/{id}/segment`` (random ids, API key on), and a batch run
-(``POST /v1/users/segments:batch`` with 100 random ids). Each server is one uvicorn
-worker with uvloop + httptools and no access log. Prints a Markdown table; the
-ratio lookup/bare is the figure to compare across machines.
+Starts its own redis-server (free port), folds a generated log of 10,000 users into
+their aggregate records (``streaming.step``) and writes them as the streaming job's
+sink does, builds a k=7 model on those users' features (with the feature params it
+must record) in a temp dir, then alternates wrk runs (``wrk -t1 -c32``) against the
+bare endpoint, ``GET /v1/users/{id}/segment`` and ``GET /v1/users/{id}/features``
+(random ids, API key on; each evaluates the user's aggregates as of now on the
+request path), and a batch run (``POST /v1/users/segments:batch`` with 100 random
+ids). Each server is one uvicorn worker with uvloop + httptools and no access log.
+Prints a Markdown table; the ratio lookup/bare is the figure to compare across
+machines.
+
+Sweep (unless ``--skip-sweep``): an embedded broker for the detector's producer, then
+``ChangeDetector.sweep`` over the same 10,000 records three times: the first records
+everyone's first segment (a write per user), the second is the steady state (reads
+only), the third is 90 days later (time alone moves many users: changes published).
 """
 
 from __future__ import annotations
@@ -34,6 +44,12 @@ request = function()
   return wrk.format("GET", "/v1/users/u" .. math.random(0, {USERS - 1}) .. "/segment")
 end
 """
+FEATURES_LUA = f"""
+wrk.headers["X-API-Key"] = "{KEY}"
+request = function()
+  return wrk.format("GET", "/v1/users/u" .. math.random(0, {USERS - 1}) .. "/features")
+end
+"""
 BARE_LUA = """
 request = function()
   return wrk.format("GET", "/bare/u" .. math.random(0, 9999))
@@ -52,42 +68,102 @@ end
 """
 
 
-def build_model(directory: Path) -> None:
+def user_records() -> tuple[list[str], np.ndarray]:
+    """Aggregates of ``USERS`` generated users, ids ``u0``..: folded by the streaming step."""
+    from segstream.config import Settings
+    from segstream.generator import GeneratorConfig, generate
+    from streaming.step import log_aggregates, valid_frame
+
+    # the generator's users are unevenly active: ask for more, keep the first USERS seen
+    log = generate(GeneratorConfig(users=USERS * 14 // 10, events=28 * USERS, seed=1,
+                                   days=30))
+    frame = valid_frame(log.values, now_ms=log.end_ms + 1)
+    users = {u: f"u{i}" for i, u in enumerate(frame["user_id"].unique()[:USERS])}
+    if len(users) < USERS:
+        raise RuntimeError(f"the generated log has {len(users)} users, fewer than {USERS}")
+    frame = frame[frame["user_id"].isin(users)].assign(user_id=lambda f: f["user_id"].map(users))
+    state = log_aggregates(frame, watermark_ms=600_000, params=Settings().feature_params())
+    return [str(u) for u in state.users], state.aggs
+
+
+def build_model(directory: Path, aggs: np.ndarray) -> None:
+    """k=7 centroids on the users' features as of now (log1p, robust scale), recording
+    the feature params the API checks."""
+    from segstream.aggregates import evaluate
+    from segstream.config import Settings
     from segstream.contract import FEATURE_SPEC
     from segstream.segment_model import Preprocessor, SegmentModel
-
-    d, k = len(FEATURE_SPEC), 7
-    rng = np.random.default_rng(0)
-    heavy = np.array([f.heavy_tailed for f in FEATURE_SPEC.features])
-    pre = Preprocessor(heavy, np.zeros(d), np.ones(d))
-    x = np.abs(rng.normal(3, 2, (2000, d)))
     from training.baseline import build_baseline
 
-    centroids = rng.normal(1, 1, (k, d))
-    labels = rng.integers(0, k, 2000)
+    params, k = Settings().feature_params(), 7
+    x = evaluate(aggs, int(time.time() * 1000), params)
+    heavy = np.array([f.heavy_tailed for f in FEATURE_SPEC.features])
+    logged = np.where(heavy, np.log1p(np.maximum(x, 0)), x)
+    spread = logged.std(0)
+    pre = Preprocessor(heavy, np.median(logged, 0), np.where(spread > 0, spread, 1.0))
+    rng = np.random.default_rng(0)
+    z = pre.transform(x)
+    centroids = z[rng.choice(len(z), k, replace=False)]
+    labels = ((z[:, None, :] - centroids[None]) ** 2).sum(-1).argmin(1)
     model = SegmentModel(FEATURE_SPEC.version, FEATURE_SPEC.names, pre, centroids,
                          tuple(range(1, k + 1)), tuple(f"Persona {i}" for i in range(k)),
                          profiles=[{"size": 100 + i, "share": 1 / k} for i in range(k)],
-                         baseline=build_baseline(x, labels, rng.uniform(0, 3, 2000),
-                                                 tuple(range(1, k + 1))))
+                         baseline=build_baseline(x, labels, rng.uniform(0, 3, len(x)),
+                                                 tuple(range(1, k + 1))),
+                         info={"feature_params": params.describe()})
     model.save(directory)
 
 
-def fill_redis(url: str) -> None:
+def fill_redis(url: str, users: list[str], aggs: np.ndarray) -> None:
     import redis
 
+    from segstream.config import Settings
     from segstream.online_store import encode_record, feature_key
 
+    params = Settings().feature_params()
     client = redis.Redis.from_url(url)
-    rng = np.random.default_rng(1)
     now = int(time.time() * 1000)
     pipe = client.pipeline(transaction=False)
-    for i in range(USERS):
-        vec = np.abs(rng.normal(3, 2, 19))
-        pipe.hset(feature_key(f"u{i}"), mapping=encode_record(vec, last_event_ms=now,
-                                                              updated_ms=now))
+    for user, agg in zip(users, aggs, strict=True):
+        pipe.hset(feature_key(user), mapping=encode_record(agg, params, updated_ms=now))
     pipe.execute()
     client.close()
+
+
+def measure_sweeps(redis_url: str, model_dir: Path) -> list[dict[str, float]]:
+    """Three sweeps of the detector over every record (see the module docstring)."""
+    import redis
+
+    from benchmarks.common import kafka_broker
+    from segstream.config import Settings
+    from segstream.kafka import ensure_topics
+    from segstream.segment_model import SegmentModel
+    from serving.changes import ChangeDetector
+    from serving.model_holder import ModelHolder
+    from serving.model_source import StaticSource
+
+    out = []
+    with kafka_broker() as bootstrap:
+        ensure_topics(bootstrap, ["features", "segment-changes"], 1)
+        settings = Settings(redis_url=redis_url, kafka_bootstrap=bootstrap,
+                            segment_min_dwell_s=0)
+        holder = ModelHolder(StaticSource(SegmentModel.load(model_dir), "1"),
+                             settings.feature_params())
+        holder.refresh()
+        client = redis.Redis.from_url(redis_url)
+        detector = ChangeDetector(settings, holder, client, bootstrap)
+        now = int(time.time() * 1000)
+        for label, at in (("first (records every user's segment)", now),
+                          ("steady (nothing changed)", now + 60_000),
+                          ("90 days later (time alone moves users)", now + 90 * 86_400_000)):
+            start = time.perf_counter()
+            changes = detector.sweep(at)
+            seconds = time.perf_counter() - start
+            out.append({"label": label, "seconds": seconds, "changes": changes,  # type: ignore[dict-item]
+                        "users_per_s": USERS / seconds})
+        detector.close()
+        client.close()
+    return out
 
 
 def wait_http(url: str, timeout_s: float = 30) -> None:
@@ -136,6 +212,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--batch-connections", type=int, default=4)
+    parser.add_argument("--skip-sweep", action="store_true")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: sudo apt-get install -y wrk")
@@ -145,8 +222,9 @@ def main() -> None:
     redis_svc = start_redis(free_port(), tmp / "redis", tmp / "redis.log")
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        fill_redis(redis_svc.address)
-        build_model(tmp / "model")
+        users, aggs = user_records()
+        fill_redis(redis_svc.address, users, aggs)
+        build_model(tmp / "model", aggs)
         bare_port, api_port = free_port(), free_port()
         procs.append(start(["--kind", "bare", "--port", str(bare_port)], tmp / "bare.log"))
         procs.append(start(["--kind", "api", "--port", str(api_port), "--model-dir",
@@ -155,22 +233,30 @@ def main() -> None:
         wait_http(f"http://127.0.0.1:{bare_port}/bare/x")
         wait_http(f"http://127.0.0.1:{api_port}/readyz")
         scripts = {}
-        for name, lua in (("bare", BARE_LUA), ("lookup", LOOKUP_LUA), ("batch", BATCH_LUA)):
+        for name, lua in (("bare", BARE_LUA), ("lookup", LOOKUP_LUA),
+                          ("features", FEATURES_LUA), ("batch", BATCH_LUA)):
             scripts[name] = tmp / f"{name}.lua"
             scripts[name].write_text(lua)
         urls = {"bare": f"http://127.0.0.1:{bare_port}",
                 "lookup": f"http://127.0.0.1:{api_port}",
+                "features": f"http://127.0.0.1:{api_port}",
                 "batch": f"http://127.0.0.1:{api_port}"}
         run_wrk(urls["lookup"], scripts["lookup"], 2, args.connections)  # warm-up
         run_wrk(urls["bare"], scripts["bare"], 2, args.connections)
-        results: dict[str, list[dict[str, float]]] = {"bare": [], "lookup": [], "batch": []}
+        results: dict[str, list[dict[str, float]]] = {
+            "bare": [], "lookup": [], "features": [], "batch": []}
         for _ in range(args.rounds):
-            for name in ("bare", "lookup"):
+            for name in ("bare", "lookup", "features"):
                 results[name].append(run_wrk(urls[name], scripts[name], args.duration,
                                              args.connections))
             results["batch"].append(run_wrk(urls["batch"], scripts["batch"], args.duration,
                                             args.batch_connections))
-        report(results, args)
+        for p in procs:  # the servers are done: the sweep gets the cores
+            p.terminate()
+            p.wait(10)
+        procs.clear()
+        sweeps = [] if args.skip_sweep else measure_sweeps(redis_svc.address, tmp / "model")
+        report(results, sweeps, args)
     finally:
         for p in procs:
             p.terminate()
@@ -179,7 +265,8 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def report(results: dict[str, list[dict[str, float]]], args: Any) -> None:
+def report(results: dict[str, list[dict[str, float]]], sweeps: list[dict[str, Any]],
+           args: Any) -> None:
     med = {name: {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
            for name, runs in results.items()}
     print(f"\nmachine: {platform.node()} {platform.machine()}, "
@@ -188,15 +275,23 @@ def report(results: dict[str, list[dict[str, float]]], args: Any) -> None:
     print("\n| endpoint | connections | rps | p50 ms | p99 ms | non-2xx |")
     print("|---|---|---|---|---|---|")
     for name, conns in (("bare", args.connections), ("lookup", args.connections),
-                        ("batch", args.batch_connections)):
+                        ("features", args.connections), ("batch", args.batch_connections)):
         m = med[name]
         label = {"bare": "bare FastAPI JSON", "lookup": "GET /v1/users/{id}/segment",
+                 "features": "GET /v1/users/{id}/features",
                  "batch": "POST segments:batch (100 ids)"}[name]
         print(f"| {label} | {conns} | {m['rps']:,.0f} | {m['p50']:.2f} | {m['p99']:.2f} | "
               f"{m['non2xx']:.0f} |")
-    print(f"\nlookup / bare rps ratio: {med['lookup']['rps'] / med['bare']['rps']:.2f}")
+    print(f"\nlookup / bare rps ratio: {med['lookup']['rps'] / med['bare']['rps']:.2f}; "
+          f"features / bare: {med['features']['rps'] / med['bare']['rps']:.2f}")
     for name, runs in results.items():
         print(f"{name} runs (rps): {[round(r['rps']) for r in runs]}")
+    if sweeps:
+        print(f"\n| sweep over {USERS:,} records | seconds | users/s | us/user | changes |")
+        print("|---|---|---|---|---|")
+        for sw in sweeps:
+            print(f"| {sw['label']} | {sw['seconds']:.2f} | {sw['users_per_s']:,.0f} | "
+                  f"{1e6 / sw['users_per_s']:.0f} | {sw['changes']:,} |")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -46,10 +48,25 @@ from serving import metrics
 from serving.model_holder import ModelHolder
 from serving.offsets import RedisOffsetReader
 from serving.predict import Served, iso_ms
-from serving.rescore import STATE_PREFIX, DetectorClock, decode_lenient, scan_chunks
+from serving.rescore import (
+    STATE_PREFIX,
+    SWEEP_CHUNK,
+    DetectorClock,
+    decode_lenient,
+    scan_chunks,
+)
 
 log = logging.getLogger(__name__)
 __all__ = ["STATE_PREFIX", "ChangeDetector"]
+
+
+@dataclass
+class _Sweep:
+    now: int  # the clock time every record is evaluated at
+    chunks: Iterator[tuple[list[str], np.ndarray, list[bytes | None]]]
+    started: float  # perf_counter
+    users: int = 0
+    published: int = 0
 
 
 class ChangeDetector:
@@ -65,6 +82,8 @@ class ChangeDetector:
                                    redis.hgetall(self.reader.key))
         self.producer = Producer(bootstrap)
         self.dwell_ms = int(settings.segment_min_dwell_s * 1000)
+        self._sweep: _Sweep | None = None
+        self.sweep_chunk_size = SWEEP_CHUNK
 
     def _served(self) -> Served:
         served = self.holder.current
@@ -144,38 +163,67 @@ class ChangeDetector:
         return len(changes)
 
     def sweep(self, now: int) -> int:
-        """Re-evaluate every stored record as of ``now``; publish what changed. Returns
-        the number of changes published. The sweep time is committed only at the end:
-        a crash mid-way sweeps again (same change ids for what was already sent)."""
-        served = self._served()
-        start, users_seen, published = time.perf_counter(), 0, 0
-        for users, aggs, stored in scan_chunks(self.redis, self.params):
-            as_of = np.maximum(aggs["last_ms"], now)
-            x = evaluate(aggs, as_of, self.params)
-            changes, new_state = self.decide(served, users, x, np.full(len(users), now),
-                                             as_of, "time", stored)
-            self._publish(changes)
-            if new_state:
-                self.redis.mset(new_state)
-            users_seen += len(users)
-            published += len(changes)
-        self.clock.swept_ms = now
+        """A whole sweep as of ``now`` at once (see :meth:`start_sweep`); returns the
+        number of changes published."""
+        sweep = self.start_sweep(now)
+        while self.sweep_chunk() is not None:
+            pass
+        return sweep.published
+
+    def start_sweep(self, now: int) -> _Sweep:
+        """Begin re-evaluating every stored record as of ``now``. :meth:`step` then runs
+        one chunk per poll, so feature updates keep flowing during a long sweep. The
+        sweep time is committed only at the end: a crash mid-way sweeps again (a change
+        already sent is sent again with the same change id)."""
+        self._served()
+        self._sweep = _Sweep(now, scan_chunks(self.redis, self.params, self.sweep_chunk_size),
+                             time.perf_counter())
+        return self._sweep
+
+    def sweep_chunk(self) -> int | None:
+        """Re-evaluate the next chunk of the sweep in progress: the changes it published,
+        or ``None`` when the sweep is done (or none runs)."""
+        sweep = self._sweep
+        if sweep is None:
+            return None
+        chunk = next(sweep.chunks, None)
+        if chunk is None:
+            self._finish_sweep(sweep)
+            return None
+        users, aggs, stored = chunk
+        as_of = np.maximum(aggs["last_ms"], sweep.now)
+        changes, new_state = self.decide(
+            self._served(), users, evaluate(aggs, as_of, self.params),
+            np.full(len(users), sweep.now), as_of, "time", stored)
+        self._publish(changes)
+        if new_state:
+            self.redis.mset(new_state)
+        sweep.users += len(users)
+        sweep.published += len(changes)
+        return len(changes)
+
+    def _finish_sweep(self, sweep: _Sweep) -> None:
+        self._sweep = None
+        self.clock.swept_ms = sweep.now
         self.redis.hset(self.reader.key, mapping=self.clock.fields())
-        elapsed = time.perf_counter() - start
+        elapsed = time.perf_counter() - sweep.started
         metrics.RESCORE_SWEEPS.inc()
-        metrics.RESCORE_USERS.inc(users_seen)
+        metrics.RESCORE_USERS.inc(sweep.users)
         metrics.RESCORE_DURATION.observe(elapsed)
-        log.info("sweep as of %s: %d users in %.2f s, %d changes", iso_ms(now), users_seen,
-                 elapsed, published)
-        return published
+        log.info("sweep as of %s: %d users in %.2f s, %d changes", iso_ms(sweep.now),
+                 sweep.users, elapsed, sweep.published)
 
     def step(self, timeout_ms: int = 500) -> tuple[int, int]:
-        """One poll + process, then a sweep if due: (records, changes)."""
-        records = self.reader.poll(timeout_ms)
+        """One poll + process, then one chunk of a sweep (started if due): (records,
+        changes). While a sweep runs the poll does not wait."""
+        sweeping = self._sweep is not None
+        records = self.reader.poll(0 if sweeping else timeout_ms)
         changes = self.process(records) if records else 0
-        now = self.clock.due()
-        if now is not None:
-            changes += self.sweep(now)
+        if self._sweep is None:
+            now = self.clock.due()
+            if now is not None:
+                self.start_sweep(now)
+        changes += self.sweep_chunk() or 0
         return len(records), changes
 
     def run(self, stop: threading.Event, poll_s: float) -> None:
@@ -204,6 +252,8 @@ class ChangeDetector:
                 raise TimeoutError(f"the detector did not reach the end of "
                                    f"{self.settings.topic_features} in {timeout_s:.0f} s")
             total += self.step(200)[1]
+        while self._sweep is not None:  # finish a sweep in progress
+            total += self.sweep_chunk() or 0
         now = self.clock.due()
         if now is not None:
             total += self.sweep(now)

@@ -108,6 +108,10 @@ def as_of_times(user_ids: Sequence[str], records: Sequence[OnlineRecord],
                 as_of_ms: int | None, field: str) -> np.ndarray:
     """The as-of time of each record: ``max(now, last event)`` by default, else
     ``as_of_ms`` (a 422 naming ``field`` if it is before a user's newest event)."""
+    if len(records) == 1 and (as_of_ms is None or as_of_ms >= records[0].last_event_ms):
+        # the hot path (one user): plain ints, no numpy reductions
+        t = max(records[0].last_event_ms, wall_ms()) if as_of_ms is None else as_of_ms
+        return np.array([t], dtype=np.int64)
     last = np.fromiter((r.last_event_ms for r in records), dtype=np.int64, count=len(records))
     if as_of_ms is None:
         return np.maximum(last, wall_ms())

@@ -163,6 +163,22 @@ def make_model(centroid_shift: float = 0.0, segment_ids: tuple[int, ...] = SEGME
     )
 
 
+def lapsing_model(after_days: float = 200.0) -> SegmentModel:
+    """:func:`make_model` plus a fourth segment, 40 "Lapsed": the archetypes' users
+    ``after_days`` later with no event (time alone moves a user there)."""
+    import dataclasses
+
+    base = make_model()
+    rows = {f"l{i}": i % 3 for i in range(60)}
+    state = users_state(rows, recent_ends(list(rows), seed=6), seed=7)
+    later = evaluate(state.aggs, int(time.time() * 1000) + int(after_days * DAY), PARAMS)
+    lapsed = base.preprocessor.transform(later).mean(0)
+    return dataclasses.replace(
+        base, centroids=np.vstack([base.centroids, lapsed]),
+        segment_ids=(*base.segment_ids, 40), personas=(*base.personas, "Lapsed"),
+        profiles=[*base.profiles, {"size": 100, "share": 0.1}])
+
+
 @dataclass
 class Api:
     url: str

@@ -198,3 +198,51 @@ def test_signature_helpers_reject_tampering_and_old_timestamps() -> None:
     assert not verify(b"other", header, b'{"a":1}', now=1001)
     assert not verify(b"s", header, b'{"a":1}', now=5000)
     assert not verify(b"s", "garbage", b"{}", now=1000)
+
+
+def test_a_sweep_interrupted_by_a_crash_is_finished_after_restart_each_change_once(
+    settings_factory: Callable[..., Settings], topic_factory: Callable[..., str],
+    kafka_bootstrap: str, redis_client: Any,
+) -> None:
+    from tests.serving.conftest import lapsing_model, write_records
+
+    features, changes = topic_factory("features", partitions=1), topic_factory("changes")
+    settings = settings_factory(topic_features=features, topic_segment_changes=changes,
+                                clock="event", rescore_interval_s=3600,
+                                segment_min_dwell_s=0)
+    day, hour = 86_400_000, 3_600_000
+    users = {f"u{i}": i % 3 for i in range(12)}
+    write_records(redis_client, users_state(users, T0, seed=1))  # last active at T0
+    holder = ModelHolder(StaticSource(lapsing_model(), "1"), PARAMS)
+
+    def tick(at: int) -> None:  # someone else's event moves the stream time to ``at``
+        produce_records(kafka_bootstrap, features, [("tick", users_state({"tick": 0}, at)
+                                                     .aggs[0])])
+
+    a = ChangeDetector(settings, holder, redis_client, kafka_bootstrap)
+    a.sweep_chunk_size = 3
+    tick(T0)
+    assert a.run_available_now(timeout_s=60) == 0  # the clock starts: nothing to compare
+    tick(T0 + hour + 1)
+    assert a.run_available_now(timeout_s=60) == 0  # first sweep: first segments recorded
+    assert len(redis_client.keys("seg:segment:u*")) == 12
+    tick(T0 + 200 * day)  # 200 days of silence: time alone moves all twelve
+    deadline = time.monotonic() + 60
+    first = 0
+    while a._sweep is None:  # the tick is processed, the due sweep starts (a chunk too)
+        assert time.monotonic() < deadline
+        first += a.step(300)[1]
+    while first == 0:
+        first += a.sweep_chunk() or 0
+    assert 0 < first < 12, "the sweep must have been cut short for this test to mean much"
+    a.close()  # the crash: the sweep's time is not committed
+
+    b = ChangeDetector(settings, holder, redis_client, kafka_bootstrap)
+    assert b.clock.stream_ms == T0 + 200 * day and b.clock.swept_ms == T0 + hour + 1
+    assert b.run_available_now(timeout_s=60) == 12 - first  # the restart finishes it
+    b.close()
+    got = [orjson.loads(r.value) for r in read_topic(kafka_bootstrap, changes)]
+    moved = [c for c in got if c["user_id"] != "tick"]
+    assert sorted(c["user_id"] for c in moved) == sorted(users)  # each exactly once
+    assert {(c["to_segment"], c["trigger"]) for c in moved} == {(40, "time")}
+    assert {c["ts_ms"] for c in moved} == {T0 + 200 * day}
