@@ -23,12 +23,14 @@ from serving.middleware import ServingMiddleware
 from serving.model_holder import ModelHolder
 from serving.model_source import ModelSource, RegistrySource
 from serving.personalization import load_mapping
-from serving.redis_pipe import PipelinedRedis
+from serving.redis_pipe import PipelinedRedis, RedisCommandError, RedisUnavailable
+from serving.rescore import CLOCK_STREAM, DETECTOR_KEY
 from serving.routes import experiments, health, personalization, segments, users
 from serving.state import AppState
 
 log = logging.getLogger(__name__)
 DRIFT_INTERVAL_S = 1.0
+CLOCK_INTERVAL_S = 1.0
 
 
 def redis_url_of(settings: Settings) -> str:
@@ -62,6 +64,18 @@ async def _drift_loop(state: AppState) -> None:
         metrics.DRIFT_WINDOW.set(state.drift.count)
 
 
+async def _clock_loop(state: AppState) -> None:
+    """clock = event: follow the stream time the change detector has reached."""
+    while True:
+        try:
+            raw = await state.redis.execute("HGET", DETECTOR_KEY, CLOCK_STREAM)
+            if raw is not None:
+                state.stream_ms = int(raw)
+        except (RedisUnavailable, RedisCommandError):
+            metrics.REDIS_ERRORS.labels("clock").inc()
+        await asyncio.sleep(CLOCK_INTERVAL_S)
+
+
 def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI:
     """Build the API. ``source`` defaults to the MLflow registry of training/."""
     if settings.env == "prod" and not settings.api_auth_enabled:
@@ -80,6 +94,8 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
         await asyncio.to_thread(holder.refresh)
         state.tasks = [asyncio.create_task(holder.run(settings.api_model_poll_s)),
                        asyncio.create_task(_drift_loop(state))]
+        if settings.clock == "event":
+            state.tasks.append(asyncio.create_task(_clock_loop(state)))
         if not settings.api_auth_enabled:
             log.warning("API key auth is DISABLED (SEGSTREAM_API_AUTH_ENABLED=false)")
         gc.collect()

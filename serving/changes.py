@@ -49,6 +49,7 @@ from serving.model_holder import ModelHolder
 from serving.offsets import RedisOffsetReader
 from serving.predict import Served, iso_ms
 from serving.rescore import (
+    DETECTOR_NAME,
     STATE_PREFIX,
     SWEEP_CHUNK,
     DetectorClock,
@@ -77,7 +78,7 @@ class ChangeDetector:
         self.redis = redis
         self.params = settings.feature_params()
         self.reader = RedisOffsetReader(bootstrap, settings.topic_features, redis,
-                                        "segment-changes")
+                                        DETECTOR_NAME)
         self.clock = DetectorClock(settings.clock, settings.rescore_interval_s,
                                    redis.hgetall(self.reader.key))
         self.producer = Producer(bootstrap)

@@ -8,9 +8,12 @@ recency grows, decayed rates fall, with no new event.
 
 ``as_of`` semantics (docs/api.md):
 
-* default: now by the wall clock, per user ``max(now, last event)``: an event stamped
-  slightly ahead of this host's clock (the validator accepts up to a day of skew) is
-  evaluated at its own time rather than refused;
+* default: now, per user ``max(now, last event)``: an event stamped slightly ahead of
+  this host's clock (the validator accepts up to a day of skew) is evaluated at its own
+  time rather than refused. "Now" follows the ``clock`` setting: ``wall`` (default) is
+  the wall clock; ``event`` is the stream time the change detector has reached
+  (replays and backfills of old logs), and until it is known each user is evaluated
+  at their own newest event;
 * explicit: that time for every user; earlier than a user's newest folded event is a
   422 (the record already holds later events; features at earlier times come from
   the history snapshots).
@@ -105,16 +108,18 @@ def _decode_one(user_id: str, reply: Sequence[bytes | None], params: FeaturePara
 
 
 def as_of_times(user_ids: Sequence[str], records: Sequence[OnlineRecord],
-                as_of_ms: int | None, field: str) -> np.ndarray:
-    """The as-of time of each record: ``max(now, last event)`` by default, else
-    ``as_of_ms`` (a 422 naming ``field`` if it is before a user's newest event)."""
+                as_of_ms: int | None, field: str, now_ms: int | None) -> np.ndarray:
+    """The as-of time of each record: ``max(now_ms, last event)`` by default (``now_ms``
+    unknown: the last event), else ``as_of_ms`` (a 422 naming ``field`` if it is before
+    a user's newest event)."""
+    now = -1 if now_ms is None else now_ms
     if len(records) == 1 and (as_of_ms is None or as_of_ms >= records[0].last_event_ms):
         # the hot path (one user): plain ints, no numpy reductions
-        t = max(records[0].last_event_ms, wall_ms()) if as_of_ms is None else as_of_ms
+        t = max(records[0].last_event_ms, now) if as_of_ms is None else as_of_ms
         return np.array([t], dtype=np.int64)
     last = np.fromiter((r.last_event_ms for r in records), dtype=np.int64, count=len(records))
     if as_of_ms is None:
-        return np.maximum(last, wall_ms())
+        return np.maximum(last, now)
     early = np.flatnonzero(last > as_of_ms)
     if len(early):
         i = int(early[0])

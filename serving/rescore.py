@@ -20,7 +20,8 @@ why a sweep over the online store and what it costs).
 
 It is persisted in the detector's offsets hash (fields ``clock:stream_ms``,
 ``clock:partition:<p>`` and ``clock:swept_ms``, in the same Redis transaction as the
-offsets), so a restarted detector keeps its stream time and does not sweep early.
+offsets), so a restarted detector keeps its stream time and does not sweep early. The
+API reads ``clock:stream_ms`` from there too when ``clock = event`` (its "now").
 
 :func:`scan_chunks` reads the store in chunks: ``SCAN MATCH seg:features:*`` then, in
 one pipelined round trip per chunk, ``HGET agg`` of each key and ``MGET`` of the users'
@@ -41,6 +42,8 @@ from serving import metrics
 
 log = logging.getLogger(__name__)
 STATE_PREFIX = "seg:segment:"  # a user's last published segment: {"sid", "since"}
+DETECTOR_NAME = "segment-changes"  # its offsets and clock: ``seg:offsets:segment-changes``
+DETECTOR_KEY = f"seg:offsets:{DETECTOR_NAME}"  # (serving.offsets builds the same key)
 CLOCK_STREAM = "clock:stream_ms"
 CLOCK_PARTITION = "clock:partition:"
 CLOCK_SWEPT = "clock:swept_ms"

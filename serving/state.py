@@ -19,7 +19,7 @@ from serving import metrics
 from serving.drift import DriftWindow
 from serving.errors import InvalidInput, NotFound, Unavailable
 from serving.model_holder import ModelHolder
-from serving.online import as_of_times, decode_replies, evaluate_records
+from serving.online import as_of_times, decode_replies, evaluate_records, wall_ms
 from serving.personalization import Mapping
 from serving.predict import Served, answer, assign, iso_ms
 from serving.redis_pipe import PipelinedRedis, RedisCommandError, RedisUnavailable
@@ -37,9 +37,14 @@ class AppState:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _assign_children: dict[str, Any] = field(default_factory=dict)
     params: FeatureParams = field(init=False)  # built once: records are decoded with it
+    stream_ms: int | None = None  # clock = event: the detector's stream time (polled)
 
     def __post_init__(self) -> None:
         self.params = self.settings.feature_params()
+
+    def now_ms(self) -> int | None:
+        """The default as-of time by the ``clock`` setting (``None``: not known yet)."""
+        return wall_ms() if self.settings.clock == "wall" else self.stream_ms
 
     # --- model -----------------------------------------------------------------
     def served(self) -> Served:
@@ -74,7 +79,7 @@ class AppState:
         if not found:
             return [], np.zeros(0, dtype=np.int64), np.zeros((0, len(FEATURE_SPEC))), missing
         users, recs = [u for u, _ in found], [r for _, r in found]
-        as_of = as_of_times(users, recs, as_of_ms, field)
+        as_of = as_of_times(users, recs, as_of_ms, field, self.now_ms())
         return found, as_of, evaluate_records(recs, as_of, self.params), missing
 
     # --- assignment ------------------------------------------------------------

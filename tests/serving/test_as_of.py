@@ -183,3 +183,24 @@ def test_model_of_other_or_unrecorded_params_is_refused(
     ready = httpx.get(f"{api.url}/readyz")
     assert ready.status_code == 503
     assert "retrain" in ready.json()["details"]["registry_error"]
+
+
+def test_event_clock_evaluates_at_the_detectors_stream_time(
+    api_factory: Callable[..., Api], redis_client: Any, stored: Any,
+) -> None:
+    import time
+
+    from serving.rescore import CLOCK_STREAM, DETECTOR_KEY
+
+    api = api_factory(clock="event")
+    # no stream time yet: each user as of their own newest event, not the wall clock
+    assert _features(api, "owl").json()["as_of"] == iso_ms(END)
+    redis_client.hset(DETECTOR_KEY, CLOCK_STREAM, END + 30 * DAY)  # the detector's clock
+    deadline = time.monotonic() + 10
+    while _features(api, "owl").json()["as_of"] != iso_ms(END + 30 * DAY):
+        assert time.monotonic() < deadline, "the API did not follow the stream time"
+        time.sleep(0.1)
+    body = _features(api, "owl").json()
+    assert body["features"]["recency_days"] == 30.0
+    seg = httpx.get(f"{api.url}/v1/users/owl/segment", headers=api.headers).json()
+    assert seg["as_of"] == iso_ms(END + 30 * DAY)
