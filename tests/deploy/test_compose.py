@@ -299,3 +299,16 @@ def test_prometheus_and_grafana_provisioning_agree_with_the_mounts() -> None:
         variables = json.loads(path.read_text())["templating"]["list"]
         kinds = {v["query"] for v in variables if v["type"] == "datasource"}
         assert kinds == {datasource["type"]}, path.name
+
+
+def test_every_metrics_endpoint_is_scraped() -> None:
+    jobs = load_yaml(ROOT / "deploy/compose/prometheus.yml")["scrape_configs"]
+    targets = {t for job in jobs for sc in job["static_configs"] for t in sc["targets"]}
+    want = {f"api:{compose.environment(SERVICES['api'])['SEGSTREAM_API_PORT']}"}
+    for name in SEGSTREAM_SERVICES:
+        argv = compose.argv(SERVICES[name])
+        if "--metrics-port" in argv:
+            port = argv[argv.index("--metrics-port") + 1]
+            want.add(f"{name}:{port}")
+            assert f"localhost:{port}/metrics" in " ".join(SERVICES[name]["healthcheck"]["test"])
+    assert targets == want

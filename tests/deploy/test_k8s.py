@@ -154,14 +154,12 @@ def test_the_api_is_probed_resourced_exposed_scaled_and_protected(overlay: str) 
     pdb = one(overlay, "PodDisruptionBudget", "segstream-api")["spec"]
     assert pdb["selector"]["matchLabels"].items() <= labels.items()
 
-    monitor = one(overlay, "ServiceMonitor", "segstream-api")["spec"]
-    assert monitor["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
-    assert {e["port"] for e in monitor["endpoints"]} <= {p["name"] for p in
-                                                         service["spec"]["ports"]}
-    assert [e["path"] for e in monitor["endpoints"]] == ["/metrics"]
+    monitor = one(overlay, "ServiceMonitor", "segstream")["spec"]
+    assert selects(monitor["selector"], service["metadata"]["labels"])
+    assert {"port": "http", "path": "/metrics"}.items() <= monitor["endpoints"][0].items()
 
     policy = one(overlay, "NetworkPolicy", "segstream-api-ingress")["spec"]
-    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    assert selects(policy["podSelector"], labels)
     assert {p["port"] for rule in policy["ingress"] for p in rule["ports"]} == {
         port["containerPort"]}
 
@@ -172,10 +170,41 @@ def test_ingress_is_denied_by_default_and_spark_pods_reach_each_other(overlay: s
     assert deny == {"podSelector": {}, "policyTypes": ["Ingress"]}
     spark_policy = one(overlay, "NetworkPolicy", "segstream-stream-internal")["spec"]
     for role in ("driver", "executor"):
-        assert spark_policy["podSelector"]["matchLabels"].items() <= spark(overlay)[role][
-            "labels"].items()
+        assert selects(spark_policy["podSelector"], spark(overlay)[role]["labels"])
     (rule,) = spark_policy["ingress"]
     assert rule["from"] == [{"podSelector": spark_policy["podSelector"]}]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_worker_metrics_ports_are_served_scraped_and_allowed(overlay: str) -> None:
+    monitor = one(overlay, "ServiceMonitor", "segstream")["spec"]
+    policy = one(overlay, "NetworkPolicy", "segstream-metrics-ingress")["spec"]
+    for name in ("segstream-detector", "segstream-dispatcher"):
+        pod = one(overlay, "Deployment", name)["spec"]["template"]
+        (container,) = pod["spec"]["containers"]
+        port = int(container["args"][container["args"].index("--metrics-port") + 1])
+        assert {"name": "metrics", "containerPort": port, "protocol": "TCP"} in container["ports"]
+        service = one(overlay, "Service", name)
+        assert selects({"matchLabels": service["spec"]["selector"]}, pod["metadata"]["labels"])
+        assert [(p["name"], p["targetPort"]) for p in service["spec"]["ports"]] == [
+            ("metrics", "metrics")]
+        assert selects(monitor["selector"], service["metadata"]["labels"]), name
+        assert "metrics" in {e["port"] for e in monitor["endpoints"]}
+        assert selects(policy["podSelector"], pod["metadata"]["labels"]), name
+    assert [p["port"] for r in policy["ingress"] for p in r["ports"]] == ["metrics"]
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels, matchExpressions In/NotIn/Exists)."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for e in selector.get("matchExpressions", []):
+        value = labels.get(e["key"])
+        ok = {"In": value in e.get("values", []), "NotIn": value not in e.get("values", []),
+              "Exists": value is not None, "DoesNotExist": value is None}[e["operator"]]
+        if not ok:
+            return False
+    return True
 
 
 # --- the streaming job ---------------------------------------------------------------
