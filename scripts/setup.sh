@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v prometheus  >/dev/null 2>&1 || need_apt+=(prometheus)
+[ -x /usr/bin/promtool ]             || need_apt+=(prometheus)  # tests/deploy: rule checks
 command -v java        >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
 command -v wrk         >/dev/null 2>&1 || need_apt+=(wrk)  # serving benchmark load generator
 if ((${#need_apt[@]})); then
