@@ -24,7 +24,8 @@ fits on.
    (all events; what the `features` topic carries then) with decayed partial_fit;
    rows until ARI >= 0.9 against ``persona_after_drift``. Then the update loop's
    other path: the drift check against the pre-drift model's baseline after
-   250/500/1000/all rows, and a full refit on those rows.
+   250/500/1000/all rows, and a full refit on those rows. A control runs the same
+   check on the log without drift (bootstrap as of its midpoint, check as of its end).
 4. partial_fit cost per 10k rows (28 features), with sklearn's
    MiniBatchKMeans.partial_fit as the baseline measured in the same run.
 """
@@ -257,6 +258,28 @@ def drift(ds: Dataset, half_life: float, batch: int, passes: int) -> None:
               flush=True)
 
 
+def aging_control(ds: Dataset) -> None:
+    """The drift check when nothing drifts: bootstrap as of the log's midpoint, then the
+    same users as of its end. Time alone moves the as-of and lifetime features."""
+    from segstream.contract import FEATURE_SPEC
+    from training.baseline import feature_psi
+
+    m = meta_of(ds)
+    mid = (int(str(m["start_ms"])) + int(str(m["end_ms"]))) // 2
+    pre_t, _ = snapshot_of(ds, before_ms=mid)
+    post_t, _ = snapshot_of(ds)
+    model = fit_model(pre_t, 7, seed=42)
+    state = drift_of(model, post_t.X)
+    psi = feature_psi(model.baseline, post_t.X)
+    by_basis = {basis: max((f.name for f in FEATURE_SPEC.features if f.time == basis),
+                           key=lambda n: psi[n]) for basis in ("as_of", "lifetime", "decayed")}
+    print(f"3b. control, {ds.command} (no drift): bootstrap as of the midpoint, drift check "
+          f"as of the end: psi_max {state.psi_max:.2f} ({state.psi_feature}), distance "
+          f"ratio {state.distance_ratio:.2f}, triggered={state.triggered(Settings())}; "
+          "largest PSI by time basis: " + ", ".join(
+              f"{b} {n} {psi[n]:.2f}" for b, n in by_basis.items()), flush=True)
+
+
 def cost(ds: Dataset) -> None:
     table, _ = snapshot_of(ds)
     model = fit_model(table, 7, seed=42)
@@ -292,17 +315,22 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--v1-tree", type=Path, help="checkout of spec v1 to compare ARI with")
-    ap.add_argument("--only", choices=("ari", "all"), default="all")
+    ap.add_argument("--only", choices=("ari", "all", "drift"), default="all")
     a = ap.parse_args()
     print(f"machine: {machine()}")
     main_ds = Dataset(a.users, a.events, a.seed)
+    drift_ds = Dataset(a.users, a.drift_events or a.events, a.seed, a.drift_at)
+    if a.only == "drift":
+        drift(drift_ds, a.half_life, a.batch, a.passes)
+        aging_control(main_ds)
+        return
     bootstrap_ari(main_ds, a.v1_tree)
     bootstrap_ari(Dataset(a.check_users, a.check_events, a.check_seed), a.v1_tree)
     if a.only == "ari":
         return
     incremental_inertia(main_ds)
-    drift(Dataset(a.users, a.drift_events or a.events, a.seed, a.drift_at), a.half_life,
-          a.batch, a.passes)
+    drift(drift_ds, a.half_life, a.batch, a.passes)
+    aging_control(main_ds)
     cost(main_ds)
 
 
