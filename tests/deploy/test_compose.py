@@ -279,6 +279,7 @@ def test_variables_are_declared_in_env_example() -> None:
     assert "changeme" in compose.example_env()["SEGSTREAM_API_KEYS"]
 
 
+@pytest.mark.prometheus
 def test_prometheus_and_grafana_provisioning_agree_with_the_mounts() -> None:
     config = ROOT / "deploy/compose/prometheus.yml"
     out = run([promtool(), "check", "config", "--syntax-only", config])

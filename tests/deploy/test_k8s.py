@@ -209,7 +209,7 @@ def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 
 # --- the streaming job ---------------------------------------------------------------
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_the_spark_application_runs_the_stream_with_its_checkpoint_on_a_shared_claim(
+def test_the_spark_application_runs_the_stream_with_its_data_on_a_shared_claim(
         overlay: str) -> None:
     spec = spark(overlay)
     assert spec["mainApplicationFile"] == "local:///opt/segstream/main.py"
@@ -232,6 +232,8 @@ def test_the_spark_application_runs_the_stream_with_its_checkpoint_on_a_shared_c
         mounts = [m["mountPath"] for m in spec[role]["volumeMounts"]
                   if m["name"] == volume["name"]]
         assert any(checkpoint.startswith(m + "/") for m in mounts), f"{role}: {mounts}"
+        if role == "driver":  # the Parquet history goes under the data directory
+            assert config_map(overlay)["SEGSTREAM_DATA_DIR"] in mounts
 
     account = spec["driver"]["serviceAccount"]
     assert account in objects(overlay, "ServiceAccount")
