@@ -101,6 +101,13 @@ def test_train_update_once_registers_versions_with_metadata(
     refit = next(v for v in registry.versions() if v.tags["kind"] == "refit")
     assert float(refit.tags["drift_psi_max"]) > settings.drift_psi_threshold
 
+    # the topic is a history too: a bootstrap on it, as of its stream time
+    out = run(settings, "train", "--from", "features-topic", "--k", "7", "--no-promote")
+    users = len(same.state.users) + len(drifted.state.users)
+    assert f"{users:,} users as of 2026-10-3" in out, out
+    assert registry.show(registry.versions()[0].version).tags["as_of_ms"] == str(
+        max(same.end_ms, drifted.end_ms))
+
 
 def test_train_as_of_and_params_are_checked(
         settings_factory: Callable[..., Settings], tmp_path: Path, log_a: RealLog) -> None:
