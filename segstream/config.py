@@ -303,6 +303,9 @@ class Settings(BaseSettings):
                     raise ValueError("api_keys holds a placeholder key; set real keys for prod")
             if self.webhook_urls and self.webhook_secret is None:
                 raise ValueError("webhook_urls are set but webhook_secret is not")
+            secret = self.webhook_secret
+            if secret is not None and secret.get_secret_value().lower() in PLACEHOLDER_SECRETS:
+                raise ValueError("webhook_secret is a placeholder; set a real secret for prod")
         return self
 
     @model_validator(mode="after")

@@ -134,8 +134,6 @@ def test_the_unedited_env_example_is_refused_in_prod(monkeypatch: pytest.MonkeyP
         build_settings(monkeypatch, env)
 
 
-@pytest.mark.xfail(strict=True, reason="segstream/config.py refuses placeholder api_keys "
-                   "in prod but not a placeholder webhook_secret yet")
 def test_the_placeholder_webhook_secret_is_refused_in_prod(
         monkeypatch: pytest.MonkeyPatch) -> None:
     env = {**image_env(), **compose.environment(SERVICES["webhooks"]),

@@ -57,6 +57,8 @@ def test_bad_value_names_the_field() -> None:
         ({"api_auth_enabled": False}, "api_auth_enabled=false is refused"),
         ({"api_keys": ["changeme"]}, "placeholder key"),
         ({"api_keys": ["a-real-key-123"], "webhook_urls": ["http://x"]}, "webhook_secret"),
+        ({"api_keys": ["a-real-key-123"], "webhook_secret": "changeme"},
+         "webhook_secret is a placeholder"),
     ],
 )
 def test_prod_refuses_unsafe_settings(overrides: dict[str, object], message: str) -> None:
