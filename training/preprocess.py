@@ -9,7 +9,7 @@ centroid.
 Examples
 --------
 >>> import numpy as np
->>> X = np.random.default_rng(0).lognormal(size=(500, 19))
+>>> X = np.random.default_rng(0).lognormal(size=(500, len(FEATURE_SPEC)))
 >>> pre = fit_preprocessor(X)
 >>> z = pre.transform(X)
 >>> bool(abs(np.median(z[:, 0])) < 1e-9), float(z.max()) <= 5.0
