@@ -4,7 +4,7 @@ A profile: stable id, size and share, the centroid in original units, the member
 median, and the features that set the segment apart: z-scores of the segment mean
 against the population, in scaled space. Names are generated from the top
 distinguishing features and the spec's own feature names (no feature name is typed
-here), e.g. "High monetary & purchase ratio - heavy users"; a YAML file can
+here), e.g. "Low purchase recency days & high avg order value - users"; a YAML file can
 override the name (and add a description) per segment id::
 
     3: {name: "High-spend loyalists", description: "..."}
