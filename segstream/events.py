@@ -125,9 +125,12 @@ def read_timestamp(value: Any) -> tuple[int, str]:
     if isinstance(value, bool):
         raise TimestampError(f"{value!r} is a boolean, not ISO-8601 or an epoch number")
     if isinstance(value, int | float):
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise TimestampError(f"{value!r} is not a finite number")
-        return _epoch_ms(value, repr(value))
+        # a JSON number has at most 20 digits; a mapping's int may have thousands
+        text = repr(value) if not isinstance(value, int) or abs(value) < 10**40 else (
+            "a number of more than 40 digits")
+        return _epoch_ms(value, text)
     if isinstance(value, str):
         if _NUMBER_RE.match(value):
             return _epoch_ms(int(value) if value.lstrip("-").isdigit() else float(value),
@@ -147,7 +150,8 @@ def read_timestamp(value: Any) -> tuple[int, str]:
 def _epoch_ms(number: int | float, text: str) -> tuple[int, str]:
     if number < 0:
         raise TimestampError(f"{text} is negative: epoch times count from 1970-01-01")
-    if isinstance(number, int) and _YYYYMMDD_RE.match(str(number)):
+    if isinstance(number, int) and 19_700_101 <= number <= 20_991_231 and _YYYYMMDD_RE.match(
+            str(number)):
         d = str(number)
         raise TimestampError(
             f"{number} is ambiguous: a yyyymmdd date ({d[:4]}-{d[4:6]}-{d[6:]}) or epoch "
@@ -280,11 +284,12 @@ def _validate_object(obj: Mapping[str, Any], now_ms: int | None) -> Event | Reje
             continue
         if isinstance(value, bool) or not isinstance(value, int | float):
             return Rejection("wrong_type", name, f"must be a number, got {type(value).__name__}")
-        if not math.isfinite(value):
+        number = float(value) if abs(value) < 1e300 else math.inf  # ints of any size
+        if not math.isfinite(number):
             return Rejection("wrong_type", name, "must be a finite number")
-        if value < 0:
-            return Rejection("negative_number", name, f"{value} is negative")
-        out[name] = float(value)
+        if number < 0:
+            return Rejection("negative_number", name, f"{number} is negative")
+        out[name] = number
 
     props = obj.get("properties")
     if props is not None:

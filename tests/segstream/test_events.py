@@ -234,6 +234,17 @@ def test_no_json_object_crashes_the_validator(obj: dict[str, object]) -> None:
         assert isinstance(result["ts"], int) and result["user_id"].strip()
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(
+    st.sampled_from(["user_id", "ts", "event_type", "dwell_ms", "amount"]),
+    st.integers() | st.floats() | st.text(max_size=30) | st.sampled_from(
+        [10**400, -(10**400), 10**17, 19_970_101, "1" * 30, "-0", "0.5"])))
+def test_no_mapping_crashes_the_validator(obj: dict[str, object]) -> None:
+    """Mappings (not JSON bytes) can carry integers of any size."""
+    result = validate_event({"user_id": "u", "ts": NOW, "event_type": "x", **obj}, now_ms=NOW)
+    assert isinstance(result, dict | Rejection)
+
+
 def _serialisable(obj: object) -> bool:
     try:
         orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
