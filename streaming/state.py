@@ -22,9 +22,10 @@ pass straight through as ``kind = rejected``.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame, GroupedData
 from pyspark.sql import functions as F
@@ -67,7 +68,8 @@ def validated_groups(records: DataFrame, buckets: int) -> GroupedData:
     return with_bucket(validated(records), buckets).groupBy("bucket")
 
 
-def record_rows(users: Any, aggs: Any, params: FeatureParams) -> pd.DataFrame:
+def record_rows(users: Sequence[str] | pd.Index, aggs: np.ndarray, params: FeatureParams
+                ) -> pd.DataFrame:
     """``RECORD_COLUMNS`` of these users' aggregate records."""
     return pd.DataFrame({"user_id": list(users), "agg": encode(aggs, params),
                          "events": aggs["events"], "last_event_ms": aggs["last_ms"]})
