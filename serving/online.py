@@ -32,6 +32,9 @@ import numpy as np
 
 from segstream.aggregates import (
     AGG_DTYPE,
+    RECORD_BYTES,
+    RECORD_DTYPE,
+    RECORD_VERSION,
     FeatureParams,
     RecordMismatch,
     decode,
@@ -61,8 +64,10 @@ def parse_as_of(text: str | None, field: str) -> int | None:
     try:
         dt = datetime.fromisoformat(text.strip())
     except ValueError:
+        hint = (" (a '+' in a URL query arrives as a space: send it as %2B, or use Z)"
+                if " " in text.strip() else "")
         raise InvalidInput(f"{field}: {text!r} is not an ISO 8601 time (e.g. "
-                           "2026-12-01T10:00:00Z)", field=field) from None
+                           f"2026-12-01T10:00:00Z){hint}", field=field) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     ms = (dt - _EPOCH) // _MS
@@ -100,6 +105,14 @@ def decode_replies(user_ids: Sequence[str], replies: Sequence[Sequence[bytes | N
 
 def _decode_one(user_id: str, reply: Sequence[bytes | None], params: FeatureParams
                 ) -> OnlineRecord | None:
+    agg, n, ts, upd = reply
+    if agg is not None and len(agg) == RECORD_BYTES:
+        # the hot path: a read-only view of the packed fields when version and params
+        # match (decode_record copies them, field by field, for writers; a lookup only
+        # reads); anything else goes through decode_record and its errors
+        rec = np.frombuffer(agg, RECORD_DTYPE)[0]
+        if rec["version"] == RECORD_VERSION and rec["fingerprint"] == params.fingerprint:
+            return OnlineRecord(rec["agg"], int(n or 0), int(ts or 0), int(upd or 0))
     try:
         return decode_record(reply, params)
     except RecordMismatch as exc:

@@ -16,6 +16,7 @@ from segstream.contract import FEATURE_SPEC
 from segstream.online_store import FIELDS, OnlineRecord, feature_key
 from segstream.segment_model import Assignment
 from serving import metrics
+from serving.batcher import Meta, TurnBatcher
 from serving.drift import DriftWindow
 from serving.errors import InvalidInput, NotFound, Unavailable
 from serving.model_holder import ModelHolder
@@ -38,9 +39,11 @@ class AppState:
     _assign_children: dict[str, Any] = field(default_factory=dict)
     params: FeatureParams = field(init=False)  # built once: records are decoded with it
     stream_ms: int | None = None  # clock = event: the detector's stream time (polled)
+    batcher: TurnBatcher = field(init=False)
 
     def __post_init__(self) -> None:
         self.params = self.settings.feature_params()
+        self.batcher = TurnBatcher(self._assign_batch)
 
     def now_ms(self) -> int | None:
         """The default as-of time by the ``clock`` setting (``None``: not known yet)."""
@@ -111,13 +114,23 @@ class AppState:
             if ms is not None:
                 metrics.STALENESS.observe(max(0.0, now - ms / 1000.0))
 
+    def _assign_batch(self, served: Served, x: np.ndarray, metas: list[Meta]
+                      ) -> list[dict[str, Any]]:
+        return self.assign_rows(served, x, [m[0] for m in metas], [m[1] for m in metas],
+                                [m[2] for m in metas])
+
     async def lookup(self, user_ids: list[str], as_of_ms: int | None = None,
                      field: str = "body.as_of") -> tuple[list[dict[str, Any]], list[str]]:
-        """Segments of the users with a record, as of ``as_of_ms`` (default now)."""
+        """Segments of the users with a record, as of ``as_of_ms`` (default now). One
+        user's lookup is assigned together with the others of its event-loop turn."""
         served = self.served()
         found, as_of, x, missing = await self.evaluated(user_ids, as_of_ms, field)
         if not found:
             return [], missing
+        if len(found) == 1:
+            (user, rec), = found
+            return [await self.batcher.submit(served, x[0], (user, rec.updated_ms,
+                                                             int(as_of[0])))], missing
         answers = self.assign_rows(served, x, [u for u, _ in found],
                                    [r.updated_ms for _, r in found], as_of.tolist())
         return answers, missing

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query
 from serving import experiments
 from serving.deps import State
 from serving.errors import InvalidInput
+from serving.routes.raw import MAX_USER_ID
 from serving.schemas import Personalization
 
 router = APIRouter(prefix="/v1", tags=["personalization"])
@@ -18,7 +19,7 @@ router = APIRouter(prefix="/v1", tags=["personalization"])
             responses={404: {"description": "Unknown user and `default` not set."},
                        422: {"description": "Unknown placement."}})
 async def personalization(
-    user_id: Annotated[str, Path(min_length=1, max_length=256)],
+    user_id: Annotated[str, Path(min_length=1, max_length=MAX_USER_ID)],
     placement: Annotated[str, Query(max_length=128, description="CMS placement name.")],
     state: State,
     default: Annotated[bool, Query(description="Unknown user: use the cold-start "

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from segstream.contract import FEATURE_SPEC
 from serving.deps import State
 from serving.online import parse_as_of
+from serving.routes.raw import MAX_USER_ID, RawRoute, bool_of, parsed_by, user_id_of
 from serving.schemas import (
     AS_OF_DOC,
     BatchAnswer,
@@ -26,7 +27,8 @@ from serving.state import AppState, check_batch_size
 
 router = APIRouter(prefix="/v1", tags=["segments"])
 
-UserId = Annotated[str, Path(min_length=1, max_length=256, description="The user's id.")]
+UserId = Annotated[str, Path(min_length=1, max_length=MAX_USER_ID,
+                             description="The user's id.")]
 AsOf = Annotated[str | None, Query(description=AS_OF_DOC,
                                    examples=["2026-12-01T10:00:00Z"])]
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -43,7 +45,13 @@ def _json(body: Any) -> Response:
     return Response(orjson.dumps(body), media_type="application/json")
 
 
-@router.get("/users/{user_id}/segment", response_model=SegmentAnswer, responses=_ERRORS)
+def _segment_args(request: Request) -> dict[str, Any]:
+    return {"user_id": user_id_of(request), "request": request,
+            "default": bool_of(request, "default", False),
+            "as_of": request.query_params.get("as_of")}
+
+
+@parsed_by(_segment_args)
 async def user_segment(
     user_id: UserId, request: Request,
     default: Annotated[bool, Query(description="Unknown user: answer the cold-start "
@@ -57,15 +65,28 @@ async def user_segment(
     return _json(await state.segment_of(user_id, default, parse_as_of(as_of, "query.as_of")))
 
 
-@router.get("/users/{user_id}/features", response_model=UserFeatures,
-            responses={k: v for k, v in _ERRORS.items() if k != 503} | {
-                503: {"description": "Redis unavailable, or a stored record made with "
-                      "other feature params than this API's."}})
+def _features_args(request: Request) -> dict[str, Any]:
+    return {"user_id": user_id_of(request), "request": request,
+            "as_of": request.query_params.get("as_of")}
+
+
+@parsed_by(_features_args)
 async def user_features(user_id: UserId, request: Request, as_of: AsOf = None) -> Response:
     """The user's named feature values as of `as_of` (default now), evaluated from the
     stored aggregates (Feast's get-online-features). Needs no model."""
     state: AppState = request.app.state.serving
     return _json(await state.features_of(user_id, parse_as_of(as_of, "query.as_of")))
+
+
+# the two hot routes parse their own parameters (serving/routes/raw.py)
+router.add_api_route("/users/{user_id}/segment", user_segment, methods=["GET"],
+                     response_model=SegmentAnswer, responses=_ERRORS,
+                     route_class_override=RawRoute)
+router.add_api_route("/users/{user_id}/features", user_features, methods=["GET"],
+                     response_model=UserFeatures, route_class_override=RawRoute,
+                     responses={k: v for k, v in _ERRORS.items() if k != 503} | {
+                         503: {"description": "Redis unavailable, or a stored record "
+                               "made with other feature params than this API's."}})
 
 
 @router.post("/users/segments:batch", response_model=BatchAnswer,
