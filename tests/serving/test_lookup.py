@@ -234,3 +234,17 @@ def test_no_model_means_not_ready() -> None:
     from serving.model_source import StaticSource
 
     assert StaticSource().champion_version() is None
+
+
+@pytest.mark.parametrize(("path", "field"), [
+    ("/v1/users/user-1/segment?default=maybe", "query.default"),
+    ("/v1/users/" + "x" * 257 + "/segment", "path.user_id"),
+    ("/v1/users/" + "x" * 257 + "/features", "path.user_id"),
+    ("/v1/users/user-1/features?as_of=soon", "query.as_of"),
+])
+def test_raw_routes_validate_like_their_signature(api: Api, path: str, field: str) -> None:
+    r = httpx.get(api.url + path, headers=api.headers)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["field"] == field
+    assert httpx.get(f"{api.url}/v1/users/{'x' * 256}/segment?default=yes",
+                     headers=api.headers).json()["cold_start"] is True  # the bounds
