@@ -1,4 +1,6 @@
-"""The demo's last step: start the API (auth disabled, said out loud), print lookups.
+"""The demo's last step: start the API (auth disabled, said out loud), print lookups and
+one user's features as of now, run the change detector bounded on the stream's clock,
+and show a user whom time alone moved to another segment (no new event).
 
 The API keeps running after the demo as a service of the local stack, so
 ``segstream stack status`` shows it and ``segstream stack down`` stops it.
@@ -13,6 +15,7 @@ import time
 from typing import Any
 
 import httpx
+import orjson
 from rich.console import Console
 from rich.table import Table
 
@@ -96,5 +99,85 @@ def step_serve(settings: Settings, console: Console) -> None:
         table.add_row(f"GET {path}", str(body["segment_id"]), body["persona"], f"{p:.2f}",
                       reason)
     console.print(table)
+    if users:
+        show_features(console, url, users[0])
+    step_changes(settings, console)
+    show_lapsed(settings, console, url)
     console.print(f"  API running at {url} (pid {info['pid']}, log {info['log']}): "
                   f"docs {url}/docs, metrics {url}/metrics")
+
+
+SHOWN = ("recency_days", "tenure_days", "session_rate_short", "order_rate_long",
+         "engagement_trend", "lifetime_spend", "active_days")
+
+
+def show_features(console: Console, url: str, user: str) -> None:
+    """``GET /v1/users/{user}/features`` as of now: a few of the values."""
+    body = httpx.get(f"{url}/v1/users/{user}/features", timeout=5).json()
+    if "error" in body:
+        console.print(f"  features of {user}: {body['error']['message']}")
+        return
+    table = Table("feature", "value", title=f"GET /v1/users/{user}/features (as of "
+                  f"{body['as_of']}, last event {body['last_event_at']})")
+    for name in SHOWN:
+        table.add_row(name, f"{body['features'][name]:.3f}")
+    console.print(table)
+
+
+def step_changes(settings: Settings, console: Console) -> int:
+    """``segstream webhooks detect --available-now`` on the stream's clock (a replayed
+    log ages as of its own time): segment changes, event- and time-triggered."""
+    import redis
+
+    from segstream.stack import endpoints
+    from serving.changes import ChangeDetector
+    from serving.model_holder import ModelHolder
+    from serving.model_source import RegistrySource
+
+    ep = endpoints(settings)
+    replay = settings.model_copy(update={"clock": "event"})
+    holder = ModelHolder(RegistrySource(replay), replay.feature_params())
+    detector = ChangeDetector(replay, holder, redis.Redis.from_url(ep.redis_url),
+                              ep.kafka_bootstrap)
+    try:
+        with console.status("change detector over the features topic (clock = stream "
+                            f"time, a sweep every {replay.rescore_interval_s:.0f} s of it)..."):
+            n = detector.run_available_now()
+    finally:
+        detector.close()
+    console.print(f"  {n:,} segment changes published to {settings.topic_segment_changes}")
+    return n
+
+
+def show_lapsed(settings: Settings, console: Console, url: str) -> dict[str, Any] | None:
+    """The newest change that time alone caused, and the user's features before it (at
+    their last event) and at the change: no event in between, the features aged."""
+    from segstream.kafka import read_topic
+    from segstream.stack import endpoints
+
+    changes = [orjson.loads(r.value) for r in read_topic(
+        endpoints(settings).kafka_bootstrap, settings.topic_segment_changes) if r.value]
+    lapsed = [c for c in changes if c.get("trigger") == "time"]
+    if not lapsed:
+        console.print("  no user changed segment by time alone (nobody lapsed far enough "
+                      "under this model)")
+        return None
+    change = lapsed[-1]
+    user = change["user_id"]
+    then = httpx.get(f"{url}/v1/users/{user}/features", timeout=5).json()
+    if "error" in then:
+        console.print(f"  {user} lapsed, but: {then['error']['message']}")
+        return None
+    at_event = httpx.get(f"{url}/v1/users/{user}/features", timeout=5,
+                         params={"as_of": then["last_event_at"]}).json()
+    at_change = httpx.get(f"{url}/v1/users/{user}/features", timeout=5,
+                          params={"as_of": change["at"]}).json()
+    table = Table("feature", f"at the last event ({at_event['as_of']})",
+                  f"at the change ({at_change['as_of']})",
+                  title=f"{user}: segment {change['from_segment']} -> {change['to_segment']} "
+                  f"({change['persona']}) with no new event")
+    for name in SHOWN:
+        table.add_row(name, f"{at_event['features'][name]:.3f}",
+                      f"{at_change['features'][name]:.3f}")
+    console.print(table)
+    return dict(change)

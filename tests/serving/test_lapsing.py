@@ -41,6 +41,7 @@ from tests.serving.conftest import (
     PARAMS,
     WATERMARK_MS,
     WEBHOOK_SECRET,
+    Api,
     Receiver,
 )
 
@@ -103,14 +104,16 @@ def fit_champion(log: pd.DataFrame, settings: Settings) -> tuple[str, Any]:
 def test_a_user_who_stops_coming_changes_segment_and_the_webhook_is_delivered(
     settings_factory: Callable[..., Settings], topic_factory: Callable[..., str],
     kafka_bootstrap: str, redis_client: Any, receivers: list[Receiver],
+    api_factory: Callable[..., Api],
 ) -> None:
     features, changes = topic_factory("features"), topic_factory("changes")
     port = free_port()
     receivers.append(Receiver(port))
-    settings = settings_factory(
+    overrides: dict[str, Any] = dict(
         topic_features=features, topic_segment_changes=changes, clock="event",
         rescore_interval_s=5 * 86_400, segment_min_dwell_s=86_400,
         webhook_urls=[f"http://127.0.0.1:{port}/hook"], webhook_secret=WEBHOOK_SECRET)
+    settings = settings_factory(**overrides)
     log = the_log()
     version, model = fit_champion(log, settings)
     # the precondition: time alone moves a silent user into another segment
@@ -174,3 +177,16 @@ def test_a_user_who_stops_coming_changes_segment_and_the_webhook_is_delivered(
     assert to_lapsed["silent-0"]["change_id"] in got
     assert got[to_lapsed["silent-0"]["change_id"]]["to_segment"] == lapsed
     assert receivers[0].bad_signatures == 0
+
+    # the demo's view of it, through the API: features at the last event and at the change
+    from rich.console import Console
+
+    from serving.demo import show_lapsed
+
+    api = api_factory(RegistrySource(settings), api_auth_enabled=False, **overrides)
+    console = Console(record=True, width=200)
+    shown = show_lapsed(settings, console, api.url)
+    assert shown is not None and shown["user_id"] in SILENT
+    text = console.export_text()
+    assert f"{shown['user_id']}: segment {shown['from_segment']} -> {lapsed}" in text
+    assert "with no new event" in text and "recency_days" in text
