@@ -246,3 +246,36 @@ def test_a_sweep_interrupted_by_a_crash_is_finished_after_restart_each_change_on
     assert sorted(c["user_id"] for c in moved) == sorted(users)  # each exactly once
     assert {(c["to_segment"], c["trigger"]) for c in moved} == {(40, "time")}
     assert {c["ts_ms"] for c in moved} == {T0 + 200 * day}
+
+
+@pytest.mark.mlflow
+def test_detect_available_now_command_ends_after_the_topic(
+    settings_factory: Callable[..., Settings], topic_factory: Callable[..., str],
+    kafka_bootstrap: str, redis_url: str, redis_client: Any,
+) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from training.registry import Registry
+
+    features, changes = topic_factory("features", partitions=2), topic_factory("changes")
+    settings = settings_factory(topic_features=features, topic_segment_changes=changes)
+    registry = Registry(settings)
+    registry.set_alias(registry.register(make_model()), "champion")
+    produce_records(kafka_bootstrap, features, [
+        ("a", users_state({"a": 0}, T0 + 1000).aggs[0]),
+        ("a", users_state({"a": 1}, T0 + 2000).aggs[0])])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGSTREAM_")}
+    env.update(SEGSTREAM_DATA_DIR=str(settings.data_dir), SEGSTREAM_REDIS_URL=redis_url,
+               SEGSTREAM_KAFKA_BOOTSTRAP=kafka_bootstrap, SEGSTREAM_TOPIC_FEATURES=features,
+               SEGSTREAM_TOPIC_SEGMENT_CHANGES=changes, SEGSTREAM_CLOCK="event",
+               SEGSTREAM_SEGMENT_MIN_DWELL_S="0")
+    done = subprocess.run([str(Path(sys.executable).parent / "segstream"), "webhooks",
+                           "detect", "--available-now"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "published 1 segment changes (clock=event)" in done.stdout
+    (change,) = [orjson.loads(r.value) for r in read_topic(kafka_bootstrap, changes)]
+    assert (change["user_id"], change["from_segment"], change["to_segment"]) == ("a", 10, 20)
