@@ -1,0 +1,57 @@
+"""The streaming job on a real Spark standalone cluster (a master and two one-core
+workers on loopback, from pyspark's own spark-class): ``segstream stream --available-now``
+with ``SEGSTREAM_SPARK_MASTER=spark://...`` runs its source, state and sinks in executor
+JVMs other than the driver's, and leaves in Redis the batch command's features."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from segstream.generator import GeneratorConfig, generate
+from streaming.batch import compute_features_pandas
+from tests.clusters import spark_standalone
+from tests.streaming.conftest import produce
+from tests.streaming.test_job import assert_redis_equals_batch, job_settings
+
+pytestmark = [pytest.mark.spark, pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
+
+
+def test_available_now_on_a_standalone_cluster_equals_batch(
+    spark: Any, kafka_bootstrap: str, stream_redis_url: str, tmp_path: Path
+) -> None:
+    log = generate(GeneratorConfig(users=25, events=1500, seed=31, malformed_rate=0.01,
+                                   duplicate_rate=0.03, late_rate=0.01))
+    settings = job_settings(tmp_path, kafka_bootstrap, stream_redis_url, "standalone",
+                            stream_max_records_per_trigger=600)
+    produce(kafka_bootstrap, settings.topic_events, log, chunks=2)
+    redis.Redis.from_url(stream_redis_url).flushdb()
+    with spark_standalone(tmp_path / "cluster") as cluster:
+        env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1",
+               # the workers have 1 GiB each; Spark's default executor asks for all of it
+               "PYSPARK_SUBMIT_ARGS": "--conf spark.executor.memory=640m "
+                                      "--conf spark.cores.max=2 pyspark-shell",
+               **{f"SEGSTREAM_{k.upper()}": str(v) for k, v in {
+                   "spark_master": cluster.master_url, "data_dir": settings.data_dir,
+                   "kafka_bootstrap": kafka_bootstrap, "redis_url": stream_redis_url,
+                   "topic_events": settings.topic_events, "topic_dlq": settings.topic_dlq,
+                   "topic_features": settings.topic_features,
+                   "stream_max_records_per_trigger": 600,
+                   "spark_shuffle_partitions": 2}.items()}}
+        done = subprocess.run([str(Path(sys.executable).parent / "segstream"), "stream",
+                               "--available-now"], env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr[-4000:]
+        # the work ran in executors of the workers, not in the driver
+        executors = list((tmp_path / "cluster").glob("worker*/app-*/*/stderr"))
+        assert len(executors) >= 2, "expected an executor on each worker"
+    path = tmp_path / "events.jsonl"
+    log.write_jsonl(path)
+    batch = compute_features_pandas(spark, path, settings)
+    assert_redis_equals_batch(redis.Redis.from_url(stream_redis_url), batch, settings)
