@@ -79,6 +79,11 @@ class Settings(BaseSettings):
         description="Redis URL (`redis://host:port/db`). Unset: use the redis-server that "
         "`segstream stack up` started.",
     )
+    redis_cluster: bool = Field(
+        False,
+        description="`redis_url` names one node of a Redis Cluster: every client discovers "
+        "the masters and routes each key to its slot (maintained redis-py clients).",
+    )
 
     # --- local stack -------------------------------------------------------------
     broker_port: int = Field(

@@ -23,7 +23,8 @@ from serving.middleware import ServingMiddleware
 from serving.model_holder import ModelHolder
 from serving.model_source import ModelSource, RegistrySource
 from serving.personalization import load_mapping
-from serving.redis_pipe import PipelinedRedis, RedisCommandError, RedisUnavailable
+from serving.redis_client import open_redis
+from serving.redis_pipe import RedisCommandError, RedisUnavailable
 from serving.rescore import CLOCK_STREAM, DETECTOR_KEY
 from serving.routes import experiments, health, personalization, segments, users
 from serving.state import AppState
@@ -87,7 +88,8 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
         holder = ModelHolder(source if source is not None else RegistrySource(settings),
                              settings.feature_params())
         state = AppState(
-            settings=settings, redis=PipelinedRedis(redis_url_of(settings)), holder=holder,
+            settings=settings, holder=holder,
+            redis=open_redis(redis_url_of(settings), cluster=settings.redis_cluster),
             mapping=mapping, drift=DriftWindow(settings.api_drift_window, len(FEATURE_SPEC)),
         )
         app.state.serving = state

@@ -23,7 +23,8 @@ from serving.model_holder import ModelHolder
 from serving.online import as_of_times, decode_replies, evaluate_records, wall_ms
 from serving.personalization import Mapping
 from serving.predict import Served, answer, assign, iso_ms
-from serving.redis_pipe import PipelinedRedis, RedisCommandError, RedisUnavailable
+from serving.redis_client import AsyncRedis
+from serving.redis_pipe import RedisCommandError, RedisUnavailable
 
 _HMGET = ("HMGET",)
 
@@ -31,7 +32,7 @@ _HMGET = ("HMGET",)
 @dataclass
 class AppState:
     settings: Settings
-    redis: PipelinedRedis
+    redis: AsyncRedis
     holder: ModelHolder
     mapping: Mapping
     drift: DriftWindow

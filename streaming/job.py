@@ -177,6 +177,7 @@ def start(spark: SparkSession, settings: Settings, *, bootstrap: str, redis_url:
     sinks = Sinks(redis_url=redis_url, bootstrap=bootstrap,
                   topic_features=settings.topic_features, topic_dlq=settings.topic_dlq,
                   ttl_s=settings.feature_ttl_s, history_dir=settings.history_dir,
+                  cluster=settings.redis_cluster,
                   # inside the checkpoint: deleting the checkpoint (batch ids restart at 0)
                   # must also forget which batches reached Kafka
                   marker=KafkaMarker(checkpoint / "segstream" / "kafka-sinks"))

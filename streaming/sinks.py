@@ -78,12 +78,13 @@ def hash_fields(agg: bytes, events: int, last_event_ms: int, updated_ms: int
 
 class Sinks:
     def __init__(self, *, redis_url: str, bootstrap: str, topic_features: str, topic_dlq: str,
-                 ttl_s: int, history_dir: Path, marker: KafkaMarker) -> None:
-        import redis
-
+                 ttl_s: int, history_dir: Path, marker: KafkaMarker,
+                 cluster: bool = False) -> None:
         from segstream.kafka import Producer
+        from segstream.redis_connect import sync_redis
 
-        self.redis = redis.Redis.from_url(redis_url)
+        # a cluster pipeline sends each master its keys' upserts (one key per script call)
+        self.redis = sync_redis(redis_url, cluster=cluster)
         self.upsert = self.redis.register_script(UPSERT_LUA)
         self.producer = Producer(bootstrap)
         self.topic_features = topic_features
