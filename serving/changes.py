@@ -70,12 +70,26 @@ class _Sweep:
     published: int = 0
 
 
+def _is_cluster(client: Any) -> bool:
+    from redis import RedisCluster
+
+    return isinstance(client, RedisCluster)
+
+
+def _mget(client: Any, keys: list[str]) -> list[bytes | None]:
+    """MGET; on a cluster the keys span slots, so one GET per key in a pipeline."""
+    if not _is_cluster(client):
+        return list(client.mget(keys))
+    return list(client.mget_nonatomic(keys))
+
+
 class ChangeDetector:
     def __init__(self, settings: Settings, holder: ModelHolder, redis: Any,
                  bootstrap: str) -> None:
         self.settings = settings
         self.holder = holder
         self.redis = redis
+        self.cluster = _is_cluster(redis)
         self.params = settings.feature_params()
         self.reader = RedisOffsetReader(bootstrap, settings.topic_features, redis,
                                         DETECTOR_NAME)
@@ -102,7 +116,7 @@ class ChangeDetector:
         batch = served.model.assign(x)
         uniq = list(dict.fromkeys(users))
         if stored is None or len(uniq) != len(users):
-            stored = self.redis.mget([STATE_PREFIX + u for u in uniq])
+            stored = _mget(self.redis, [STATE_PREFIX + u for u in uniq])
         state = {u: (orjson.loads(v) if v else None) for u, v in zip(uniq, stored,
                                                                       strict=True)}
         changed: set[str] = set()
@@ -154,10 +168,18 @@ class ChangeDetector:
         changes, new_state = self.decide(served, users, evaluate(aggs, as_of, self.params),
                                          now, as_of, "event")
         self._publish(changes)
+        committed = {**self.reader.commit_fields(records), **self.clock.fields()}
+        if self.cluster:
+            # the users' state keys span slots: no transaction; the state first, then
+            # the offsets (a crash between re-reads records whose changes are sent)
+            if new_state:
+                self.redis.mset_nonatomic(new_state)
+            if committed:
+                self.redis.hset(self.reader.key, mapping=committed)
+            return len(changes)
         pipe = self.redis.pipeline(transaction=True)
         if new_state:
             pipe.mset(new_state)
-        committed = {**self.reader.commit_fields(records), **self.clock.fields()}
         if committed:
             pipe.hset(self.reader.key, mapping=committed)
         pipe.execute()
@@ -198,7 +220,7 @@ class ChangeDetector:
             np.full(len(users), sweep.now), as_of, "time", stored)
         self._publish(changes)
         if new_state:
-            self.redis.mset(new_state)
+            (self.redis.mset_nonatomic if self.cluster else self.redis.mset)(new_state)
         sweep.users += len(users)
         sweep.published += len(changes)
         return len(changes)

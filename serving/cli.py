@@ -52,14 +52,13 @@ def serve(
 
 
 def _workers_setup() -> tuple[object, object, str]:
-    import redis
-
     from segstream.cli import load_settings
+    from segstream.redis_connect import sync_redis
     from segstream.stack import endpoints
 
     settings = load_settings()
     ep = endpoints(settings)
-    return settings, redis.Redis.from_url(ep.redis_url), ep.kafka_bootstrap
+    return settings, sync_redis(ep.redis_url, cluster=settings.redis_cluster), ep.kafka_bootstrap
 
 
 MetricsPort = Annotated[int, typer.Option(

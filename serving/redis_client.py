@@ -32,7 +32,7 @@ class MaintainedRedis:
     async def execute(self, *args: Any) -> Any:
         if str(args[0]).upper() == "PING":  # redis-py maps the reply to a bool
             return b"PONG" if await self._call(self.client.ping()) else None
-        return await self._call(self.client.execute_command(*args))
+        return _raw(await self._call(self.client.execute_command(*args)))
 
     async def execute_many(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         if not commands:
@@ -40,7 +40,7 @@ class MaintainedRedis:
         pipe = self.client.pipeline(transaction=False)
         for cmd in commands:
             pipe.execute_command(*cmd)
-        return list(await self._call(pipe.execute(raise_on_error=True)))
+        return [_raw(r) for r in await self._call(pipe.execute(raise_on_error=True))]
 
     async def _call(self, awaitable: Any) -> Any:
         from redis.exceptions import RedisClusterException, RedisError, ResponseError
@@ -54,6 +54,13 @@ class MaintainedRedis:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _raw(reply: Any) -> Any:
+    """The RESP2 reply redis-py parsed: HGETALL's dict back to its flat field list."""
+    if isinstance(reply, dict):
+        return [x for kv in reply.items() for x in kv]
+    return reply
 
 
 def open_redis(url: str, *, cluster: bool = False, timeout_s: float = 2.0) -> AsyncRedis:

@@ -141,19 +141,28 @@ def scan_chunks(redis: Any, params: FeatureParams, chunk: int = SWEEP_CHUNK
                 ) -> Iterator[tuple[list[str], np.ndarray, list[bytes | None]]]:
     """(users, their aggregates, their stored segment state) for every record in Redis,
     a chunk at a time. SCAN may return a key twice; a user seen twice is simply
-    re-evaluated (the decision is idempotent)."""
-    cursor = 0
-    while True:
-        cursor, keys = redis.scan(cursor, match=KEY_PREFIX + "*", count=chunk)
-        if keys:
-            users = [k.decode()[len(KEY_PREFIX):] for k in keys]
-            pipe = redis.pipeline(transaction=False)
-            for k in keys:
-                pipe.hget(k, "agg")
-            pipe.mget([STATE_PREFIX + u for u in users])
-            *blobs, states = pipe.execute()
-            ok, aggs = decode_lenient(users, blobs, params)
-            if ok:
-                yield [users[i] for i in ok], aggs, [states[i] for i in ok]
-        if cursor == 0:
-            return
+    re-evaluated (the decision is idempotent). ``scan_iter`` walks every master of a
+    Redis Cluster; one GET per state key, as a user's keys need not share a slot."""
+    keys: list[bytes] = []
+    for key in redis.scan_iter(match=KEY_PREFIX + "*", count=chunk):
+        keys.append(key)
+        if len(keys) >= chunk:
+            yield from _chunk(redis, params, keys)
+            keys = []
+    if keys:
+        yield from _chunk(redis, params, keys)
+
+
+def _chunk(redis: Any, params: FeatureParams, keys: list[bytes]
+           ) -> Iterator[tuple[list[str], np.ndarray, list[bytes | None]]]:
+    users = [k.decode()[len(KEY_PREFIX):] for k in keys]
+    pipe = redis.pipeline(transaction=False)
+    for k in keys:
+        pipe.hget(k, "agg")
+    for u in users:
+        pipe.get(STATE_PREFIX + u)
+    replies = pipe.execute()
+    blobs, states = replies[:len(keys)], replies[len(keys):]
+    ok, aggs = decode_lenient(users, blobs, params)
+    if ok:
+        yield [users[i] for i in ok], aggs, [states[i] for i in ok]

@@ -85,6 +85,7 @@ class Sinks:
 
         # a cluster pipeline sends each master its keys' upserts (one key per script call)
         self.redis = sync_redis(redis_url, cluster=cluster)
+        self.cluster = cluster
         self.upsert = self.redis.register_script(UPSERT_LUA)
         self.producer = Producer(bootstrap)
         self.topic_features = topic_features
@@ -130,8 +131,11 @@ class Sinks:
             pipe = self.redis.pipeline(transaction=False)
             for i in range(lo, min(lo + REDIS_PIPELINE_SIZE, len(users))):
                 fields = hash_fields(aggs[i], events[i], last[i], now_ms)
-                self.upsert(keys=[feature_key(users[i])],
-                            args=[*(fields[f] for f in FIELDS), self.ttl_s], client=pipe)
+                args = [*(fields[f] for f in FIELDS), self.ttl_s]
+                if self.cluster:  # redis-py blocks script calls in a cluster pipeline
+                    pipe.execute_command("EVAL", UPSERT_LUA, 1, feature_key(users[i]), *args)
+                else:
+                    self.upsert(keys=[feature_key(users[i])], args=args, client=pipe)
             written: list[Any] = pipe.execute()
             result.redis_written += sum(int(x) for x in written)
             result.redis_stale += sum(1 for x in written if int(x) == 0)

@@ -131,10 +131,10 @@ def redis_cluster(workdir: Path, masters: int = 3) -> Iterator[list[str]]:
         subprocess.run([cli, "--cluster", "create", *seeds, "--cluster-yes"], check=True,
                        capture_output=True, timeout=60)
 
-        def ready() -> bool:
-            out = subprocess.run([cli, "-p", str(ports[0]), "cluster", "info"],
-                                 capture_output=True, text=True, timeout=10).stdout
-            return "cluster_state:ok" in out
+        def ready() -> bool:  # every node, not one: a client may be routed to any
+            return all("cluster_state:ok" in subprocess.run(
+                [cli, "-p", str(p), "cluster", "info"], capture_output=True, text=True,
+                timeout=10).stdout for p in ports)
 
         _wait("redis cluster", ready, procs, workdir / str(ports[0]) / "redis.log")
         yield seeds

@@ -1,5 +1,6 @@
-"""The API on a real 3-master Redis Cluster (``redis_cluster=true``): single and batch
-lookups whose users live on every master, and the clients' choice by settings."""
+"""Serving on a real 3-master Redis Cluster (``redis_cluster=true``): single and batch
+lookups whose users live on every master, the change detector's sweep, the experiments
+store, and the clients' choice by settings."""
 
 from __future__ import annotations
 
@@ -9,16 +10,31 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import redis
 
+from segstream.config import Settings
+from segstream.kafka import read_topic
 from segstream.online_store import feature_key
+from serving.changes import ChangeDetector
+from serving.model_holder import ModelHolder
+from serving.model_source import StaticSource
 from serving.redis_client import MaintainedRedis, open_redis
 from serving.redis_pipe import PipelinedRedis, RedisUnavailable
+from serving.rescore import CLOCK_STREAM
 from tests.clusters import redis_cluster
-from tests.serving.conftest import Api, put_users
+from tests.serving.conftest import (
+    PARAMS,
+    Api,
+    lapsing_model,
+    put_users,
+    users_state,
+    write_records,
+)
+from tests.serving.test_webhooks import T0, produce_records
 
-pytestmark = [pytest.mark.redis, pytest.mark.slow]
+pytestmark = [pytest.mark.redis, pytest.mark.kafka, pytest.mark.slow]
 ROWS = {f"user-{i}": i % 3 for i in range(30)}  # 30 keys: slots on all three masters
 
 
@@ -77,3 +93,73 @@ def test_cluster_client_down_raises_redis_unavailable(tmp_path: Path) -> None:
 
     with pytest.raises(RedisUnavailable):
         asyncio.run(lookup())
+
+
+def test_detector_sweep_covers_every_master(
+    settings_factory: Callable[..., Settings], topic_factory: Callable[..., str],
+    kafka_bootstrap: str, cluster: Any,
+) -> None:
+    """A sweep walks the records on all three masters: every lapsed user's change is
+    published once, and each user's state key is written on its own slot."""
+    features, changes = topic_factory("features", partitions=1), topic_factory("changes")
+    settings = settings_factory(topic_features=features, topic_segment_changes=changes,
+                                clock="event", rescore_interval_s=3600,
+                                segment_min_dwell_s=0, redis_cluster=True)
+    day, hour = 86_400_000, 3_600_000
+    users = {f"u{i}": i % 3 for i in range(30)}
+    write_records(cluster, users_state(users, T0, seed=1))
+    assert len(_masters_holding(cluster, list(users))) == 3
+    holder = ModelHolder(StaticSource(lapsing_model(), "1"), PARAMS)
+    detector = ChangeDetector(settings, holder, cluster, kafka_bootstrap)
+    detector.sweep_chunk_size = 7
+
+    def tick(at: int) -> None:  # another user's event moves the stream time to ``at``
+        produce_records(kafka_bootstrap, features,
+                        [("tick", users_state({"tick": 0}, at).aggs[0])])
+
+    tick(T0)
+    assert detector.run_available_now(timeout_s=60) == 0  # the clock starts
+    tick(T0 + hour + 1)
+    assert detector.run_available_now(timeout_s=60) == 0  # first segments recorded
+    assert sum(1 for _ in cluster.scan_iter("seg:segment:u*")) == 30
+    tick(T0 + 200 * day)  # 200 days of silence: time alone moves all thirty
+    assert detector.run_available_now(timeout_s=60) == 30
+    detector.close()
+    moved = [orjson.loads(r.value) for r in read_topic(kafka_bootstrap, changes)]
+    assert sorted(c["user_id"] for c in moved if c["user_id"] != "tick") == sorted(users)
+    assert int(cluster.hget(detector.reader.key, CLOCK_STREAM)) == T0 + 200 * day
+
+
+MAPPING = """
+experiments:
+  hp-test: {holdout: 0.5}
+placements:
+  homepage:
+    experiment: hp-test
+    default: [home-generic]
+"""
+
+
+def test_experiments_store_on_a_cluster(api_factory: Callable[..., Api], cluster: Any,
+                                        seeds: list[str], tmp_path: Path) -> None:
+    """Exposures and conversions run Lua over several keys of one experiment: the hash
+    tag puts them in one slot, so the counts are the same as on one server."""
+    path = tmp_path / "mapping.yaml"
+    path.write_text(MAPPING)
+    put_users(cluster, {f"u{i}": i % 3 for i in range(40)})
+    api = api_factory(redis_url=f"redis://{seeds[2]}", redis_cluster=True,
+                      api_personalization_file=path)
+    with httpx.Client(base_url=api.url, headers=api.headers) as c:
+        arms = [c.get(f"/v1/users/u{i}/personalization",
+                      params={"placement": "homepage"}).json()["arm"] for i in range(40)]
+        for i in range(0, 40, 4):
+            r = c.post("/v1/conversions", json={"user_id": f"u{i}", "experiment_id": "hp-test"})
+            assert r.status_code == 201 and r.json()["counted"] is True, r.text
+        report = c.get("/v1/experiments/hp-test/uplift").json()
+    nt = arms.count("treatment")
+    xt = sum(1 for i in range(0, 40, 4) if arms[i] == "treatment")
+    overall = report["overall"]
+    assert overall["treatment"]["exposed"] == nt and overall["treatment"]["converted"] == xt
+    assert overall["control"]["exposed"] == 40 - nt
+    assert overall["control"]["converted"] == 10 - xt
+    assert len({cluster.keyslot(k) for k in cluster.scan_iter("seg:exp:*")}) == 1
