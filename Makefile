@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml scripts/setup.sh
 setup: $(STAMP)  ## create .venv and install everything (system packages too)
 
 demo: setup      ## bring the local stack up and run the pipeline on synthetic events
-	$(BIN)/segstream demo
+	$(BIN)/segstream demo --keep-running
 
 test: setup      ## the whole suite, slow end-to-end tests included (what CI runs)
 	$(BIN)/pytest

@@ -113,14 +113,20 @@ def stack_status() -> None:
 
 
 @app.command("demo")
-def demo() -> None:
-    """Run the pipeline end to end on the embedded defaults (what `make demo` runs)."""
+def demo(
+    keep_running: Annotated[bool, typer.Option(
+        "--keep-running", help="Leave the stack and the API up at the end (Ctrl-C always "
+        "stops what the demo started).")] = False,
+) -> None:
+    """Run the pipeline end to end on the embedded defaults (what `make demo` runs):
+    30 days of synthetic events up to now, streamed, trained on, re-scored as time
+    passes, served; ends with a summary."""
     from segstream.demo import run_demo
     from segstream.kafka import KafkaUnavailable
     from segstream.stack import StackError
 
     try:
-        run_demo(load_settings(), console)
+        run_demo(load_settings(), console, keep_running=keep_running)
     except (StackError, KafkaUnavailable) as exc:
         raise fail(str(exc)) from exc
 

@@ -1,20 +1,42 @@
 """``segstream demo``: the whole pipeline on the embedded defaults, step by step.
 
-Each stage adds its step to ``STEPS`` (in order); the demo runs them and prints
-what each produced. Steps are idempotent: running the demo twice is fine.
+The generated log covers the 30 days up to now. It arrives in two parts, so the demo
+can show time passing: the first 25 days are streamed, a model is trained as of their
+end and the change detector records everyone's segment; then the last 5 days arrive,
+and users who stopped coming change segment *with no new event* (their features aged),
+and the change reaches a local webhook receiver. The steps share a :class:`Demo`
+context; each prints what it produced, and the last prints a summary.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from segstream.config import Settings
 
-Step = Callable[[Settings, Console], None]
+DAY_MS = 86_400_000
+LATE_DAYS = 5  # the part of the log that arrives after the model is trained
+
+
+@dataclass
+class Demo:
+    settings: Settings
+    console: Console
+    later: list[tuple[bytes | None, bytes]] = field(default_factory=list)
+    truth: dict[str, str] = field(default_factory=dict)
+    kinds: Counter[str] = field(default_factory=Counter)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+Step = Callable[[Demo], None]
 
 
 def topic_counts(settings: Settings) -> dict[str, int]:
@@ -27,96 +49,175 @@ def topic_counts(settings: Settings) -> dict[str, int]:
     return {name: count_records(bootstrap, name) for name in names}
 
 
-def step_stack(settings: Settings, console: Console) -> None:
-    from segstream.stack import up
+def step_stack(demo: Demo) -> None:
+    """A fresh stack: the embedded broker keeps no log across restarts, so the streaming
+    checkpoint and history of an earlier demo would point at offsets that are gone."""
+    import shutil
 
-    console.rule("1. local stack")
+    from segstream.stack import down, up
+
+    demo.console.rule("1. local stack (fresh)")
+    settings = demo.settings
+    for line in down(settings):
+        demo.console.print(f"  earlier demo: {line}")
+    for old in (settings.checkpoint_dir, settings.history_dir):
+        shutil.rmtree(old, ignore_errors=True)
     _, done = up(settings)
     for line in done:
-        console.print(f"  {line}")
+        demo.console.print(f"  {line}")
 
 
-def step_events(settings: Settings, console: Console) -> None:
-    from segstream.generator import GeneratorConfig, stream
+def _send(demo: Demo, records: list[tuple[bytes | None, bytes]], what: str) -> None:
     from segstream.kafka import Producer
     from segstream.stack import kafka_address
 
-    console.rule("2. synthetic events -> Kafka")
-    before = topic_counts(settings)
-    producer = Producer(kafka_address(settings))
-    kinds: Counter[str] = Counter()
-    with console.status(f"generating 100,000 events for 1,000 users (seed 42) -> "
-                        f"{settings.topic_events}..."):
-        _, records = stream(GeneratorConfig(users=1000, events=100_000, seed=42,
-                                            malformed_rate=0.005, duplicate_rate=0.005,
-                                            late_rate=0.002))
-        for key, value, kind in records:
-            producer.send(settings.topic_events, value, key=key)
-            kinds[kind] += 1
-        producer.flush()
-    after = topic_counts(settings)
+    before = topic_counts(demo.settings)
+    producer = Producer(kafka_address(demo.settings))
+    for key, value in records:
+        producer.send(demo.settings.topic_events, value, key=key)
+    producer.flush()
+    after = topic_counts(demo.settings)
     table = Table("topic", "records before", "arrived", "records now",
-                  title="what arrived (counted on the broker)")
+                  title=f"{what} (counted on the broker)")
     for name, now in after.items():
         table.add_row(name, f"{before[name]:,}", f"{now - before[name]:+,}", f"{now:,}")
-    console.print(table)
-    console.print(f"  mixed in: {kinds['malformed']:,} malformed, "
-                  f"{kinds['duplicate']:,} duplicate, {kinds['late']:,} late")
+    demo.console.print(table)
 
 
-def step_training(settings: Settings, console: Console) -> None:
-    """Train on the streamed features (Parquet history, else the features topic),
-    register in the MLflow registry, promote through the gates, print the segments."""
-    from segstream.stack import endpoints
-    from training.cli import load_table, segment_table, train_and_publish
+def step_events(demo: Demo) -> None:
+    """Generate 30 days of events up to now; send the first 25 days."""
+    from segstream.events import Rejection, validate_event
+    from segstream.generator import GeneratorConfig, generate
 
-    console.rule("training -> MLflow registry (champion)")
-    history = settings.history_dir
-    source = None
-    if history.exists() and any(history.rglob("*.parquet")):
-        source = str(history)
-    else:
-        topic = settings.topic_features
-        if count_features(endpoints(settings).kafka_bootstrap, topic) > 0:
-            source = "features-topic"
-    if source is None:
-        console.print("  no features yet (neither Parquet history nor the features topic); "
-                      "run the streaming step first (`segstream stream`)")
-        return
-    table = load_table(settings, source)
-    result = train_and_publish(settings, table, "auto", promote=True, out=console)
-    console.print(segment_table(result.model, f"model version {result.version} "
-                                f"({len(table):,} users from {source})"))
-    console.print(f"  gates: {result.gate.summary()}; champion is version "
-                  f"{result.version if result.promoted else '(unchanged)'}")
-
-
-def count_features(bootstrap: str, topic: str) -> int:
-    from segstream.kafka import count_records
-
-    try:
-        return count_records(bootstrap, topic)
-    except Exception:  # topic missing: nothing streamed yet
-        return 0
+    demo.console.rule("2. synthetic events (the first 25 of 30 days) -> Kafka")
+    now_ms = int(time.time() * 1000) // 3_600_000 * 3_600_000
+    start = datetime.fromtimestamp((now_ms - 30 * DAY_MS) / 1000, UTC).isoformat()
+    with demo.console.status("generating 100,000 events for 1,000 users (seed 42)..."):
+        log = generate(GeneratorConfig(users=1000, events=100_000, seed=42, start=start,
+                                       malformed_rate=0.005, duplicate_rate=0.005,
+                                       late_rate=0.002, churn_share=0.12))
+    cut_ms = now_ms - LATE_DAYS * DAY_MS
+    cut = len(log.values)
+    for i, value in enumerate(log.values):  # arrival order is event-time order (but late)
+        ev = validate_event(value)
+        if not isinstance(ev, Rejection) and ev["ts"] >= cut_ms:
+            cut = i
+            break
+    demo.kinds.update(log.kinds)
+    demo.truth = {u: t.persona for u, t in log.truth.items()}
+    records = list(zip(log.keys, log.values, strict=True))
+    demo.later = records[cut:]
+    _send(demo, records[:cut], f"days 1-25: {cut:,} records")
+    demo.console.print(f"  mixed in: {demo.kinds['malformed']:,} malformed, "
+                       f"{demo.kinds['duplicate']:,} duplicate, {demo.kinds['late']:,} late; "
+                       f"{sum(t.stops_ms is not None for t in log.truth.values())} users "
+                       "stop coming at some point (churners)")
+    demo.summary["events in"] = len(log.values)
 
 
-def step_stream(settings: Settings, console: Console) -> None:
+def step_stream(demo: Demo) -> None:
     from streaming.demo import step_stream as stream
 
-    stream(settings, console)
+    stream(demo.settings, demo.console)
 
 
-def step_serve(settings: Settings, console: Console) -> None:
+def step_training(demo: Demo) -> None:
+    """Train on the streamed aggregates (a snapshot as of the stream time), register in
+    the MLflow registry, promote through the gates, print the segments and the ARI."""
+    import numpy as np
+    from sklearn.metrics import adjusted_rand_score
+
+    from training.cli import load_table, segment_table, train_and_publish
+
+    settings, console = demo.settings, demo.console
+    console.rule("training on a snapshot of every user as of the stream time -> MLflow")
+    history = settings.history_dir
+    if not (history.exists() and any(history.rglob("*.parquet"))):
+        console.print("  no Parquet history yet; run the streaming step first")
+        return
+    table = load_table(settings, str(history))
+    result = train_and_publish(settings, table, "auto", promote=True, out=console)
+    console.print(segment_table(result.model, f"model version {result.version} "
+                                f"({len(table):,} users as of the end of day 25)"))
+    console.print(f"  gates: {result.gate.summary()}; champion is version "
+                  f"{result.version if result.promoted else '(unchanged)'}")
+    known = np.array([u in demo.truth for u in table.user_ids])
+    if known.any():
+        got = result.model.assign(table.X[known]).segment_ids
+        truth = [demo.truth[u] for u in table.user_ids[known]]
+        demo.summary["ARI vs the generator's personas"] = round(
+            float(adjusted_rand_score(truth, got)), 3)
+    demo.summary["segments"] = ", ".join(
+        f"{name} {p['share']:.0%}" for p, name in zip(result.model.profiles,
+                                                     result.model.personas, strict=True))
+
+
+def step_detect_before(demo: Demo) -> None:
+    from serving.demo import step_changes
+
+    demo.console.rule("change detector: everyone's segment as of day 25 (stream clock)")
+    step_changes(demo.settings, demo.console)
+
+
+def step_later(demo: Demo) -> None:
+    """The last 5 days arrive; stream them; the detector sees time pass."""
+    from serving.demo import deliver_webhooks, step_changes
+
+    demo.console.rule(f"3. the last {LATE_DAYS} days arrive")
+    _send(demo, demo.later, f"days 26-30: {len(demo.later):,} records")
+    step_stream(demo)
+    n = step_changes(demo.settings, demo.console)
+    demo.summary["segment changes"] = n
+    delivered = deliver_webhooks(demo.settings, demo.console)
+    demo.summary["webhooks delivered (signature checked)"] = delivered
+
+
+def step_serve(demo: Demo) -> None:
     from serving.demo import step_serve as serve
 
-    serve(settings, console)
+    demo.summary.update(serve(demo.settings, demo.console))
 
 
-STEPS: list[Step] = [step_stack, step_events, step_stream, step_training, step_serve]
+def step_summary(demo: Demo) -> None:
+    from segstream.kafka import read_topic
+    from segstream.stack import endpoints
+
+    settings, console = demo.settings, demo.console
+    console.rule("summary")
+    reasons: Counter[str] = Counter()
+    for r in read_topic(endpoints(settings).kafka_bootstrap, settings.topic_dlq):
+        reasons[(r.headers.get("reason") or b"?").decode()] += 1
+    table = Table("what", "value", show_header=False)
+    table.add_row("events in", f"{demo.summary.pop('events in', 0):,}")
+    table.add_row("dead-lettered, by reason",
+                  ", ".join(f"{k} {v:,}" for k, v in reasons.most_common()) or "none")
+    for key, value in demo.summary.items():
+        table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
+    console.print(table)
 
 
-def run_demo(settings: Settings, console: Console) -> None:
-    for step in STEPS:
-        step(settings, console)
+STEPS: list[Step] = [step_stack, step_events, step_stream, step_training, step_detect_before,
+                     step_later, step_serve, step_summary]
+
+
+def run_demo(settings: Settings, console: Console, *, keep_running: bool = False) -> None:
+    """Run every step; stop what the demo started unless ``keep_running`` (Ctrl-C
+    always stops it)."""
+    from segstream.stack import down
+
+    demo = Demo(settings, console)
+    try:
+        for step in STEPS:
+            step(demo)
+    except KeyboardInterrupt:
+        console.print("interrupted: stopping what the demo started")
+        keep_running = False
+        raise
+    finally:
+        if not keep_running:
+            for line in down(settings):
+                console.print(f"  {line}")
     console.rule("done")
-    console.print("The stack keeps running; stop it with `segstream stack down`.")
+    if keep_running:
+        console.print("The stack and the API keep running; stop them with "
+                      "`segstream stack down`.")

@@ -1,6 +1,7 @@
-"""The demo's last step: start the API (auth disabled, said out loud), print lookups and
-one user's features as of now, run the change detector bounded on the stream's clock,
-and show a user whom time alone moved to another segment (no new event).
+"""The demo's serving steps: the change detector bounded on the stream's clock, the
+webhook dispatcher to a local receiver, then the API (auth disabled, said out loud):
+lookups, one user's features as of now, a user whom time alone moved to another segment
+(no new event), and a short lookup load.
 
 The API keeps running after the demo as a service of the local stack, so
 ``segstream stack status`` shows it and ``segstream stack down`` stops it.
@@ -67,7 +68,8 @@ def start_api(settings: Settings, console: Console) -> dict[str, Any]:
     raise RuntimeError(f"the API did not become ready; see {log}")
 
 
-def step_serve(settings: Settings, console: Console) -> None:
+def step_serve(settings: Settings, console: Console) -> dict[str, Any]:
+    """Start the API, show lookups, features and a lapsed user; returns summary lines."""
     import redis
 
     from segstream.stack import endpoints
@@ -78,7 +80,7 @@ def step_serve(settings: Settings, console: Console) -> None:
     if RegistrySource(settings).champion_version() is None:
         console.print("  no champion model in the registry yet (the training step registers "
                       "one); skipping the API")
-        return
+        return {}
     console.print("  [yellow]API key auth is DISABLED for the demo[/yellow] "
                   "(SEGSTREAM_API_AUTH_ENABLED=false); production needs SEGSTREAM_API_KEYS")
     info = start_api(settings, console)
@@ -87,7 +89,7 @@ def step_serve(settings: Settings, console: Console) -> None:
     users = [k.decode().removeprefix("seg:features:")
              for k in client.scan_iter("seg:features:*", count=100)][:4]
     table = Table("request", "segment", "persona", "p(segment)", "top reason",
-                  title=f"example lookups against {url}")
+                  title=f"example lookups against {url} (as of now)")
     for user in [*users, "no-such-user"]:
         path = f"/v1/users/{user}/segment" + ("?default=true" if user == "no-such-user" else "")
         body = httpx.get(url + path, timeout=5).json()
@@ -101,10 +103,94 @@ def step_serve(settings: Settings, console: Console) -> None:
     console.print(table)
     if users:
         show_features(console, url, users[0])
-    step_changes(settings, console)
-    show_lapsed(settings, console, url)
-    console.print(f"  API running at {url} (pid {info['pid']}, log {info['log']}): "
-                  f"docs {url}/docs, metrics {url}/metrics")
+    lapsed = show_lapsed(settings, console, url)
+    summary: dict[str, Any] = {}
+    if lapsed:
+        summary["a user who lapsed (no new event)"] = (
+            f"{lapsed['user_id']}: segment {lapsed['from_segment']} -> "
+            f"{lapsed['to_segment']} ({lapsed['persona']}) at {lapsed['at']}")
+    if users:
+        summary["lookup load (2,000 requests, 16 at a time)"] = lookup_load(url, users)
+    summary["API"] = f"{url}/docs (OpenAPI), {url}/metrics, log {info['log']}"
+    from training.registry import Registry
+
+    summary["MLflow UI"] = f"mlflow ui --backend-store-uri {Registry(settings).uri}"
+    return summary
+
+
+def lookup_load(url: str, users: list[str], n: int = 2000, concurrency: int = 16) -> str:
+    """A short burst of segment lookups from this process: rps and p99."""
+    import asyncio
+
+    async def burst() -> list[float]:
+        latencies: list[float] = []
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            async def worker(w: int) -> None:
+                for i in range(w, n, concurrency):
+                    t = time.perf_counter()
+                    r = await client.get(f"/v1/users/{users[i % len(users)]}/segment")
+                    r.raise_for_status()
+                    latencies.append(time.perf_counter() - t)
+            await asyncio.gather(*(worker(w) for w in range(concurrency)))
+        return latencies
+
+    t0 = time.perf_counter()
+    lat = sorted(asyncio.run(burst()))
+    elapsed = time.perf_counter() - t0
+    return (f"{len(lat) / elapsed:,.0f} rps, p99 {lat[int(len(lat) * 0.99)] * 1000:.1f} ms "
+            "(client and server share this machine)")
+
+
+def deliver_webhooks(settings: Settings, console: Console) -> int:
+    """``segstream webhooks run`` bounded, to a receiver on loopback that checks every
+    HMAC signature; returns the deliveries it accepted."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import redis
+
+    from segstream.stack import endpoints
+    from serving.offsets import RedisOffsetReader
+    from serving.webhooks import SIGNATURE_HEADER, Dispatcher, verify
+
+    secret = "segstream-demo-receiver"  # a loopback receiver that lives for this step
+    accepted: list[bytes] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            ok = verify(secret.encode(), self.headers.get(SIGNATURE_HEADER, ""), body)
+            if ok:
+                accepted.append(body)
+            self.send_response(204 if ok else 401)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hook = f"http://127.0.0.1:{server.server_address[1]}/segment-changed"
+    from pydantic import SecretStr
+
+    local = settings.model_copy(update={"webhook_urls": [hook],
+                                        "webhook_secret": SecretStr(secret)})
+    ep = endpoints(settings)
+    client = redis.Redis.from_url(ep.redis_url)
+    dispatcher = Dispatcher(local, client)
+    reader = RedisOffsetReader(ep.kafka_bootstrap, settings.topic_segment_changes, client,
+                               "demo-webhooks")
+    try:
+        with console.status(f"delivering segment changes to {hook} (signed)..."):
+            while dispatcher.run_once(reader, timeout_ms=1000):
+                pass
+    finally:
+        reader.close()
+        dispatcher.close()
+        server.shutdown()
+    console.print(f"  {len(accepted):,} webhooks delivered to a local receiver, every "
+                  "signature verified")
+    return len(accepted)
 
 
 SHOWN = ("recency_days", "tenure_days", "session_rate_short", "order_rate_long",
@@ -162,7 +248,12 @@ def show_lapsed(settings: Settings, console: Console, url: str) -> dict[str, Any
         console.print("  no user changed segment by time alone (nobody lapsed far enough "
                       "under this model)")
         return None
-    change = lapsed[-1]
+    def silence(change: dict[str, Any]) -> float:  # days without an event at the change
+        body = httpx.get(f"{url}/v1/users/{change['user_id']}/features", timeout=5,
+                         params={"as_of": change["at"]}).json()
+        return -1.0 if "error" in body else float(body["features"]["recency_days"])
+
+    change = max(lapsed[-50:], key=silence)  # the longest silent of the recent ones
     user = change["user_id"]
     then = httpx.get(f"{url}/v1/users/{user}/features", timeout=5).json()
     if "error" in then:

@@ -26,4 +26,11 @@ def get_spark(settings: Settings, app_name: str = "segstream") -> SparkSession:
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("WARN")
+    # after stop() the state store's maintenance thread logs a stack trace at WARN
+    # ("SparkEnv not active"): harmless, and the last thing every run printed
+    jvm = spark.sparkContext._jvm
+    if jvm is not None:
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
+            "org.apache.spark.sql.execution.streaming.state.StateStore",
+            jvm.org.apache.logging.log4j.Level.ERROR)
     return spark
