@@ -41,7 +41,7 @@ from __future__ import annotations
 import functools
 import math
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -125,12 +125,23 @@ class Vocabulary:
 
     def canonical_types(self, values: Sequence[object] | np.ndarray) -> np.ndarray:
         """Canonical type code of each value (``OTHER_TYPE`` if not in the vocabulary)."""
-        s = pd.Series(np.asarray(values, dtype=object)).str.strip().str.lower()
-        return s.map(self.type_codes()).fillna(OTHER_TYPE).to_numpy(np.int64)
+        codes = self.type_codes()
+        return _map_distinct(values, lambda v: codes.get(v, OTHER_TYPE), OTHER_TYPE)
 
     def is_mobile(self, values: Sequence[object] | np.ndarray) -> np.ndarray:
-        s = pd.Series(np.asarray(values, dtype=object)).str.strip().str.lower()
-        return s.isin({p.strip().lower() for p in self.mobile_platforms}).to_numpy()
+        mobile = {p.strip().lower() for p in self.mobile_platforms}
+        return _map_distinct(values, lambda v: int(v in mobile), 0).astype(bool)
+
+
+def _map_distinct(values: Sequence[object] | np.ndarray, f: Callable[[str], int],
+                  missing: int) -> np.ndarray:
+    """``f`` of each value's trimmed lower-case text, computed once per distinct value
+    (a log has a handful of event types and platforms, and many events)."""
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object))
+    table = np.array([f(str(u).strip().lower()) for u in uniques] + [missing],
+                     dtype=np.int64)
+    out: np.ndarray = table[codes]  # code -1 (null) takes the last entry: missing
+    return out
 
 
 @dataclass(frozen=True)
@@ -337,33 +348,42 @@ def _fold_content(A: np.ndarray, u: np.ndarray, content: np.ndarray) -> None:
     A["kmv"][ku[keep], rank[keep]] = (keys[keep] & np.uint64(0xFFFFFFFF)).astype(np.uint32)
 
 
+def _ranks(groups: np.ndarray) -> np.ndarray:
+    """Position of each element within its run of equal, sorted ``groups``."""
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+    out: np.ndarray = np.arange(len(groups)) - np.repeat(starts, np.diff(np.r_[starts,
+                                                                              len(groups)]))
+    return out
+
+
 def _fold_categories(A: np.ndarray, u: np.ndarray, category: np.ndarray) -> None:
     """Counts of the first CATEGORY_SLOTS distinct categories of each user (by first
     arrival); later new categories count only in ``categorised``."""
     h, present = _hash(category)
     if not present.any():
         return
-    rows = np.flatnonzero(present)
-    A["categorised"] += np.bincount(u[rows], minlength=len(A))
-    batch = (pd.DataFrame({"u": u[rows], "h": h[rows], "pos": rows})
-             .groupby(["u", "h"], sort=False).agg(n=("pos", "size"), pos=("pos", "min"))
-             .reset_index())
-    su, slot = np.nonzero(A["category_hash"] != 0)
-    stored = pd.DataFrame({"u": su, "h": A["category_hash"][su, slot], "slot": slot})
-    merged = batch.merge(stored, on=["u", "h"], how="left")
-    known = merged["slot"].notna().to_numpy()
-    bu, bn = merged["u"].to_numpy(np.int64), merged["n"].to_numpy(np.float32)
+    pos = np.flatnonzero(present)  # rows are in each user's arrival order
+    pu, ph = u[pos], h[pos]
+    A["categorised"] += np.bincount(pu, minlength=len(A))
+    # distinct (user, category) pairs: count and first arrival
+    order = np.lexsort((pos, ph, pu))
+    pu, ph, pos = pu[order], ph[order], pos[order]
+    first = np.flatnonzero(np.r_[True, (pu[1:] != pu[:-1]) | (ph[1:] != ph[:-1])])
+    n = np.diff(np.r_[first, len(pu)]).astype(np.float32)
+    pu, ph, pos = pu[first], ph[first], pos[first]
+    stored = A["category_hash"][pu]  # pairs x slots
+    match = stored == ph[:, None]
+    known = match.any(1)
     if known.any():
-        np.add.at(A["category_count"],
-                  (bu[known], merged["slot"].to_numpy()[known].astype(np.int64)), bn[known])
-    new = merged[~known].sort_values(["u", "pos"], kind="stable")
+        np.add.at(A["category_count"], (pu[known], match[known].argmax(1)), n[known])
+    new = np.flatnonzero(~known)
     if len(new):
-        used = (A["category_hash"] != 0).sum(1)
-        nu = new["u"].to_numpy(np.int64)
-        slots = used[nu] + new.groupby("u").cumcount().to_numpy()
+        new = new[np.lexsort((pos[new], pu[new]))]  # by user, then first arrival
+        nu = pu[new]
+        slots = (A["category_hash"] != 0).sum(1)[nu] + _ranks(nu)
         ok = slots < CATEGORY_SLOTS
-        A["category_hash"][nu[ok], slots[ok]] = new["h"].to_numpy(np.uint64)[ok]
-        A["category_count"][nu[ok], slots[ok]] = new["n"].to_numpy(np.float32)[ok]
+        A["category_hash"][nu[ok], slots[ok]] = ph[new][ok]
+        A["category_count"][nu[ok], slots[ok]] = n[new][ok]
 
 
 # ------------------------------------------------------------------- evaluation

@@ -265,3 +265,20 @@ def test_as_of_before_the_newest_event_and_foreign_records_are_refused(
         decode(blobs, FeatureParams(half_life_short_days=3.0))
     with pytest.raises(RecordMismatch, match="bytes"):
         decode([blobs[0][:-1]], PARAMS)
+
+
+@pytest.mark.parametrize("cuts", [[], [5], [3, 11, 12]])
+def test_categories_past_the_eight_slots_count_only_in_the_total(cuts: list[int]) -> None:
+    # c0..c9 first arrive in that order; c9 (a 10th category) is the most frequent
+    cats = [f"c{i}" for i in range(10)] + ["c9"] * 6 + ["c0"] * 2
+    ev = pd.DataFrame({"ts": np.arange(len(cats)) * 1000, "event_type": "page_view",
+                       "session_id": None, "content_id": None, "category": cats,
+                       "dwell_ms": None, "amount": None, "platform": None})
+    aggs = empty(1)
+    bounds = [0, *cuts, len(ev)]
+    for lo, hi in itertools.pairwise(bounds):
+        fold(aggs, np.zeros(hi - lo, dtype=np.int64), ev.iloc[lo:hi], PARAMS)
+    events = [{**e, "ts": int(e["ts"])} for e in ev[COLUMNS].to_dict("records")]
+    expected = reference(events, len(cats) * 1000, PARAMS)["top_category_share"]
+    got = evaluate(aggs, len(cats) * 1000, PARAMS)[0, FEATURE_SPEC.index("top_category_share")]
+    assert got == pytest.approx(expected) == pytest.approx(3 / len(cats))  # c0: 3 of 18
