@@ -80,8 +80,8 @@ class GeneratorConfig:
                 raise ValueError(f"{name} must be within [0, 0.5], got {getattr(self, name)}")
         if self.drift_at is not None and not 0.0 < self.drift_at < 1.0:
             raise ValueError(f"drift_at must be within (0, 1), got {self.drift_at}")
-        if self.days <= 0:
-            raise ValueError(f"days must be positive, got {self.days}")
+        if self.days < 1:  # sessions are placed at hours of whole UTC days
+            raise ValueError(f"days must be at least 1, got {self.days}")
 
 
 @dataclass

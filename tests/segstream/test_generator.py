@@ -97,7 +97,8 @@ def test_files_round_trip(tmp_path: Path, log) -> None:  # type: ignore[no-untyp
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [({"users": 0}, "users >= 1"), ({"malformed_rate": 0.9}, "malformed_rate"),
-     ({"drift_at": 1.5}, "drift_at"), ({"days": 0}, "days")],
+     ({"drift_at": 1.5}, "drift_at"), ({"days": 0}, "days"),
+     ({"days": 0.5}, "at least 1")],
 )
 def test_bad_config_is_refused(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
