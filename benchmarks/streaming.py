@@ -290,8 +290,9 @@ def main() -> None:
     parser.add_argument("--skip-throughput", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for noisy in ("kafka", "py4j"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    # kafka-python logs every reconnect at ERROR once the benchmark's broker stops
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     from segstream.config import Settings
     from segstream.stack import free_port, start_broker, start_redis, stop_service
