@@ -297,9 +297,15 @@ class Registry:
 
         try:
             found = self.client.search_model_versions(f"name='{self.name}'")
+            # search_model_versions leaves `aliases` empty; the registered model has them
+            aliases: dict[str, list[str]] = {}
+            for alias, version in (self.client.get_registered_model(self.name).aliases
+                                   or {}).items():
+                aliases.setdefault(str(version), []).append(alias)
         except MlflowException:
             return []
-        return sorted((_info(mv) for mv in found), key=lambda v: -int(v.version))
+        return sorted((_info(mv, aliases.get(str(mv.version))) for mv in found),
+                      key=lambda v: -int(v.version))
 
     def load(self, ref: str = CHAMPION) -> SegmentModel:
         """Download the artefact of a version or alias and load it (``.version`` set)."""
@@ -323,11 +329,11 @@ def gate_text(gate: GateResult | None) -> str:
     return "quality gates not run" if gate is None else gate.summary()
 
 
-def _info(mv: Any) -> VersionInfo:
+def _info(mv: Any, aliases: list[str] | None = None) -> VersionInfo:
     return VersionInfo(
         version=str(mv.version),
         created_ms=int(mv.creation_timestamp or 0),
-        aliases=tuple(mv.aliases or ()),
+        aliases=tuple(sorted(aliases if aliases is not None else (mv.aliases or ()))),
         tags=dict(mv.tags or {}),
         source=str(mv.source),
         run_id=mv.run_id,
