@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from segstream.config import Settings
 from segstream.generator import GeneratedLog
 from segstream.kafka import Producer
 from tests.conftest import flushed_redis
@@ -35,3 +37,14 @@ def produce(bootstrap: str, topic: str, log: GeneratedLog, chunks: int = 1) -> N
             producer.send(topic, value, key=key)
         producer.flush()
     del producer  # destroy the librdkafka client now, not after the broker has stopped
+
+
+def job_env(settings: Settings, kafka_bootstrap: str, redis_url: str, **extra: Any
+            ) -> dict[str, str]:
+    """The environment of a `segstream stream` subprocess on these settings' data dir and
+    topics (``extra``: more settings, by field name)."""
+    fields = {"data_dir": settings.data_dir, "kafka_bootstrap": kafka_bootstrap,
+              "redis_url": redis_url, "topic_events": settings.topic_events,
+              "topic_dlq": settings.topic_dlq, "topic_features": settings.topic_features,
+              "spark_shuffle_partitions": 2, **extra}
+    return {**os.environ, **{f"SEGSTREAM_{k.upper()}": str(v) for k, v in fields.items()}}

@@ -18,7 +18,7 @@ import redis
 from segstream.generator import GeneratorConfig, generate
 from streaming.batch import compute_features_pandas
 from streaming.job import run
-from tests.streaming.conftest import produce
+from tests.streaming.conftest import job_env, produce
 from tests.streaming.test_job import assert_redis_equals_batch, job_settings
 
 pytestmark = [pytest.mark.spark, pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
@@ -38,11 +38,8 @@ def test_sigkill_mid_stream_then_restart_loses_and_doubles_nothing(
                             stream_max_records_per_trigger=300)
     produce(kafka_bootstrap, settings.topic_events, log, chunks=2)
     redis.Redis.from_url(stream_redis_url).flushdb()
-    env = {**os.environ, **{f"SEGSTREAM_{k.upper()}": str(v) for k, v in {
-        "data_dir": settings.data_dir, "kafka_bootstrap": kafka_bootstrap,
-        "redis_url": stream_redis_url, "topic_events": settings.topic_events,
-        "topic_dlq": settings.topic_dlq, "topic_features": settings.topic_features,
-        "stream_max_records_per_trigger": 300, "spark_shuffle_partitions": 2}.items()}}
+    env = job_env(settings, kafka_bootstrap, stream_redis_url,
+                  stream_max_records_per_trigger=300)
     job = subprocess.Popen([str(Path(sys.executable).parent / "segstream"), "stream",
                             "--trigger", "200ms"], env=env, start_new_session=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

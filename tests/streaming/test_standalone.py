@@ -5,7 +5,6 @@ JVMs other than the driver's, and leaves in Redis the batch command's features."
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ import redis
 from segstream.generator import GeneratorConfig, generate
 from streaming.batch import compute_features_pandas
 from tests.clusters import spark_standalone
-from tests.streaming.conftest import produce
+from tests.streaming.conftest import job_env, produce
 from tests.streaming.test_job import assert_redis_equals_batch, job_settings
 
 pytestmark = [pytest.mark.spark, pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
@@ -33,17 +32,13 @@ def test_available_now_on_a_standalone_cluster_equals_batch(
     produce(kafka_bootstrap, settings.topic_events, log, chunks=2)
     redis.Redis.from_url(stream_redis_url).flushdb()
     with spark_standalone(tmp_path / "cluster") as cluster:
-        env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1",
+        env = {**job_env(settings, kafka_bootstrap, stream_redis_url,
+                         spark_master=cluster.master_url,
+                         stream_max_records_per_trigger=600),
+               "SPARK_LOCAL_IP": "127.0.0.1",
                # the workers have 1 GiB each; Spark's default executor asks for all of it
                "PYSPARK_SUBMIT_ARGS": "--conf spark.executor.memory=640m "
-                                      "--conf spark.cores.max=2 pyspark-shell",
-               **{f"SEGSTREAM_{k.upper()}": str(v) for k, v in {
-                   "spark_master": cluster.master_url, "data_dir": settings.data_dir,
-                   "kafka_bootstrap": kafka_bootstrap, "redis_url": stream_redis_url,
-                   "topic_events": settings.topic_events, "topic_dlq": settings.topic_dlq,
-                   "topic_features": settings.topic_features,
-                   "stream_max_records_per_trigger": 600,
-                   "spark_shuffle_partitions": 2}.items()}}
+                                      "--conf spark.cores.max=2 pyspark-shell"}
         done = subprocess.run([str(Path(sys.executable).parent / "segstream"), "stream",
                                "--available-now"], env=env, capture_output=True, text=True,
                               timeout=600)
