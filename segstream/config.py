@@ -346,6 +346,11 @@ class Settings(BaseSettings):
         return self.data_dir / "history" / "features"
 
     @property
+    def dead_letter_dir(self) -> Path:
+        """Full bytes of dead letters too large for the DLQ topic (``segstream.dead_letters``)."""
+        return self.data_dir / "dead-letters"
+
+    @property
     def stack_dir(self) -> Path:
         return self.data_dir / "stack"
 
