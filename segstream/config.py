@@ -161,6 +161,9 @@ class Settings(BaseSettings):
         description="The change detector re-evaluates every user at most this often (in "
         "the clock's time), so users whom time alone moves change segment without an event.",
     )
+    stream_redis_retry_s: float = Field(
+        60.0, ge=0, description="How long a micro-batch retries its Redis writes while Redis "
+        "is unreachable before the job stops with the error (a restart resumes the batch).")
     stream_state_expiry_days: float | None = Field(
         None, gt=0,
         description="Drop a user's streaming state after this many days without an event "
