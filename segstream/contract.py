@@ -271,3 +271,11 @@ FEATURE_NAMES: tuple[str, ...] = FEATURE_SPEC.names
 DLQ_HEADER_REASON = "reason"  # one of DLQ_REASONS
 DLQ_HEADER_DETAIL = "detail"  # human-readable: field and what is wrong
 DLQ_HEADER_SOURCE = "source"  # where it came from: "events:2@1045", "replay:file.csv:17"
+#: Only on a dead letter too large for the topic (``segstream.dead_letters``): the value
+#: (or key) on the topic is an excerpt; the full bytes are in the dead-letter store file
+#: named by ``stored`` (relative to ``Settings.dead_letter_dir``).
+DLQ_HEADER_STORED = "stored"
+DLQ_HEADER_ORIGINAL_BYTES = "original_bytes"
+DLQ_HEADER_SHA256 = "sha256"  # hex sha256 of the full value
+DLQ_HEADER_ORIGINAL_KEY_BYTES = "original_key_bytes"
+DLQ_HEADER_KEY_SHA256 = "key_sha256"

@@ -23,6 +23,7 @@ from pyspark.sql.streaming.query import StreamingQuery
 from pyspark.sql.streaming.state import GroupStateTimeout
 
 from segstream.config import Settings
+from segstream.dead_letters import DeadLetterStore
 from streaming.durations import duration_ms
 from streaming.sinks import KafkaMarker, Sinks
 from streaming.state import (
@@ -178,6 +179,8 @@ def start(spark: SparkSession, settings: Settings, *, bootstrap: str, redis_url:
                   topic_features=settings.topic_features, topic_dlq=settings.topic_dlq,
                   ttl_s=settings.feature_ttl_s, history_dir=settings.history_dir,
                   cluster=settings.redis_cluster,
+                  dead_letters=DeadLetterStore(settings.dead_letter_dir),
+                  redis_retry_s=settings.stream_redis_retry_s,
                   # inside the checkpoint: deleting the checkpoint (batch ids restart at 0)
                   # must also forget which batches reached Kafka
                   marker=KafkaMarker(checkpoint / "segstream" / "kafka-sinks"))

@@ -16,16 +16,25 @@ Idempotent per batch id, so a batch replayed after a crash changes nothing:
 * Redis: ``UPSERT_LUA`` skips an update older than the stored record by ``(ts, n)``;
   a replayed batch writes the same values again.
 * Parquet history: one file per batch id, written to a temporary name and renamed.
+* Dead letters: bounded on the topic (``segstream.dead_letters``); an oversized one's
+  full bytes go first to the dead-letter store, one file per batch id.
 * Kafka (`features`, `events.dlq`): a marker file under the checkpoint records the
   last batch id whose records were flushed; a replay of that batch or an older one
   sends nothing. A crash between the flush and the marker resends that one batch
   (at-least-once on the topics; consumers key by user and keep the newest record by
   ``(last_ms, events)``).
+
+A Redis outage during a batch is retried with backoff for ``redis_retry_s`` (the upserts
+are idempotent, so a retried pipeline changes nothing it already wrote); past that the
+batch fails, the query stops with the error, and a restart replays the batch from the
+checkpoint.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,9 +42,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from segstream.contract import DLQ_HEADER_DETAIL, DLQ_HEADER_REASON, DLQ_HEADER_SOURCE
+from segstream.dead_letters import DeadLetter, DeadLetterStore, bounded_records
 from segstream.online_store import FIELDS, HEADER_UPDATED, UPSERT_LUA, feature_key
 
+log = logging.getLogger("segstream.stream")
 REDIS_PIPELINE_SIZE = 2000
 HISTORY_COLUMNS = ("user_id", "agg", "events", "last_event_ms", "updated_ms", "batch_id")
 
@@ -79,7 +89,8 @@ def hash_fields(agg: bytes, events: int, last_event_ms: int, updated_ms: int
 class Sinks:
     def __init__(self, *, redis_url: str, bootstrap: str, topic_features: str, topic_dlq: str,
                  ttl_s: int, history_dir: Path, marker: KafkaMarker,
-                 cluster: bool = False) -> None:
+                 dead_letters: DeadLetterStore, cluster: bool = False,
+                 redis_retry_s: float = 60.0) -> None:
         from segstream.kafka import Producer
         from segstream.redis_connect import sync_redis
 
@@ -93,6 +104,8 @@ class Sinks:
         self.ttl_s = ttl_s
         self.history_dir = history_dir
         self.marker = marker
+        self.dead_letters = dead_letters
+        self.redis_retry_s = redis_retry_s
 
     def write(self, batch_id: int, records: pd.DataFrame, dead: pd.DataFrame, now_ms: int
               ) -> SinkResult:
@@ -113,20 +126,50 @@ class Sinks:
         upd = {HEADER_UPDATED: str(now_ms).encode()}
         for user, agg in zip(users, aggs, strict=True):
             self.producer.send(self.topic_features, agg, key=user.encode(), headers=upd)
-        for row in dead.to_dict("records"):
-            value = row["value"]  # None for a tombstone: dead-lettered as one
-            self.producer.send(self.topic_dlq, None if value is None else bytes(value),
-                               key=row["key"], headers={
-                DLQ_HEADER_REASON: str(row["reason"]).encode(),
-                DLQ_HEADER_DETAIL: str(row["detail"] or "").encode(),
-                DLQ_HEADER_SOURCE: f"{row['topic']}:{row['partition']}@{row['offset']}".encode(),
-            })
+        letters = [DeadLetter(
+            key=None if row["key"] is None else bytes(row["key"]),
+            value=None if row["value"] is None else bytes(row["value"]),  # None: tombstone
+            reason=str(row["reason"]), detail=str(row["detail"] or ""),
+            source=f"{row['topic']}:{row['partition']}@{row['offset']}",
+        ) for row in dead.to_dict("records")]
+        for rec in bounded_records(letters, self.dead_letters,
+                                   f"stream/batch={batch_id:09d}.parquet"):
+            self.producer.send(self.topic_dlq, rec.value, key=rec.key, headers=rec.headers)
         self.producer.flush()
         self.marker.set(batch_id)
         return result
 
     def _redis(self, users: list[str], aggs: list[bytes], events: list[int], last: list[int],
                now_ms: int, result: SinkResult) -> None:
+        """The upserts, retried while Redis is unreachable for up to ``redis_retry_s``."""
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        deadline = time.monotonic() + self.redis_retry_s
+        delay, retried = 0.1, False
+        while True:
+            attempt = SinkResult()
+            try:
+                self._upsert(users, aggs, events, last, now_ms, attempt)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise RuntimeError(
+                        f"Redis unreachable for {self.redis_retry_s:.0f} s ({exc}); the batch "
+                        "is not committed: restart the job when Redis is back, it resumes "
+                        "from the checkpoint") from exc
+                log.warning("Redis unreachable (%s): retrying the batch's writes in %.1f s",
+                            exc, delay)
+                time.sleep(delay)
+                delay, retried = min(delay * 2, 5.0), True
+                continue
+            if retried:
+                log.warning("Redis is back: the batch's writes went through")
+            result.redis_written += attempt.redis_written
+            result.redis_stale += attempt.redis_stale
+            return
+
+    def _upsert(self, users: list[str], aggs: list[bytes], events: list[int], last: list[int],
+                now_ms: int, result: SinkResult) -> None:
         for lo in range(0, len(users), REDIS_PIPELINE_SIZE):
             pipe = self.redis.pipeline(transaction=False)
             for i in range(lo, min(lo + REDIS_PIPELINE_SIZE, len(users))):

@@ -26,6 +26,7 @@ from segstream.contract import (
     DLQ_HEADER_SOURCE,
     FEATURE_SPEC,
 )
+from segstream.dead_letters import DeadLetterStore
 from segstream.events import Rejection, validate_event
 from segstream.generator import GeneratedLog, GeneratorConfig, generate
 from segstream.kafka import Producer, ensure_topics, read_topic
@@ -239,7 +240,8 @@ def test_sinks_write_the_online_store_layout_and_never_go_back(
     s = job_settings(tmp_path, kafka_bootstrap, stream_redis_url, "stale")
     sinks = Sinks(redis_url=stream_redis_url, bootstrap=kafka_bootstrap,
                   topic_features=s.topic_features, topic_dlq=s.topic_dlq, ttl_s=600,
-                  history_dir=tmp_path / "history", marker=KafkaMarker(tmp_path / "m"))
+                  history_dir=tmp_path / "history", marker=KafkaMarker(tmp_path / "m"),
+                  dead_letters=DeadLetterStore(tmp_path / "dead-letters"))
     empty_dead = pd.DataFrame(columns=["key", "value", "topic", "partition", "offset",
                                        "reason", "detail"])
 
