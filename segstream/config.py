@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level of every process."
     )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="Bind address of the `--metrics-port` Prometheus endpoints (`segstream "
+        "stream`, `segstream webhooks detect|run`); `0.0.0.0` in a container, so that "
+        "Prometheus can reach them. The API serves `/metrics` on `api_host`.",
+    )
 
     # --- kafka -------------------------------------------------------------------
     kafka_bootstrap: str | None = Field(
