@@ -31,12 +31,10 @@ import orjson
 from segstream.aggregates import Vocabulary
 from segstream.contract import (
     DEFAULT_DESKTOP_PLATFORMS,
-    DLQ_HEADER_DETAIL,
-    DLQ_HEADER_REASON,
-    DLQ_HEADER_SOURCE,
     EVENT_FIELDS,
     OPTIONAL_NUMBER_FIELDS,
 )
+from segstream.dead_letters import DeadLetter, DeadLetterStore, bounded_records
 from segstream.events import Rejection, validate_event
 from segstream.kafka import Producer
 
@@ -47,6 +45,9 @@ class ReplayError(ValueError):
     """The replay cannot start: bad file, format or mapping."""
 
 
+#: The largest CSV field read (Python's default, 128 KiB, fails the whole file on one long
+#: cell). A row with a longer field stops the replay with its line number.
+MAX_CSV_FIELD_BYTES = 64 * 1024 * 1024
 #: Distinct unrecognised values counted per field (more are counted in the total only).
 MAX_TRACKED_VALUES = 1000
 
@@ -126,7 +127,15 @@ def read_rows(path: Path, fmt: Format) -> Iterator[dict[str, Any]]:
     with opener(path, "rb") as raw:  # type: ignore[operator]
         if fmt == "csv":
             text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
-            yield from csv.DictReader(text)
+            csv.field_size_limit(MAX_CSV_FIELD_BYTES)
+            reader = csv.DictReader(text)
+            try:
+                yield from reader
+            except csv.Error as exc:
+                raise ReplayError(
+                    f"{path}: line {reader.line_num}: {exc}; a field over "
+                    f"{MAX_CSV_FIELD_BYTES // 2**20} MiB is not an event field: remove "
+                    "that column or row") from exc
         else:
             for n, line in enumerate(raw, 1):
                 line = line.strip()
@@ -192,13 +201,15 @@ def replay(
     *,
     topic: str,
     dlq_topic: str,
+    dead_letters: DeadLetterStore,
     source: str,
     speed: float | None = None,
     progress: Callable[[int], None] | None = None,
     now_ms: int | None = None,
     recognised: Recognised | None = None,
 ) -> ReplaySummary:
-    """Validate, order by event time and send; rejects go to ``dlq_topic``.
+    """Validate, order by event time and send; rejects go to ``dlq_topic``, bounded
+    (``segstream.dead_letters``: an oversized one's full bytes go to ``dead_letters``).
 
     ``speed`` None sends as fast as possible; ``speed=60`` replays an hour of event
     time per minute. ``recognised`` (default: the default vocabulary) decides what
@@ -219,11 +230,11 @@ def replay(
         if isinstance(result, Rejection):
             summary.rejected[result.reason] += 1
             summary.examples.setdefault(result.reason, f"row {n}: {result.message()}")
-            producer.send(dlq_topic, orjson.dumps(row, default=str), headers={
-                DLQ_HEADER_REASON: result.reason.encode(),
-                DLQ_HEADER_DETAIL: result.message().encode(),
-                DLQ_HEADER_SOURCE: f"{source}:{n}".encode(),
-            })
+            letter = DeadLetter(None, orjson.dumps(row, default=str), result.reason,
+                                result.message(), f"{source}:{n}")
+            for rec in bounded_records([letter], dead_letters,
+                                       f"replay/{_file_name(source)}/row={n:09d}.parquet"):
+                producer.send(dlq_topic, rec.value, key=rec.key, headers=rec.headers)
         else:
             accepted.append(result)
             for name, value in known.unknown(result):
@@ -247,3 +258,8 @@ def replay(
     producer.flush()
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _file_name(source: str) -> str:
+    """``source`` as one safe path component of the dead-letter store."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in source)[:120]

@@ -136,6 +136,7 @@ def replay(
             --map amount=total --event-type purchase --ts-format %Y%m%d
     """
     from segstream.cli import console, fail, load_settings
+    from segstream.dead_letters import DeadLetterStore
     from segstream.kafka import KafkaUnavailable, Producer
     from segstream.replay import (
         Recognised,
@@ -170,6 +171,7 @@ def replay(
         task = bar.add_task(f"{file.name} -> {target}", total=None)
         try:
             summary = run(rows, mapper, producer, topic=target, dlq_topic=settings.topic_dlq,
+                          dead_letters=DeadLetterStore(settings.dead_letter_dir),
                           source=f"replay:{file.name}", speed=speed,
                           progress=lambda n: bar.advance(task, n), recognised=recognised)
         except (ReplayError, KafkaUnavailable) as exc:

@@ -248,3 +248,42 @@ def test_recognised_follows_the_settings_vocabulary() -> None:
     assert unknown(" Wishlist_Add ", "PHONE") == [] == unknown("purchase", "pc")
     assert unknown("search", None) == []  # canonical types are always known; no platform
     assert unknown("view", "mobile") == [("event_type", "view"), ("platform", "mobile")]
+
+
+def test_oversized_rows_are_dead_lettered_bounded_and_the_replay_goes_on(
+        tmp_path: Path, settings_factory: Callable[..., Settings],
+        topic_factory: Callable[..., str]) -> None:
+    """A 3 MB row (over the producer's 1 MB limit) used to stop replay with
+    MSG_SIZE_TOO_LARGE, and a CSV cell over 128 KiB with csv's field limit."""
+    from segstream.contract import DLQ_HEADER_ORIGINAL_BYTES, DLQ_HEADER_STORED
+    from segstream.dead_letters import DLQ_EXCERPT_BYTES, DeadLetterStore
+
+    big_row = {"user_id": "u2", "ts": 1767323045000, "event_type": "view",
+               "properties": {"blob": "x" * 3_000_000}}
+    jsonl = tmp_path / "big.jsonl"
+    jsonl.write_bytes(b"\n".join(orjson.dumps(r) for r in (
+        {"user_id": "u1", "ts": 1767323045000, "event_type": "view"}, big_row,
+        {"user_id": "u3", "ts": 1767323046000, "event_type": "search"})))
+    csv_file = tmp_path / "big.csv"  # a 200 kB cell in a column that is not mapped
+    csv_file.write_text("customer,date,note\nc1,2026-01-05 10:00,ok\n"
+                        f"c2,2026-01-05 11:00,{'y' * 200_000}\n")
+    events, dlq = topic_factory("events"), topic_factory("dlq")
+    settings = settings_factory(topic_dlq=dlq)
+    env = _cli_env(settings, dlq)
+    result = CliRunner().invoke(app, ["replay", str(jsonl), "--topic", events], env=env)
+    assert result.exit_code == 0, result.output
+    assert "read 3 rows, sent 2 events" in result.output and "record_too_large" in result.output
+    result = CliRunner().invoke(app, [
+        "replay", str(csv_file), "--map", "user_id=customer", "--map", "ts=date",
+        "--event-type", "view", "--topic", events], env=env)
+    assert result.exit_code == 0, result.output
+    assert "read 2 rows, sent 2 events" in result.output
+
+    [letter] = read_topic(str(settings.kafka_bootstrap), dlq)
+    full = orjson.dumps(big_row)
+    assert letter.value is not None and len(letter.value) == DLQ_EXCERPT_BYTES
+    assert int(letter.headers[DLQ_HEADER_ORIGINAL_BYTES]) == len(full)
+    stored = DeadLetterStore(settings.dead_letter_dir).read(
+        letter.headers[DLQ_HEADER_STORED].decode())
+    assert orjson.loads(stored["value"][0]) == big_row
+    assert len(list(read_topic(str(settings.kafka_bootstrap), events))) == 4
