@@ -75,11 +75,12 @@ def _stop_on_sigterm() -> Any:
     return stop
 
 
-def _serve_metrics(port: int) -> None:
+def _serve_metrics(port: int, host: str) -> None:
+    """This worker's metrics on host:port (``metrics_host``: 0.0.0.0 in a container)."""
     if port:
         from prometheus_client import start_http_server
 
-        start_http_server(port, addr="127.0.0.1")
+        start_http_server(port, addr=host)
 
 
 @webhooks_app.command("detect")
@@ -100,7 +101,7 @@ def detect(
 
     settings, client, bootstrap = _workers_setup()
     assert isinstance(settings, Settings)
-    _serve_metrics(metrics_port)
+    _serve_metrics(metrics_port, settings.metrics_host)
     holder = ModelHolder(RegistrySource(settings), settings.feature_params())
     detector = ChangeDetector(settings, holder, client, bootstrap)
     try:
@@ -124,7 +125,7 @@ def run(metrics_port: MetricsPort = 0) -> None:
 
     settings, client, bootstrap = _workers_setup()
     assert isinstance(settings, Settings)
-    _serve_metrics(metrics_port)
+    _serve_metrics(metrics_port, settings.metrics_host)
     dispatcher = Dispatcher(settings, client)
     reader = RedisOffsetReader(bootstrap, settings.topic_segment_changes, client, "webhooks")
     try:
