@@ -21,6 +21,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from segstream.metric_names import sample_names
+
 PREFIX = "segstream"
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
@@ -107,22 +109,25 @@ def render() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
+# Bounded label values at 0 from the start, so that rate() and increase() see the first
+# event and a dashboard shows 0 rather than "no data" (the operations of serving/state.py,
+# app.py and routes/health.py; the detector's triggers and skip reasons; the outcomes).
+REDIS_OPERATIONS = ("hmget", "ping", "clock", "expose", "convert", "uplift")
+for _operation in REDIS_OPERATIONS:
+    REDIS_ERRORS.labels(_operation)
+for _trigger in ("event", "time"):
+    SEGMENT_CHANGES.labels(_trigger)
+for _reason in ("no_key_or_value", "record_mismatch"):
+    CHANGE_RECORDS_SKIPPED.labels(_reason)
+for _outcome in ("success", "failure"):
+    WEBHOOK_DELIVERIES.labels(_outcome)
+
+
 def exported_names() -> set[str]:
     """Every sample name this module can export (for the dashboard/alert test)."""
-    names: set[str] = set()
-    for metric in (REQUESTS, LATENCY, ASSIGNMENTS, DISTANCE, STALENESS, PSI, SEGMENT_JS,
-                   DRIFT_WINDOW, MODEL_VERSION, MODEL_LOADED, MODEL_AGE, MODEL_RELOADS,
-                   MODEL_RELOAD_FAILURES, REGISTRY_UP, REDIS_ERRORS, SEGMENT_CHANGES,
-                   SEGMENT_CHANGES_SUPPRESSED, CHANGE_RECORDS_SKIPPED, RESCORE_SWEEPS,
-                   RESCORE_USERS, RESCORE_DURATION, WEBHOOK_DELIVERIES, WEBHOOK_RETRIES,
-                   WEBHOOK_DEAD_LETTERS, WEBHOOK_LATENCY):
-        for family in metric.describe():
-            base = family.name
-            if family.type == "counter":
-                names.update({base + "_total", base + "_created"})
-            elif family.type == "histogram":
-                names.update({base + "_bucket", base + "_sum", base + "_count",
-                              base + "_created"})
-            else:
-                names.add(base)
-    return names
+    return sample_names((
+        REQUESTS, LATENCY, ASSIGNMENTS, DISTANCE, STALENESS, PSI, SEGMENT_JS, DRIFT_WINDOW,
+        MODEL_VERSION, MODEL_LOADED, MODEL_AGE, MODEL_RELOADS, MODEL_RELOAD_FAILURES,
+        REGISTRY_UP, REDIS_ERRORS, SEGMENT_CHANGES, SEGMENT_CHANGES_SUPPRESSED,
+        CHANGE_RECORDS_SKIPPED, RESCORE_SWEEPS, RESCORE_USERS, RESCORE_DURATION,
+        WEBHOOK_DELIVERIES, WEBHOOK_RETRIES, WEBHOOK_DEAD_LETTERS, WEBHOOK_LATENCY))

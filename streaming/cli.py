@@ -24,15 +24,22 @@ def stream(
     source: Annotated[str | None, typer.Option(
         help="python: the Kafka reader on PySpark's Data Source API; kafka: Spark's JVM "
         "connector (needs the spark-sql-kafka jar). Default: SEGSTREAM_STREAM_SOURCE.")] = None,
+    metrics_port: Annotated[int, typer.Option(
+        "--metrics-port", min=0, max=65535,
+        help="Serve the job's Prometheus metrics on this port, bound to "
+        "SEGSTREAM_METRICS_HOST (0: off).")] = 0,
 ) -> None:
     """Run the streaming job: `events` -> features in Redis, `features` topic, Parquet.
 
     Invalid and late records go to `events.dlq` with their reason. Progress is kept in
     the checkpoint (SEGSTREAM_STREAM_CHECKPOINT_DIR): a restart resumes where it stopped.
-    SIGTERM/Ctrl-C finishes the batch in flight, then stops. Example:
+    SIGTERM/Ctrl-C finishes the batch in flight, then stops. With --metrics-port the
+    driver serves /metrics (streaming/metrics.py: rows, batch durations, lag per
+    partition, dead letters by reason). Example:
 
         segstream stack up && segstream generate --topic events
         segstream stream --available-now
+        segstream stream --metrics-port 9103
     """
     from segstream.cli import fail, load_settings
     from segstream.kafka import KafkaUnavailable
@@ -55,6 +62,14 @@ def stream(
             trigger = f"{duration_ms(trigger)} milliseconds"
         except ValueError as exc:
             raise fail(str(exc), 2) from exc
+    if metrics_port:
+        from streaming.metrics import serve
+
+        try:  # before Spark starts: a taken port fails fast, and health checks see it early
+            serve(metrics_port, settings.metrics_host)
+        except OSError as exc:
+            raise fail(f"--metrics-port {metrics_port}: cannot listen on "
+                       f"{settings.metrics_host}:{metrics_port}: {exc}") from exc
     spark = get_spark(settings, "segstream-stream")
     try:
         run(spark, settings, bootstrap=ep.kafka_bootstrap, redis_url=ep.redis_url,

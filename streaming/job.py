@@ -24,6 +24,7 @@ from pyspark.sql.streaming.state import GroupStateTimeout
 
 from segstream.config import Settings
 from segstream.dead_letters import DeadLetterStore
+from streaming import metrics
 from streaming.durations import duration_ms
 from streaming.sinks import KafkaMarker, Sinks
 from streaming.state import (
@@ -130,20 +131,22 @@ class BatchWriter:
             redis_stale=result.redis_stale, seconds=time.monotonic() - t0)
 
 
-def _lag(progress: Any) -> dict[str, int]:
-    """Records behind the log end per partition: reported latest minus the batch end."""
+def _lag(progress: Any) -> dict[tuple[str, str], int]:
+    """Records behind the log end per (topic, partition): the latest offset the source
+    reported minus the batch's end offset."""
     try:
         src = progress.sources[0]
         latest = json.loads(src.latestOffset or "{}")
         end = json.loads(src.endOffset or "{}")
     except (IndexError, ValueError, TypeError):
         return {}
-    return {p: max(int(off) - int(end.get(topic, {}).get(p, 0)), 0)
+    return {(topic, p): max(int(off) - int(end.get(topic, {}).get(p, 0)), 0)
             for topic, parts in latest.items() for p, off in parts.items()}
 
 
 class BatchLogger(StreamingQueryListener):  # type: ignore[misc]
-    """One log line per micro-batch: rows, rows/s, DLQ count, lag per partition."""
+    """Per micro-batch: one log line (rows, rows/s, DLQ count, lag per partition) and the
+    Prometheus metrics of streaming/metrics.py."""
 
     def __init__(self, writer: BatchWriter) -> None:
         self.writer = writer
@@ -154,13 +157,21 @@ class BatchLogger(StreamingQueryListener):  # type: ignore[misc]
     def onQueryProgress(self, event: Any) -> None:
         p = event.progress
         stats = self.writer.stats.pop(p.batchId, BatchStats())
+        lag = _lag(p)
         dlq = sum(stats.dead.values())
         log.info(
             "batch %d: %d rows in %.2f s (%.0f rows/s), %d users updated, DLQ %d %s, "
             "duplicates %d, expired %d, lag %s, ms %s",
             p.batchId, p.numInputRows, (p.batchDuration or 0) / 1000.0,
             p.processedRowsPerSecond or 0.0, stats.users, dlq, stats.dead or "",
-            stats.duplicates, stats.expired, _lag(p) or "-", p.durationMs)
+            stats.duplicates, stats.expired,
+            {f"{t}:{part}": n for (t, part), n in lag.items()} or "-", p.durationMs)
+        metrics.observe_batch(
+            rows=int(p.numInputRows or 0), duration_s=(p.batchDuration or 0) / 1000.0,
+            input_rate=float(p.inputRowsPerSecond or 0.0),
+            processed_rate=float(p.processedRowsPerSecond or 0.0), users=stats.users,
+            dead=stats.dead, duplicates=stats.duplicates, expired=stats.expired,
+            redis_stale=stats.redis_stale, lag=lag)
 
     def onQueryIdle(self, event: Any) -> None:
         pass
