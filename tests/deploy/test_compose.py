@@ -78,7 +78,8 @@ def test_every_service_the_issue_names_runs_what_it_should() -> None:
     assert SERVICES["redis"]["image"].startswith("redis:")
     assert SERVICES["prometheus"]["image"].startswith("prom/prometheus:")
     assert SERVICES["grafana"]["image"].startswith("grafana/grafana:")
-    assert compose.argv(SERVICES["stream"])[-2:] == ["--source", "kafka"]
+    stream = compose.argv(SERVICES["stream"])
+    assert stream[stream.index("--source") + 1] == "kafka"
     assert SERVICES["generate"]["profiles"] == ["generator"]
 
 
@@ -310,4 +311,7 @@ def test_every_metrics_endpoint_is_scraped() -> None:
             port = argv[argv.index("--metrics-port") + 1]
             want.add(f"{name}:{port}")
             assert f"localhost:{port}/metrics" in " ".join(SERVICES[name]["healthcheck"]["test"])
+            # 127.0.0.1 (the default) would be out of Prometheus's reach in another container
+            assert compose.environment(SERVICES[name]).get("SEGSTREAM_METRICS_HOST") == (
+                "0.0.0.0"), f"{name} binds its metrics to loopback"
     assert targets == want

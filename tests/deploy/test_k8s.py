@@ -192,6 +192,28 @@ def test_worker_metrics_ports_are_served_scraped_and_allowed(overlay: str) -> No
         assert "metrics" in {e["port"] for e in monitor["endpoints"]}
         assert selects(policy["podSelector"], pod["metadata"]["labels"]), name
     assert [p["port"] for r in policy["ingress"] for p in r["ports"]] == ["metrics"]
+    assert config_map(overlay)["SEGSTREAM_METRICS_HOST"] == "0.0.0.0", (
+        "the default 127.0.0.1 is out of Prometheus's reach")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_streaming_driver_serves_its_metrics_to_the_service_monitor(overlay: str) -> None:
+    spec = spark(overlay)
+    port = int(spec["arguments"][spec["arguments"].index("--metrics-port") + 1])
+    assert {"name": "metrics", "containerPort": port, "protocol": "TCP"} in spec["driver"][
+        "ports"]
+    service = one(overlay, "Service", "segstream-stream")
+    # Spark labels its driver pod spark-role=driver and its executors spark-role=executor
+    driver = {**spec["driver"]["labels"], "spark-role": "driver"}
+    executor = {**spec["executor"]["labels"], "spark-role": "executor"}
+    assert selects({"matchLabels": service["spec"]["selector"]}, driver)
+    assert not selects({"matchLabels": service["spec"]["selector"]}, executor)
+    assert [(p["name"], p["targetPort"], p["port"]) for p in service["spec"]["ports"]] == [
+        ("metrics", "metrics", port)]
+    monitor = one(overlay, "ServiceMonitor", "segstream")["spec"]
+    assert selects(monitor["selector"], service["metadata"]["labels"])
+    policy = one(overlay, "NetworkPolicy", "segstream-metrics-ingress")["spec"]
+    assert selects(policy["podSelector"], driver)
 
 
 def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
@@ -215,7 +237,8 @@ def test_the_spark_application_runs_the_stream_with_its_data_on_a_shared_claim(
     assert spec["mainApplicationFile"] == "local:///opt/segstream/main.py"
     assert "main()" in dockerfile_main_py(), "the image's main.py must run the segstream CLI"
     assert check_segstream_argv(["segstream", *spec["arguments"]]) == "segstream stream"
-    assert spec["arguments"][-2:] == ["--source", "kafka"]
+    args = spec["arguments"]
+    assert args[args.index("--source") + 1] == "kafka"
     assert spec["deps"]["packages"] == [expected_connector()]
     assert spec["sparkVersion"] == expected_connector().rsplit(":", 1)[1]
     assert spec["restartPolicy"]["type"] == "Always"
