@@ -9,6 +9,7 @@ errors, so the routes do not know which one runs."""
 from __future__ import annotations
 
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from segstream.redis_connect import async_redis
 from serving.redis_pipe import PipelinedRedis, RedisCommandError, RedisUnavailable
@@ -26,6 +27,8 @@ class MaintainedRedis:
 
     def __init__(self, url: str, *, cluster: bool, timeout_s: float = 2.0) -> None:
         self.cluster = cluster
+        parsed = urlsplit(url)  # host:port only, never the password: it goes in messages
+        self.where = f"{parsed.hostname}:{parsed.port or 6379}"
         self.client = async_redis(url, cluster=cluster, socket_timeout=timeout_s,
                                   socket_connect_timeout=timeout_s)
 
@@ -50,7 +53,7 @@ class MaintainedRedis:
         except ResponseError as exc:
             raise RedisCommandError(str(exc)) from exc
         except (RedisError, RedisClusterException, OSError) as exc:
-            raise RedisUnavailable(f"redis unavailable: {exc}") from exc
+            raise RedisUnavailable(f"redis at {self.where} unavailable: {exc}") from exc
 
     async def close(self) -> None:
         await self.client.aclose()

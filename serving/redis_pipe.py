@@ -29,7 +29,8 @@ class RedisCommandError(RuntimeError):
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, where: str) -> None:
+        self.where = where  # host:port, for error messages
         self.reader = hiredis.Reader()
         self.pending: deque[asyncio.Future[Any]] = deque()
         self.transport: asyncio.Transport | None = None
@@ -60,7 +61,8 @@ class _Protocol(asyncio.Protocol):
         while self.pending:
             fut = self.pending.popleft()
             if not fut.done():
-                fut.set_exception(RedisUnavailable(f"redis connection lost: {exc}"))
+                fut.set_exception(RedisUnavailable(f"redis connection to {self.where} lost: "
+                                                   f"{exc}"))
 
     def flush(self) -> None:
         self.flush_scheduled = False
@@ -93,7 +95,8 @@ class PipelinedRedis:
             loop = asyncio.get_running_loop()
             try:
                 async with asyncio.timeout(self.timeout_s):
-                    _, proto = await loop.create_connection(_Protocol, self.host, self.port)
+                    _, proto = await loop.create_connection(
+                        lambda: _Protocol(f"{self.host}:{self.port}"), self.host, self.port)
             except (OSError, TimeoutError) as exc:
                 raise RedisUnavailable(
                     f"cannot connect to redis at {self.host}:{self.port}: {exc}") from exc
@@ -123,7 +126,8 @@ class PipelinedRedis:
             # a reply that never comes leaves the stream out of step: drop the connection
             if proto.transport is not None:
                 proto.transport.abort()
-            raise RedisUnavailable(f"redis did not answer within {self.timeout_s} s") from exc
+            raise RedisUnavailable(f"redis at {self.host}:{self.port} did not answer within "
+                                   f"{self.timeout_s} s") from exc
 
     async def execute(self, *args: Any) -> Any:
         proto = await self._connection()
