@@ -127,6 +127,9 @@ class Feature:
     """One feature: its name, unit, meaning, time basis, and what a missing value means.
 
     ``heavy_tailed`` tells preprocessing to apply ``log1p`` before scaling.
+    ``grows_with_age``: a running total that grows with the user's age at constant
+    behaviour (tenure, lifetime counts). Its distribution shifts as the user base ages,
+    not as it changes, so drift checks leave it out (``training/baseline.py``).
     ``default`` is what serving uses for a feature the caller did not post.
     """
 
@@ -137,6 +140,7 @@ class Feature:
     time: TimeBasis = "lifetime"
     default: float = 0.0
     heavy_tailed: bool = False
+    grows_with_age: bool = False
     dtype: str = "double"
 
 
@@ -194,13 +198,16 @@ FEATURE_SPEC = FeatureSpec(
                 heavy_tailed=True),
         Feature("tenure_days", "days", "days",
                 "Days from the user's first accepted event to as_of.", "as_of",
-                default=30.0, heavy_tailed=True),
+                default=30.0, heavy_tailed=True, grows_with_age=True),
         Feature("lifetime_sessions", "count", "sessions",
-                "Sessions since the first event.", default=5.0, heavy_tailed=True),
+                "Sessions since the first event.", default=5.0, heavy_tailed=True,
+                grows_with_age=True),
         Feature("lifetime_orders", "count", "orders",
-                "Purchase events since the first event.", heavy_tailed=True),
+                "Purchase events since the first event.", heavy_tailed=True,
+                grows_with_age=True),
         Feature("lifetime_spend", "money", "currency units",
-                "Sum of purchase amounts since the first event.", heavy_tailed=True),
+                "Sum of purchase amounts since the first event.", heavy_tailed=True,
+                grows_with_age=True),
         Feature("avg_order_value", "money", "currency units",
                 "lifetime_spend / lifetime_orders (0 without orders).", heavy_tailed=True),
         Feature("session_rate_short", "rate", "sessions/day",
@@ -241,7 +248,7 @@ FEATURE_SPEC = FeatureSpec(
                 default=0.25),
         Feature("content_breadth", "count", "items",
                 "Distinct content items touched (exact up to 32, then a KMV estimate).",
-                default=2.0, heavy_tailed=True),
+                default=2.0, heavy_tailed=True, grows_with_age=True),
         Feature("search_ratio", "ratio", "share", "Decayed search events / events.",
                 "decayed"),
         Feature("cart_ratio", "ratio", "share", "Decayed add_to_cart events / events.",

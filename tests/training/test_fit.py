@@ -74,7 +74,8 @@ def test_fit_recovers_the_personas(labelled: tuple[FeatureTable, np.ndarray],
     assert model.info["feature_params"] == PARAMS.describe()
     # drift baseline in the shape serving reads
     b = model.baseline
-    assert set(b["features"]) == set(FEATURE_SPEC.names)
+    assert set(b["features"]) == {f.name for f in FEATURE_SPEC.features
+                                  if not f.grows_with_age}
     for spec in b["features"].values():
         assert len(spec["edges"]) == len(spec["proportions"]) + 1
         assert sum(spec["proportions"]) == pytest.approx(1.0)
