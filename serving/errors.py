@@ -24,11 +24,13 @@ class ServingError(Exception):
     code = "internal_error"
 
     def __init__(self, message: str, *, field: str | None = None,
-                 details: list[dict[str, Any]] | None = None) -> None:
+                 details: list[dict[str, Any]] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
         self.details = details
+        self.headers = headers  # e.g. a 405's Allow (RFC 9110 requires it)
 
     def body(self) -> dict[str, Any]:
         err: dict[str, Any] = {"code": self.code, "message": self.message}
@@ -75,7 +77,9 @@ class Unavailable(ServingError):
 
 
 def error_response(exc: ServingError) -> Response:
-    headers = {"WWW-Authenticate": "ApiKey"} if exc.status == 401 else None
+    headers = dict(exc.headers or {})
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = "ApiKey"
     return Response(orjson.dumps(exc.body()), status_code=exc.status,
                     media_type="application/json", headers=headers)
 
@@ -109,14 +113,25 @@ def install_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return error_response(from_validation(exc))
 
-    async def on_http(_: Request, exc: Exception) -> Response:
+    async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         cls = _HTTP_MAP.get(exc.status_code)
+        headers = dict(exc.headers) if exc.headers else None
+        message = str(exc.detail)
+        if exc.status_code == 400:
+            # FastAPI's one 400: a body it could not read as JSON (e.g. not UTF-8); the
+            # cause is chained. Answered as the 422 of any other malformed body.
+            cause = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
+            return error_response(InvalidInput(f"body: the request body is not valid "
+                                               f"JSON{cause}", field="body"))
+        if exc.status_code in (404, 405) and message in ("Not Found", "Method Not Allowed"):
+            allow = f" (allowed: {headers['Allow']})" if headers and "Allow" in headers else ""
+            message = f"{message}: {request.method} {request.url.path}{allow}"
         if cls is None:
-            err = ServingError(str(exc.detail))
+            err = ServingError(message, headers=headers)
             err.status, err.code = exc.status_code, "http_error"
         else:
-            err = cls(str(exc.detail))
+            err = cls(message, headers=headers)
         return error_response(err)
 
     app.add_exception_handler(ServingError, on_serving)

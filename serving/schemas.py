@@ -24,11 +24,47 @@ def _feature_field(f: Feature) -> Any:
 #: POST /v1/segments/assign body: every spec feature, optional with its spec default.
 SessionFeatures: type[BaseModel] = create_model(  # type: ignore[call-overload]
     "SessionFeatures",
-    __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
+    # strict: a JSON true/false or "3" is not a number (lax mode took them as 1.0/3.0)
+    __config__=ConfigDict(extra="forbid", allow_inf_nan=False, strict=True),
     **{f.name: _feature_field(f) for f in FEATURE_SPEC.features},
 )
 SessionFeatures.__doc__ = (f"Session features of feature spec {FEATURE_SPEC.version}; "
                            "missing features take their documented default.")
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    reason: str
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="Machine-readable kind: invalid_input, not_found, ...")
+    message: str = Field(description="What was wrong, naming the field and the reason.")
+    field: str | None = Field(None, description="Where: `body.x`, `query.x`, `path.x`, "
+                              "`header.X`; absent when no one field is at fault.")
+    details: list[ErrorDetail] | None = Field(None, description="Every invalid field "
+                                              "(request validation errors).")
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer (serving/errors.py)."""
+
+    error: ErrorInfo
+
+
+def error_responses(described: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for error statuses, each with the one error body.
+
+    Every /v1 route can answer 401 (the key is checked in the middleware) and every
+    route with a body 413 (the body bound), so those are added where they apply.
+    """
+    return {status: {"model": ErrorBody, "description": text}
+            for status, text in sorted(described.items())}
+
+
+UNAUTHORIZED = {401: "Missing or unknown API key."}
+BODY_TOO_LARGE = {413: "The request body is over `api_max_body_bytes`."}
+NO_MODEL = {503: "No model loaded yet, or Redis unavailable."}
 
 
 class Reason(BaseModel):
@@ -69,8 +105,9 @@ AS_OF_DOC = ("ISO 8601 time to evaluate the features at (no offset: UTC). Defaul
 
 
 class BatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    user_ids: list[str] = Field(description="Up to `api_max_batch_ids` ids (more: 413).")
+    model_config = ConfigDict(extra="forbid", strict=True)
+    user_ids: list[str] = Field(min_length=1,
+                                description="Up to `api_max_batch_ids` ids (more: 413).")
     as_of: str | None = Field(None, description=AS_OF_DOC + " The same time for every id.",
                               examples=["2026-12-01T10:00:00Z"])
 
@@ -128,11 +165,17 @@ class Personalization(BaseModel):
     cold_start: bool
 
 
+MAX_CONVERSION_VALUE = 1e12
+
+
 class ConversionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
     user_id: str = Field(min_length=1, max_length=256)
     experiment_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
-    value: float = Field(1.0, ge=0.0, description="Conversion value (revenue...).")
+    # bounded: sums of values near the float maximum overflowed to inf, which the
+    # uplift report then answered as null where the schema promises a number
+    value: float = Field(1.0, ge=0.0, le=MAX_CONVERSION_VALUE,
+                         description="Conversion value (revenue...), at most 1e12.")
 
 
 class ConversionOut(BaseModel):

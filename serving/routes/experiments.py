@@ -9,7 +9,14 @@ from fastapi import APIRouter, Path
 from serving import experiments
 from serving.deps import State
 from serving.errors import NotFound
-from serving.schemas import ConversionIn, ConversionOut, UpliftReport
+from serving.schemas import (
+    BODY_TOO_LARGE,
+    UNAUTHORIZED,
+    ConversionIn,
+    ConversionOut,
+    UpliftReport,
+    error_responses,
+)
 
 router = APIRouter(prefix="/v1", tags=["experiments"])
 
@@ -17,7 +24,14 @@ ExperimentId = Annotated[str, Path(min_length=1, max_length=128,
                                    pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
-@router.post("/conversions", response_model=ConversionOut, status_code=201)
+_UNKNOWN = {404: "No such experiment in the personalization mapping.",
+            503: "Redis unavailable."}
+
+
+@router.post("/conversions", response_model=ConversionOut, status_code=201,
+             responses=error_responses({
+                 **UNAUTHORIZED, **BODY_TOO_LARGE, **_UNKNOWN,
+                 422: "A field of the wrong type or out of its bounds; the body names it."}))
 async def conversion(body: ConversionIn, state: State) -> dict[str, Any]:
     """Record a conversion; the arm is recomputed from the user and experiment ids."""
     if body.experiment_id not in state.mapping.holdouts:
@@ -30,7 +44,10 @@ async def conversion(body: ConversionIn, state: State) -> dict[str, Any]:
             "counted": bool(counted)}
 
 
-@router.get("/experiments/{experiment_id}/uplift", response_model=UpliftReport)
+@router.get("/experiments/{experiment_id}/uplift", response_model=UpliftReport,
+            responses=error_responses({
+                **UNAUTHORIZED, **_UNKNOWN,
+                422: "An experiment id out of its bounds; the body names it."}))
 async def uplift(experiment_id: ExperimentId, state: State) -> dict[str, Any]:
     """Conversion rate per arm and per segment, uplift with 95% confidence intervals."""
     if experiment_id not in state.mapping.holdouts:

@@ -10,14 +10,16 @@ from serving import experiments
 from serving.deps import State
 from serving.errors import InvalidInput
 from serving.routes.raw import MAX_USER_ID
-from serving.schemas import Personalization
+from serving.schemas import NO_MODEL, UNAUTHORIZED, Personalization, error_responses
 
 router = APIRouter(prefix="/v1", tags=["personalization"])
 
 
 @router.get("/users/{user_id}/personalization", response_model=Personalization,
-            responses={404: {"description": "Unknown user and `default` not set."},
-                       422: {"description": "Unknown placement."}})
+            responses=error_responses({
+                **UNAUTHORIZED, **NO_MODEL, 404: "Unknown user and `default` not set.",
+                422: "Unknown placement, or a parameter out of its bounds; the body names "
+                     "the field."}))
 async def personalization(
     user_id: Annotated[str, Path(min_length=1, max_length=MAX_USER_ID)],
     placement: Annotated[str, Query(max_length=128, description="CMS placement name.")],

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 
 from serving.deps import State
 from serving.errors import NotFound
 from serving.predict import Served
-from serving.schemas import Catalogue, SegmentInfo
+from serving.schemas import UNAUTHORIZED, Catalogue, SegmentInfo, error_responses
 from serving.state import AppState
 
 router = APIRouter(prefix="/v1", tags=["catalogue"])
@@ -30,7 +30,8 @@ def _info(state: AppState, served: Served, row: int) -> dict[str, Any]:
     }
 
 
-@router.get("/segments", response_model=Catalogue)
+@router.get("/segments", response_model=Catalogue,
+            responses=error_responses({**UNAUTHORIZED, 503: "No model loaded yet."}))
 async def catalogue(state: State) -> dict[str, Any]:
     """Every segment of the champion model."""
     served = state.served()
@@ -38,9 +39,15 @@ async def catalogue(state: State) -> dict[str, Any]:
             "segments": [_info(state, served, i) for i in range(served.model.k)]}
 
 
-@router.get("/segments/{segment_id}", response_model=SegmentInfo,
-            responses={404: {"description": "No such segment in the champion model."}})
-async def segment(segment_id: int, state: State) -> dict[str, Any]:
+# `:int`: the path matches digits only, so GET /v1/segments/assign is the 405 of a
+# POST-only resource (not a segment id "assign"), and other ids are 404 unmatched paths
+@router.get("/segments/{segment_id:int}", response_model=SegmentInfo,
+            responses=error_responses({
+                **UNAUTHORIZED, 404: "No such segment in the champion model (or an id that "
+                "is not a non-negative integer: no such path).",
+                422: "Not reached: the path matches digits only.",
+                503: "No model loaded yet."}))
+async def segment(segment_id: Annotated[int, Path(ge=0)], state: State) -> dict[str, Any]:
     """One segment of the champion model."""
     served = state.served()
     row = served.row_of.get(segment_id)

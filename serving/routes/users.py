@@ -17,11 +17,15 @@ from serving.online import parse_as_of
 from serving.routes.raw import MAX_USER_ID, RawRoute, bool_of, parsed_by, user_id_of
 from serving.schemas import (
     AS_OF_DOC,
+    BODY_TOO_LARGE,
+    NO_MODEL,
+    UNAUTHORIZED,
     BatchAnswer,
     BatchRequest,
     SegmentAnswer,
     SessionFeatures,
     UserFeatures,
+    error_responses,
 )
 from serving.state import AppState, check_batch_size
 
@@ -31,14 +35,15 @@ UserId = Annotated[str, Path(min_length=1, max_length=MAX_USER_ID,
                              description="The user's id.")]
 AsOf = Annotated[str | None, Query(description=AS_OF_DOC,
                                    examples=["2026-12-01T10:00:00Z"])]
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing or unknown API key."},
-    404: {"description": "No stored features for the user (and `default` not set)."},
-    422: {"description": "Invalid input (a malformed `as_of`, or one before the user's "
-          "newest event, included); the body names the field."},
-    503: {"description": "Model not loaded, Redis unavailable, or a stored record made "
-          "with other feature params than this API's (the body names both)."},
+_LOOKUP_ERRORS = {
+    **UNAUTHORIZED,
+    404: "No stored features for the user (and `default` not set).",
+    422: "Invalid input (a malformed `as_of`, or one before the user's newest event, "
+         "included); the body names the field.",
+    503: "Model not loaded, Redis unavailable, or a stored record made with other feature "
+         "params than this API's (the body names both).",
 }
+_ERRORS = error_responses(_LOOKUP_ERRORS)
 
 
 def _json(body: Any) -> Response:
@@ -84,13 +89,16 @@ router.add_api_route("/users/{user_id}/segment", user_segment, methods=["GET"],
                      route_class_override=RawRoute)
 router.add_api_route("/users/{user_id}/features", user_features, methods=["GET"],
                      response_model=UserFeatures, route_class_override=RawRoute,
-                     responses={k: v for k, v in _ERRORS.items() if k != 503} | {
-                         503: {"description": "Redis unavailable, or a stored record "
-                               "made with other feature params than this API's."}})
+                     responses=error_responses(_LOOKUP_ERRORS | {
+                         503: "Redis unavailable, or a stored record made with other "
+                              "feature params than this API's."}))
 
 
 @router.post("/users/segments:batch", response_model=BatchAnswer,
-             responses={**_ERRORS, 413: {"description": "More ids than api_max_batch_ids."}})
+             responses=error_responses({
+                 **{k: v for k, v in _LOOKUP_ERRORS.items() if k != 404},  # ids: `missing`
+                 413: "More ids than `api_max_batch_ids`, or a body over "
+                      "`api_max_body_bytes`."}))
 async def users_batch(body: BatchRequest, state: State) -> Response:
     """Segments of many users in one pipelined Redis round trip, all as of `as_of`."""
     check_batch_size(len(body.user_ids), state.settings.api_max_batch_ids)
@@ -99,7 +107,11 @@ async def users_batch(body: BatchRequest, state: State) -> Response:
     return _json({"results": results, "missing": missing})
 
 
-@router.post("/segments/assign", response_model=SegmentAnswer, responses=_ERRORS)
+@router.post("/segments/assign", response_model=SegmentAnswer,
+             responses=error_responses({
+                 **UNAUTHORIZED, **BODY_TOO_LARGE, **NO_MODEL,
+                 422: "A feature value of the wrong type or out of its bounds, or an "
+                      "unknown feature; the body names the field."}))
 async def assign_features(body: SessionFeatures, state: State) -> Response:  # type: ignore[valid-type]
     """Assign posted session features; features not posted take their spec default."""
     assert isinstance(body, BaseModel)
