@@ -63,6 +63,7 @@ class GeneratorConfig:
     start: str = DEFAULT_START
     days: float = 30.0
     drift_at: float | None = None  # fraction of the time span where the drift happens
+    drift_share: float = DRIFT_MOVE_SHARE  # share of a moving persona's users that move
     malformed_rate: float = 0.0
     duplicate_rate: float = 0.0
     late_rate: float = 0.0
@@ -78,6 +79,8 @@ class GeneratorConfig:
         for name in ("malformed_rate", "duplicate_rate", "late_rate", "churn_share"):
             if not 0.0 <= getattr(self, name) <= 0.5:
                 raise ValueError(f"{name} must be within [0, 0.5], got {getattr(self, name)}")
+        if not 0.0 <= self.drift_share <= 1.0:
+            raise ValueError(f"drift_share must be within [0, 1], got {self.drift_share}")
         if self.drift_at is not None and not 0.0 < self.drift_at < 1.0:
             raise ValueError(f"drift_at must be within (0, 1), got {self.drift_at}")
         if self.days < 1:  # sessions are placed at hours of whole UTC days
@@ -163,7 +166,7 @@ def stream(cfg: GeneratorConfig) -> tuple[GeneratedLog, Iterator[Record]]:
     shares = np.array([p.share for p in PERSONAS])
     persona_idx = rng.choice(len(PERSONAS), size=cfg.users, p=shares / shares.sum())
     log = GeneratedLog(start_ms=start, end_ms=start + span, drift_ms=drift_ms)
-    movers = drift_ms is not None and rng.random(cfg.users) < DRIFT_MOVE_SHARE
+    movers = drift_ms is not None and rng.random(cfg.users) < cfg.drift_share
     cat_ps = [rng.dirichlet([PERSONAS[i].category_alpha] * len(CATEGORIES)) for i in persona_idx]
     for u in range(cfg.users):
         before = PERSONAS[persona_idx[u]]

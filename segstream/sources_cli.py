@@ -34,6 +34,9 @@ def generate(
     days: Annotated[float, typer.Option(help="Event-time span in days.")] = 30.0,
     drift_at: Annotated[float | None, typer.Option(
         help="Fraction of the span where behaviour drifts (persona moves, more mobile).")] = None,
+    drift_share: Annotated[float, typer.Option(
+        help="At the drift, the share of power users, casual browsers and binge viewers "
+             "that move to another persona.")] = 0.5,
     malformed_rate: Annotated[float, typer.Option(help="Share of malformed records added.")
                               ] = 0.0,
     duplicate_rate: Annotated[float, typer.Option(help="Share of events resent verbatim.")
@@ -58,7 +61,8 @@ def generate(
         raise fail("give exactly one of --topic (send to Kafka) or --out (write a file)", 2)
     try:
         cfg = GeneratorConfig(users=users, events=events, seed=seed, start=start, days=days,
-                              drift_at=drift_at, malformed_rate=malformed_rate,
+                              drift_at=drift_at, drift_share=drift_share,
+                              malformed_rate=malformed_rate,
                               duplicate_rate=duplicate_rate, late_rate=late_rate)
     except ValueError as exc:
         raise fail(str(exc), 2) from exc

@@ -84,6 +84,17 @@ def test_drift_moves_users_between_personas() -> None:
     assert log.drift_ms == log.start_ms + (log.end_ms - log.start_ms) // 2
 
 
+def test_drift_share_sets_how_many_users_of_a_moving_persona_move() -> None:
+    def moved_share(share: float) -> float:
+        log = generate(GeneratorConfig(users=600, events=6000, seed=9, drift_at=0.5,
+                                       drift_share=share))
+        movable = [t for t in log.truth.values() if t.persona in DRIFT_MOVES]
+        return sum(t.persona != t.persona_after_drift for t in movable) / len(movable)
+
+    assert moved_share(1.0) == 1.0 and moved_share(0.0) == 0.0
+    assert 0.35 < moved_share(0.5) < 0.65
+
+
 def test_files_round_trip(tmp_path: Path, log) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "events.jsonl.gz"
     log.write_jsonl(out)
@@ -98,7 +109,7 @@ def test_files_round_trip(tmp_path: Path, log) -> None:  # type: ignore[no-untyp
     ("kwargs", "message"),
     [({"users": 0}, "users >= 1"), ({"malformed_rate": 0.9}, "malformed_rate"),
      ({"drift_at": 1.5}, "drift_at"), ({"days": 0}, "days"),
-     ({"days": 0.5}, "at least 1")],
+     ({"days": 0.5}, "at least 1"), ({"drift_share": 1.5}, "drift_share")],
 )
 def test_bad_config_is_refused(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
