@@ -1,4 +1,7 @@
-"""Every metric named by the Grafana dashboard and the alert rules is exported."""
+"""Every metric named by the Grafana dashboards and the alert rules is exported: the
+streaming job's names (``segstream_stream_*``) by streaming/metrics.py, every other
+by serving/metrics.py; every exported family is on a dashboard. (That the queries
+parse and return series from the running services: test_prometheus.py.)"""
 
 from __future__ import annotations
 
@@ -7,22 +10,31 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from serving.metrics import exported_names
+from serving.metrics import exported_names as serving_names
+from streaming.metrics import exported_names as streaming_names
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+DASHBOARDS = sorted((DEPLOY / "grafana").glob("*.json"))
 METRIC = re.compile(r"\bsegstream_[a-z0-9_]+")
+STREAMING = "segstream_stream_"
+# Which dashboard shows which module's metrics.
+SHOWN_ON = {"segstream-serving": "serving", "segstream-drift": "serving",
+            "segstream-streaming": "streaming"}
 
 
-def _dashboard_exprs() -> list[str]:
-    out = []
-    for path in (DEPLOY / "grafana").glob("*.json"):
-        for panel in json.loads(path.read_text())["panels"]:
-            out += [t["expr"] for t in panel["targets"]]
-    return out
+def dashboards() -> dict[str, dict[str, Any]]:
+    return {p.stem: json.loads(p.read_text()) for p in DASHBOARDS}
+
+
+def dashboard_targets() -> list[tuple[str, str, str]]:
+    """(dashboard, panel title, expr) of every query of every dashboard."""
+    return [(name, panel["title"], t["expr"]) for name, d in dashboards().items()
+            for panel in d["panels"] for t in panel.get("targets", [])]
 
 
 def _alert_exprs() -> list[str]:
@@ -30,22 +42,43 @@ def _alert_exprs() -> list[str]:
     return [r["expr"] for g in rules["groups"] for r in g["rules"]]
 
 
-@pytest.mark.parametrize("source", ["dashboard", "alerts"])
+def _exported(name: str) -> set[str]:
+    return streaming_names() if name.startswith(STREAMING) else serving_names()
+
+
+def test_the_three_dashboards_are_there_with_unique_ids_and_panel_queries() -> None:
+    found = dashboards()
+    assert set(found) == set(SHOWN_ON)
+    assert len({d["uid"] for d in found.values()}) == len(found)
+    for name, d in found.items():
+        ids = [p["id"] for p in d["panels"]]
+        assert len(ids) == len(set(ids)), f"{name}: panel ids repeat"
+        for panel in d["panels"]:
+            assert panel.get("targets") or panel["type"] == "text", (name, panel["title"])
+            assert {"x", "y", "w", "h"} <= set(panel["gridPos"]), (name, panel["title"])
+
+
+@pytest.mark.parametrize("source", ["dashboards", "alerts"])
 def test_every_named_metric_is_exported(source: str) -> None:
-    exprs = _dashboard_exprs() if source == "dashboard" else _alert_exprs()
+    exprs = ([e for _, _, e in dashboard_targets()] if source == "dashboards"
+             else _alert_exprs())
     assert exprs
     named = {m for e in exprs for m in METRIC.findall(e)}
-    assert named, "no segstream metric named"
-    assert named <= exported_names(), f"not exported: {sorted(named - exported_names())}"
+    assert {m for m in named if m.startswith(STREAMING)}, "no streaming metric named"
+    missing = sorted(m for m in named if m not in _exported(m))
+    assert not missing, f"not exported: {missing}"
 
 
-def test_dashboard_covers_every_exported_family() -> None:
+def test_every_exported_family_is_on_its_dashboards() -> None:
     def family(name: str) -> str:
         return re.sub(r"_(bucket|sum|count|created|total)$", "", name)
 
-    shown = {family(m) for e in _dashboard_exprs() for m in METRIC.findall(e)}
-    exported = {family(n) for n in exported_names()}
-    assert exported <= shown, f"not on the dashboard: {sorted(exported - shown)}"
+    shown: dict[str, set[str]] = {"serving": set(), "streaming": set()}
+    for name, _, expr in dashboard_targets():
+        shown[SHOWN_ON[name]] |= {family(m) for m in METRIC.findall(expr)}
+    for module, names in (("serving", serving_names()), ("streaming", streaming_names())):
+        missing = {family(n) for n in names} - shown[module]
+        assert not missing, f"{module} metrics on no dashboard of theirs: {sorted(missing)}"
 
 
 @pytest.mark.prometheus

@@ -68,3 +68,25 @@ def test_features_as_of_counts_only_records_up_to_it(spark: Any, tmp_path: Path)
     assert whole["last_event_ms"].max() > middle
     assert not np.allclose(whole.set_index("user_id").loc[got["user_id"], "lifetime_sessions"],
                            got["lifetime_sessions"])
+
+
+def test_stream_metrics_port_in_use_is_a_clear_error_before_spark_starts(tmp_path: Path
+                                                                          ) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = runner.invoke(app, ["stream", "--metrics-port", str(port)], env={
+            "SEGSTREAM_DATA_DIR": str(tmp_path), "SEGSTREAM_KAFKA_BOOTSTRAP": "127.0.0.1:1",
+            "SEGSTREAM_REDIS_URL": "redis://127.0.0.1:1/0", "COLUMNS": "200"})
+    assert result.exit_code == 1, result.output
+    assert f"--metrics-port {port}: cannot listen on 127.0.0.1:{port}" in result.output
+
+
+def test_stream_help_names_the_metrics_port_and_its_bind_setting() -> None:
+    result = runner.invoke(app, ["stream", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for text in ("--metrics-port", "SEGSTREAM_METRICS_HOST"):
+        assert text in result.output, text
