@@ -4,7 +4,9 @@ The generated log covers the 30 days up to now. It arrives in two parts, so the 
 can show time passing: the first 25 days are streamed, a model is trained as of their
 end and the change detector records everyone's segment; then the last 5 days arrive,
 and users who stopped coming change segment *with no new event* (their features aged),
-and the change reaches a local webhook receiver. The steps share a :class:`Demo`
+and the change reaches a local webhook receiver. Half a day after training, behaviour
+drifts (power users decay, browsers hunt bargains, more mobile); the demo shows when the
+update's drift check would have seen it. The steps share a :class:`Demo`
 context; each prints what it produced, and the last prints a summary.
 """
 
@@ -24,6 +26,7 @@ from segstream.config import Settings
 
 DAY_MS = 86_400_000
 LATE_DAYS = 5  # the part of the log that arrives after the model is trained
+DRIFT_DAY = 25.5  # when behaviour drifts (generator drift_at), after training at day 25
 
 
 @dataclass
@@ -34,6 +37,10 @@ class Demo:
     truth: dict[str, str] = field(default_factory=dict)
     kinds: Counter[str] = field(default_factory=Counter)
     summary: dict[str, Any] = field(default_factory=dict)
+    day0_ms: int = 0  # the log's start
+    cut_ms: int = 0  # the end of day 25: the training time
+    drift_ms: int | None = None
+    model: Any = None  # the champion trained as of day 25
 
 
 Step = Callable[[Demo], None]
@@ -67,15 +74,19 @@ def step_stack(demo: Demo) -> None:
         demo.console.print(f"  {line}")
 
 
-def _send(demo: Demo, records: list[tuple[bytes | None, bytes]], what: str) -> None:
+def _send(demo: Demo, records: list[tuple[bytes | None, bytes]], what: str,
+          counts: bool = True) -> None:
     from segstream.kafka import Producer
     from segstream.stack import kafka_address
 
-    before = topic_counts(demo.settings)
+    before = topic_counts(demo.settings) if counts else {}
     producer = Producer(kafka_address(demo.settings))
     for key, value in records:
         producer.send(demo.settings.topic_events, value, key=key)
     producer.flush()
+    if not counts:
+        demo.console.print(f"  {what} -> {demo.settings.topic_events}")
+        return
     after = topic_counts(demo.settings)
     table = Table("topic", "records before", "arrived", "records now",
                   title=f"{what} (counted on the broker)")
@@ -86,7 +97,6 @@ def _send(demo: Demo, records: list[tuple[bytes | None, bytes]], what: str) -> N
 
 def step_events(demo: Demo) -> None:
     """Generate 30 days of events up to now; send the first 25 days."""
-    from segstream.events import Rejection, validate_event
     from segstream.generator import GeneratorConfig, generate
 
     demo.console.rule("2. synthetic events (the first 25 of 30 days) -> Kafka")
@@ -95,24 +105,34 @@ def step_events(demo: Demo) -> None:
     with demo.console.status("generating 100,000 events for 1,000 users (seed 42)..."):
         log = generate(GeneratorConfig(users=1000, events=100_000, seed=42, start=start,
                                        malformed_rate=0.005, duplicate_rate=0.005,
-                                       late_rate=0.002, churn_share=0.12))
+                                       late_rate=0.002, churn_share=0.12,
+                                       drift_at=DRIFT_DAY / 30, drift_share=1.0))
     cut_ms = now_ms - LATE_DAYS * DAY_MS
-    cut = len(log.values)
-    for i, value in enumerate(log.values):  # arrival order is event-time order (but late)
-        ev = validate_event(value)
-        if not isinstance(ev, Rejection) and ev["ts"] >= cut_ms:
-            cut = i
-            break
+    records = list(zip(log.keys, log.values, strict=True))
+    cut = first_at_or_after(records, cut_ms)
+    demo.day0_ms, demo.cut_ms, demo.drift_ms = log.start_ms, cut_ms, log.drift_ms
     demo.kinds.update(log.kinds)
     demo.truth = {u: t.persona for u, t in log.truth.items()}
-    records = list(zip(log.keys, log.values, strict=True))
     demo.later = records[cut:]
     _send(demo, records[:cut], f"days 1-25: {cut:,} records")
     demo.console.print(f"  mixed in: {demo.kinds['malformed']:,} malformed, "
                        f"{demo.kinds['duplicate']:,} duplicate, {demo.kinds['late']:,} late; "
                        f"{sum(t.stops_ms is not None for t in log.truth.values())} users "
-                       "stop coming at some point (churners)")
+                       "stop coming at some point (churners); behaviour drifts at day "
+                       f"{DRIFT_DAY}")
     demo.summary["events in"] = len(log.values)
+
+
+def first_at_or_after(records: list[tuple[bytes | None, bytes]], t_ms: int) -> int:
+    """Index of the first valid record at or after ``t_ms`` (arrival order is event-time
+    order, but for late records), else ``len(records)``."""
+    from segstream.events import Rejection, validate_event
+
+    for i, (_, value) in enumerate(records):
+        ev = validate_event(value)
+        if not isinstance(ev, Rejection) and ev["ts"] >= t_ms:
+            return i
+    return len(records)
 
 
 def step_stream(demo: Demo) -> None:
@@ -137,6 +157,7 @@ def step_training(demo: Demo) -> None:
         return
     table = load_table(settings, str(history))
     result = train_and_publish(settings, table, "auto", promote=True, out=console)
+    demo.model = result.model
     console.print(segment_table(result.model, f"model version {result.version} "
                                 f"({len(table):,} users as of the end of day 25)"))
     console.print(f"  gates: {result.gate.summary()}; champion is version "
@@ -160,16 +181,42 @@ def step_detect_before(demo: Demo) -> None:
 
 
 def step_later(demo: Demo) -> None:
-    """The last 5 days arrive; stream them; the detector sees time pass."""
+    """The last 5 days arrive, a day at a time, each streamed before the next (so the
+    history holds every user as of each day's end, for the drift step); the detector
+    sees time pass."""
     from serving.demo import deliver_webhooks, step_changes
+    from streaming.demo import stream_parts
 
     demo.console.rule(f"3. the last {LATE_DAYS} days arrive")
-    _send(demo, demo.later, f"days 26-30: {len(demo.later):,} records")
-    step_stream(demo)
+    later, sent = demo.later, 0
+
+    def day(k: int) -> Callable[[], str]:
+        def send() -> str:
+            nonlocal sent
+            end = (len(later) if k == LATE_DAYS else
+                   first_at_or_after(later, demo.cut_ms + k * DAY_MS))
+            part = later[sent:end]
+            _send(demo, part, f"day {25 + k}: {len(part):,} records", counts=False)
+            sent = end
+            return f"day {25 + k}"
+        return send
+
+    stream_parts(demo.settings, demo.console, [day(k) for k in range(1, LATE_DAYS + 1)])
     n = step_changes(demo.settings, demo.console)
     demo.summary["segment changes"] = n
     delivered = deliver_webhooks(demo.settings, demo.console)
     demo.summary["webhooks delivered (signature checked)"] = delivered
+
+
+def step_drift(demo: Demo) -> None:
+    from training.demo import step_drift as drift
+
+    if demo.model is None:
+        return
+    times = [demo.cut_ms + k * DAY_MS for k in range(1, LATE_DAYS + 1)]
+    demo.summary["drift detected"] = drift(
+        demo.settings, demo.console, demo.model, day0_ms=demo.day0_ms, times=times,
+        injected_ms=demo.drift_ms)
 
 
 def step_serve(demo: Demo) -> None:
@@ -197,7 +244,7 @@ def step_summary(demo: Demo) -> None:
 
 
 STEPS: list[Step] = [step_stack, step_events, step_stream, step_training, step_detect_before,
-                     step_later, step_serve, step_summary]
+                     step_later, step_drift, step_serve, step_summary]
 
 
 def run_demo(settings: Settings, console: Console, *, keep_running: bool = False) -> None:

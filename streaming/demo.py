@@ -1,32 +1,50 @@
-"""The streaming step of ``segstream demo``: the job once over `events`, then a count."""
+"""The streaming steps of ``segstream demo``: the job over `events` (available-now)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 from rich.console import Console
 
 from segstream.config import Settings
 
 
-def step_stream(settings: Settings, console: Console) -> None:
-    """Run ``segstream stream --available-now`` in-process; print users with records."""
+def _users(redis_url: str) -> int:
     import redis
 
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return sum(1 for _ in client.scan_iter("seg:features:*", count=1000))
+    finally:
+        client.close()
+
+
+def step_stream(settings: Settings, console: Console) -> None:
+    """Run ``segstream stream --available-now`` in-process; print users with records."""
+    stream_parts(settings, console, [lambda: "everything on the topic"])
+
+
+def stream_parts(settings: Settings, console: Console, parts: Sequence[Callable[[], str]]
+                 ) -> None:
+    """For each part: call it (it sends records and names them), then run the job
+    available-now over what arrived. One Spark session for all parts."""
     from segstream.stack import endpoints
     from streaming.job import run
     from streaming.session import get_spark
 
     console.rule("streaming aggregates (Spark, available-now) -> Redis, features topic, Parquet")
     ep = endpoints(settings)
-    with console.status("running the streaming job over everything on "
-                        f"{settings.topic_events} (Spark local)..."):
+    with console.status("starting Spark (local)..."):
         spark = get_spark(settings, "segstream-demo")
-        try:
-            run(spark, settings, bootstrap=ep.kafka_bootstrap, redis_url=ep.redis_url,
-                available_now=True)
-        finally:
-            spark.stop()
-    client = redis.Redis.from_url(ep.redis_url)
-    users = sum(1 for _ in client.scan_iter("seg:features:*", count=1000))
-    console.print(f"  {users:,} users have an aggregate record in Redis (seg:features:*), "
-                  f"evaluated as of any time by readers; history in {settings.history_dir}; "
+    try:
+        for part in parts:
+            what = part()
+            with console.status(f"streaming {what}..."):
+                run(spark, settings, bootstrap=ep.kafka_bootstrap, redis_url=ep.redis_url,
+                    available_now=True)
+            console.print(f"  streamed {what}: {_users(ep.redis_url):,} users have an "
+                          "aggregate record in Redis (seg:features:*)")
+    finally:
+        spark.stop()
+    console.print(f"  evaluated as of any time by readers; history in {settings.history_dir}; "
                   f"rejected and late records on {settings.topic_dlq}")
