@@ -1,13 +1,16 @@
 """Where the API gets its model: a small protocol and its adapters.
 
 * :class:`RegistrySource` — the MLflow registry of training/ (``training.registry``):
-  the champion alias, polled cheaply, and ``load(version)``.
+  the champion alias, polled cheaply, and ``load(version)``. A registry that does not
+  answer raises ``RegistryUnavailable`` (never "no champion"); the holder keeps the last
+  good model.
 * :class:`StaticSource` — models held in memory (tests that need no registry, the
   benchmark, tools that serve a model file).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import TYPE_CHECKING, Protocol
 
@@ -25,12 +28,23 @@ class ModelSource(Protocol):
         """The model artefact of ``version``."""
 
 
+#: MLflow's per-request retries in a process that polls the registry (the API, the
+#: change detector), unless the environment sets them: the next poll is the retry.
+#: MLflow's defaults (7 retries with backoff, about 4 minutes; 120 s per try) would hold
+#: the API's start-up that long with the registry down and hide an outage from /readyz
+#: and ``segstream_model_registry_up`` for as long.
+POLL_ENV_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+                     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
 class RegistrySource:
     """Adapter over ``training.registry.Registry`` (MLflow)."""
 
     def __init__(self, settings: Settings) -> None:
         from training.registry import Registry  # heavy (mlflow): only where it is used
 
+        for name, value in POLL_ENV_DEFAULTS.items():  # MLflow reads these per request
+            os.environ.setdefault(name, value)
         self._registry = Registry(settings)
 
     def champion_version(self) -> str | None:

@@ -133,6 +133,12 @@ def _iso(ms: int | None) -> str:
         timespec="seconds")
 
 
+def _print_published(updater: Any) -> None:
+    for p in updater.published:
+        console.print(f"version {p.version} ({p.model.info['kind']}): {p.gate.summary()}"
+                      + ("  -> champion" if p.promoted else ""))
+
+
 def register(app: typer.Typer) -> None:
     models_app = typer.Typer(help="List, inspect, promote and roll back registered models.",
                              no_args_is_help=True)
@@ -153,7 +159,12 @@ def register(app: typer.Typer) -> None:
             raise _fail(f"--k must be `auto` or a number, got {k!r}")
         settings = _settings()
         table = load_table(settings, source, as_of)
-        result = train_and_publish(settings, table, k, promote=promote)
+        from training.registry import RegistryError
+
+        try:
+            result = train_and_publish(settings, table, k, promote=promote)
+        except RegistryError as exc:
+            raise _fail(str(exc)) from exc
         console.print(segment_table(
             result.model, f"version {result.version}: {len(table):,} users as of "
             f"{_iso(table.as_of_ms)}, feature params {table.feature_params['fingerprint']:08x}"))
@@ -190,16 +201,19 @@ def register(app: typer.Typer) -> None:
         try:
             read = consume(settings, updater, once=once, bootstrap=_bootstrap(settings),
                            on_batch=lambda n: console.print(f"  +{n:,} rows", end="\r"))
+            champion = registry.champion_version()
         except (KafkaUnavailable, ValueError) as exc:  # ValueError: records of other params
             raise _fail(str(exc)) from exc
+        except RegistryError as exc:  # the registry went away while publishing
+            _print_published(updater)
+            raise _fail(f"{exc}. Offsets are saved only after a published candidate: a "
+                        "rerun reads again from the last one, nothing is lost") from exc
         except KeyboardInterrupt:
             read = updater.rows_seen
-        if once and updater.rows_since_publish > 0 and len(updater.window) >= 10 * parent.k:
-            updater.publish()
-        for p in updater.published:
-            console.print(f"version {p.version} ({p.model.info['kind']}): {p.gate.summary()}"
-                          + ("  -> champion" if p.promoted else ""))
-        console.print(f"read {read:,} messages; champion is {registry.champion_version()}")
+            champion = None
+        _print_published(updater)
+        console.print(f"read {read:,} messages" + (
+            f"; champion is {champion}" if champion is not None else ""))
 
     @app.command("evaluate")
     def evaluate(
@@ -265,23 +279,27 @@ def register(app: typer.Typer) -> None:
         registry = Registry(settings)
         try:
             model = registry.load(version)
+            versions = registry.versions()
         except RegistryError as exc:
             raise _fail(str(exc)) from exc
         table = load_table(settings, source) if source else None
         with console.status("rendering plots..."):
-            path = write_report(out, model, registry.versions(), table,
-                                seed=settings.random_seed)
+            path = write_report(out, model, versions, table, seed=settings.random_seed)
         console.print(f"wrote {path}")
 
     @models_app.command("list")
     def models_list() -> None:
         """Every registered version, newest first, with its gate result."""
-        from training.registry import Registry
+        from training.registry import Registry, RegistryError
 
         registry = Registry(_settings())
         t = Table("version", "alias", "kind", "k", "rows", "silhouette", "gate", "parent",
                   title=f"{registry.name} @ {registry.uri}")
-        for v in registry.versions():
+        try:
+            versions = registry.versions()
+        except RegistryError as exc:
+            raise _fail(str(exc)) from exc
+        for v in versions:
             sil = v.metrics.get("silhouette")
             t.add_row(v.version, ",".join(v.aliases), v.tags.get("kind", ""), v.tags.get("k", ""),
                       v.tags.get("rows", ""), "" if sil is None else f"{sil:.4f}",

@@ -17,15 +17,22 @@ Embedded default (``registry_uri`` unset): ``sqlite:///<data_dir>/mlflow/mlflow.
 with artefacts in ``<data_dir>/mlflow/artifacts``. The alias ``champion`` is the
 model serving uses; :meth:`Registry.champion_version` is one indexed query, cheap
 enough to poll.
+
+A registry that does not answer (a tracking server down, a timeout) raises
+:class:`RegistryUnavailable` naming the URI and what to do; it is never taken for "no
+such model/alias/version" (which would tell a user to train a model they have). Each
+HTTP request is retried by MLflow itself (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, default 7
+with exponential backoff: about 4 minutes; ``MLFLOW_HTTP_REQUEST_TIMEOUT`` per try).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +50,19 @@ _HISTORY_TAG = "champion_history"  # registered-model tag: JSON list of past cha
 
 class RegistryError(RuntimeError):
     """A registry operation that cannot be done as asked (the message says why)."""
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry did not answer or failed (a tracking server down, a timeout): not
+    the same as an answer that a model, version or alias does not exist."""
+
+
+# MLflow's answers that something does not exist (a missing alias is "invalid")
+_MISSING_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
+def _missing(exc: Exception) -> bool:
+    return getattr(exc, "error_code", None) in _MISSING_CODES and "not found" in str(exc)
 
 
 @dataclass(frozen=True)
@@ -114,6 +134,40 @@ class Registry:
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         self._experiment_id: str | None = None
 
+    def unavailable(self, doing: str, exc: BaseException) -> RegistryUnavailable:
+        """The error for a call that failed other than by "not found" (raise it)."""
+        from mlflow.environment_variables import (
+            MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+            MLFLOW_HTTP_REQUEST_TIMEOUT,
+        )
+
+        retries = int(MLFLOW_HTTP_REQUEST_MAX_RETRIES.get())  # type: ignore[no-untyped-call]
+        timeout = MLFLOW_HTTP_REQUEST_TIMEOUT.get()  # type: ignore[no-untyped-call]
+        cause = " ".join(str(exc).split())
+        cause = cause if len(cause) <= 400 else cause[:400] + "..."
+        if self.uri.startswith(("http://", "https://")):
+            hint = (f"is the MLflow tracking server at {self.uri} running and reachable? "
+                    "Start it or fix SEGSTREAM_REGISTRY_URI. Each request was tried "
+                    f"{retries + 1} times with backoff (MLFLOW_HTTP_REQUEST_MAX_RETRIES, "
+                    f"MLFLOW_HTTP_REQUEST_TIMEOUT={timeout} s)")
+        else:
+            hint = "check that the registry store is readable (SEGSTREAM_REGISTRY_URI)"
+        return RegistryUnavailable(
+            f"the model registry at {self.uri} failed to {doing}: {cause}; {hint}")
+
+    @contextlib.contextmanager
+    def _calling(self, doing: str) -> Iterator[None]:
+        """Translate a failed registry call (other than our own errors) into
+        :class:`RegistryUnavailable` naming the URI and what to do."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            yield
+        except RegistryError:
+            raise
+        except (MlflowException, OSError) as exc:  # requests' errors are OSErrors
+            raise self.unavailable(doing, exc) from exc
+
     # --- writing -------------------------------------------------------------------
     def _experiment(self) -> str:
         if self._experiment_id is None:
@@ -130,7 +184,9 @@ class Registry:
 
         try:
             self.client.get_registered_model(self.name)
-        except MlflowException:
+        except MlflowException as exc:
+            if not _missing(exc):
+                raise
             try:
                 self.client.create_registered_model(
                     self.name, description="segstream behavioural segments (SegmentModel)")
@@ -152,6 +208,12 @@ class Registry:
         the reasons as tags) so the decision stays auditable; it just never gets
         the champion alias. Sets and returns ``model.version``.
         """
+        with self._calling(f"register a version of {self.name!r}"):
+            return self._register(model, gate=gate, tags=tags, kind=kind,
+                                  description=description)
+
+    def _register(self, model: SegmentModel, *, gate: GateResult | None,
+                  tags: Mapping[str, Any] | None, kind: str, description: str) -> str:
         self._ensure_registered_model()
         info = model.info
         version_tags: dict[str, str] = {
@@ -202,14 +264,15 @@ class Registry:
     def set_alias(self, version: str, alias: str = CHAMPION) -> None:
         """Point ``alias`` at ``version``; for ``champion`` also record the history."""
         self.show(version)  # raises a clear error for an unknown version
-        if alias == CHAMPION:
-            history = self.champion_history()
-            current = self.champion_version()
-            if current is not None and current != str(version):
-                history.append(current)
-                self.client.set_registered_model_tag(self.name, _HISTORY_TAG,
-                                                     json.dumps(history[-50:]))
-        self.client.set_registered_model_alias(self.name, alias, str(version))
+        with self._calling(f"point {alias!r} at version {version}"):
+            if alias == CHAMPION:
+                history = self.champion_history()
+                current = self.champion_version()
+                if current is not None and current != str(version):
+                    history.append(current)
+                    self.client.set_registered_model_tag(self.name, _HISTORY_TAG,
+                                                         json.dumps(history[-50:]))
+            self.client.set_registered_model_alias(self.name, alias, str(version))
 
     def promote(self, version: str, *, force: bool = False) -> None:
         """Make ``version`` the champion; refuses a version that did not pass its gates."""
@@ -234,8 +297,9 @@ class Registry:
                 "`segstream models promote VERSION`"
             )
         previous = history.pop()
-        self.client.set_registered_model_tag(self.name, _HISTORY_TAG, json.dumps(history))
-        self.client.set_registered_model_alias(self.name, CHAMPION, previous)
+        with self._calling(f"roll {CHAMPION!r} back to version {previous}"):
+            self.client.set_registered_model_tag(self.name, _HISTORY_TAG, json.dumps(history))
+            self.client.set_registered_model_alias(self.name, CHAMPION, previous)
         return previous
 
     def champion_history(self) -> list[str]:
@@ -243,8 +307,10 @@ class Registry:
 
         try:
             rm = self.client.get_registered_model(self.name)
-        except MlflowException:
-            return []
+        except MlflowException as exc:
+            if _missing(exc):
+                return []
+            raise self.unavailable("read the champion history", exc) from exc
         return [str(v) for v in json.loads(rm.tags.get(_HISTORY_TAG, "[]"))]
 
     # --- reading -------------------------------------------------------------------
@@ -257,8 +323,11 @@ class Registry:
 
         try:
             return str(self.client.get_model_version_by_alias(self.name, alias).version)
-        except MlflowException:  # no such model or alias
-            return None
+        except MlflowException as exc:
+            if _missing(exc):  # no such model or alias
+                return None
+            # unreachable is not "no champion": callers must not act as if none existed
+            raise self.unavailable(f"read the alias {alias!r}", exc) from exc
 
     def resolve(self, ref: str) -> str:
         """``"3"`` -> ``"3"``; ``"champion"``/``"@champion"`` -> the aliased version."""
@@ -285,6 +354,8 @@ class Registry:
         try:
             mv = self.client.get_model_version(self.name, version)
         except MlflowException as exc:
+            if not _missing(exc):
+                raise self.unavailable(f"read version {version}", exc) from exc
             raise RegistryError(
                 f"model {self.name!r} has no version {version} in {self.uri}; "
                 "see `segstream models list`"
@@ -302,8 +373,10 @@ class Registry:
             for alias, version in (self.client.get_registered_model(self.name).aliases
                                    or {}).items():
                 aliases.setdefault(str(version), []).append(alias)
-        except MlflowException:
-            return []
+        except MlflowException as exc:
+            if _missing(exc):
+                return []
+            raise self.unavailable("list the versions", exc) from exc
         return sorted((_info(mv, aliases.get(str(mv.version))) for mv in found),
                       key=lambda v: -int(v.version))
 
@@ -313,8 +386,9 @@ class Registry:
 
         info = self.show(ref)
         with tempfile.TemporaryDirectory(prefix="segstream-load-") as tmp:
-            path = mlflow.artifacts.download_artifacts(
-                artifact_uri=info.source, dst_path=tmp, tracking_uri=self.uri)
+            with self._calling(f"download the artefact of version {info.version}"):
+                path = mlflow.artifacts.download_artifacts(
+                    artifact_uri=info.source, dst_path=tmp, tracking_uri=self.uri)
             model = SegmentModel.load(Path(path), version=info.version)
             shutil.rmtree(path, ignore_errors=True)
         return model

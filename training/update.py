@@ -182,7 +182,9 @@ def consume(settings: Settings, updater: Updater, *, once: bool, bootstrap: str,
     """Feed ``updater`` from the features topic; with ``once``, stop at the current end.
 
     Returns the number of messages read. Offsets are checkpointed after each
-    published candidate and at the end.
+    published candidate and at the end (with ``once``, after publishing what was learned
+    since the last candidate). A registry failure while publishing propagates before the
+    offsets are saved, so nothing read since the last candidate is skipped on a rerun.
     """
     from kafka import TopicPartition
 
@@ -231,6 +233,10 @@ def consume(settings: Settings, updater: Updater, *, once: bool, bootstrap: str,
                 on_batch(len(messages))
             if published:
                 save()
+        if once and updater.rows_since_publish > 0 and len(updater.window) >= 10 * updater.parent.k:
+            # what this run learned since its last candidate, published before the offsets
+            # move past it: if the registry fails here, a rerun reads those rows again
+            updater.publish()
         save()
     finally:
         consumer.close()
