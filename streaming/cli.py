@@ -54,7 +54,7 @@ def stream(
     except (StackError, KafkaUnavailable) as exc:
         raise fail(str(exc)) from exc
     from streaming.durations import duration_ms
-    from streaming.job import SourceUnavailable, run
+    from streaming.job import SourceUnavailable, StreamFailed, run
     from streaming.session import get_spark
 
     if trigger is not None:
@@ -76,6 +76,8 @@ def stream(
             source=chosen, trigger=trigger, available_now=available_now)
     except SourceUnavailable as exc:
         raise fail(str(exc), 2) from exc
+    except StreamFailed as exc:
+        raise fail(str(exc)) from exc
     finally:
         spark.stop()
 

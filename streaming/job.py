@@ -8,15 +8,19 @@ read (``source``) -> pure transforms (``validate_records``, ``make_update``) -> 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import re
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
+from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming.listener import StreamingQueryListener
 from pyspark.sql.streaming.query import StreamingQuery
@@ -228,13 +232,42 @@ def run(spark: SparkSession, settings: Settings, *, bootstrap: str, redis_url: s
                 query.stop()
                 break
             time.sleep(0.2)
-        query.awaitTermination()
+        try:
+            query.awaitTermination()
+        except StreamingQueryException as exc:
+            raise StreamFailed(failure_reason(str(exc))) from exc
         if query.exception() is not None:
-            raise RuntimeError(f"the streaming query failed: {query.exception()}")
+            raise StreamFailed(failure_reason(str(query.exception())))
     finally:
         if query.isActive:
             query.stop()
         for s, handler in previous.items():
             signal.signal(s, handler)
-        writer.sinks.close()
         spark.streams.removeListener(listener)
+        # after a failure, the failed batch's unsent records must not hide the cause
+        # (they are replayed from the checkpoint); after a clean stop, a flush error counts
+        if sys.exc_info()[0] is None:
+            writer.sinks.close()
+        else:
+            with contextlib.suppress(Exception):
+                writer.sinks.close()
+
+
+class StreamFailed(RuntimeError):
+    """The query stopped on an error; the message is its cause, without Spark's wrapping."""
+
+
+_CAUSE = re.compile(r"^\s*(?:[\w.]+\.)?(\w+(?:Error|Exception|Unavailable)): (.+)$", re.M)
+
+
+def failure_reason(message: str) -> str:
+    r"""The innermost exception line of a Spark streaming failure (a foreachBatch error
+    arrives as a JVM exception that embeds the Python traceback).
+
+    >>> failure_reason("[STREAM_FAILED] ... Traceback (most recent call last):\n"
+    ...                "  File \"sinks.py\", line 1\nRuntimeError: Redis unreachable for 2 s")
+    'the streaming query failed: RuntimeError: Redis unreachable for 2 s'
+    """
+    causes = _CAUSE.findall(message)
+    cause = f"{causes[-1][0]}: {causes[-1][1]}" if causes else message.strip()[:2000]
+    return f"the streaming query failed: {cause}"

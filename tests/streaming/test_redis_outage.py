@@ -25,7 +25,7 @@ import redis
 from segstream.generator import GeneratedLog, GeneratorConfig, generate
 from segstream.stack import Service, free_port, start_redis, stop_service
 from streaming.batch import compute_features_pandas
-from streaming.job import run
+from streaming.job import StreamFailed, run
 from tests.streaming.conftest import produce
 from tests.streaming.test_job import assert_redis_equals_batch, job_settings
 from tests.streaming.test_restart import _committed_batches
@@ -128,8 +128,9 @@ def test_redis_down_longer_than_the_retry_stops_the_job_and_a_restart_resumes(
     rest = GeneratedLog(values=log.values[half:], keys=log.keys[half:])
     produce(kafka_bootstrap, settings.topic_events, rest)
     started = time.monotonic()
-    # the query fails with the sink's error (Spark wraps it; the CLI prints its last line)
-    with pytest.raises(Exception, match="Redis unreachable for 2 s") as failed:
+    # the sink's own error, not Spark's wrapping of it (what `segstream stream` prints)
+    with pytest.raises(StreamFailed, match="^the streaming query failed: RuntimeError: "
+                       "Redis unreachable for 2 s") as failed:
         run(spark, settings, bootstrap=kafka_bootstrap, redis_url=own_redis.url,
             available_now=True)
     assert "restart the job when Redis is back" in str(failed.value)
