@@ -94,6 +94,10 @@ MAX_RECORD_BYTES = 16_384
 MAX_FIELD_CHARS = 256
 MAX_FUTURE_SKEW_MS = 24 * 3600 * 1000  # an event more than a day ahead of the clock is absurd
 MIN_EVENT_TS_MS = 0  # 1970-01-01: epoch units are told apart by magnitude (events.py)
+#: Largest ``dwell_ms`` / ``amount`` (31,700 years of dwell; a quadrillion in money): far
+#: past any real value, and low enough that the aggregates' sums and sums of squares
+#: stay finite (a 1e200 ms dwell made the dwell variance NaN).
+MAX_EVENT_NUMBER = 1e15
 
 #: Reasons a record is dead-lettered. Stable strings: they are metric label values,
 #: DLQ header values and documented in docs/events.md.

@@ -16,7 +16,9 @@ Rules (also in docs/events.md):
   and more (nanoseconds?), and an 8-digit number that is also a ``yyyymmdd`` date
   (``19970101``: 1997-01-01, or 1970-08-20 in seconds?). More than a day ahead of
   the clock is ``ts_in_future``. Each detail says how the value was read.
-* ``dwell_ms``, ``amount``: finite, non-negative JSON numbers.
+* ``dwell_ms``, ``amount``: finite, non-negative JSON numbers, at most
+  :data:`~segstream.contract.MAX_EVENT_NUMBER` (1e15; more is ``wrong_type``, as a
+  non-finite number is: the aggregates' sums of squares would overflow).
 * ``event_id`` absent: derived deterministically from the other fields, so a
   resent duplicate gets the same id and is deduplicated downstream.
 
@@ -44,6 +46,7 @@ import orjson
 
 from segstream.contract import (
     EVENT_FIELDS,
+    MAX_EVENT_NUMBER,
     MAX_FIELD_CHARS,
     MAX_FUTURE_SKEW_MS,
     MAX_RECORD_BYTES,
@@ -289,6 +292,10 @@ def _validate_object(obj: Mapping[str, Any], now_ms: int | None) -> Event | Reje
             return Rejection("wrong_type", name, "must be a finite number")
         if number < 0:
             return Rejection("negative_number", name, f"{number} is negative")
+        if number > MAX_EVENT_NUMBER:  # finite, but the fold's squares would not be
+            return Rejection("wrong_type", name,
+                             f"{number:g} is more than {MAX_EVENT_NUMBER:g}, the largest "
+                             "accepted (beyond it the aggregates overflow; another unit?)")
         out[name] = number
 
     props = obj.get("properties")

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import orjson
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segstream.contract import DLQ_REASONS, MAX_RECORD_BYTES
+from segstream.contract import DLQ_REASONS, MAX_EVENT_NUMBER, MAX_RECORD_BYTES
 from segstream.events import (
     EPOCH_BANDS,
     Rejection,
@@ -83,6 +85,32 @@ def test_non_finite_number_is_rejected() -> None:
     r = validate_event({"user_id": "u", "ts": NOW, "event_type": "x", "amount": float("nan")},
                        now_ms=NOW)
     assert isinstance(r, Rejection) and (r.reason, r.field) == ("wrong_type", "amount")
+
+
+@pytest.mark.parametrize("name", ["dwell_ms", "amount"])
+@pytest.mark.parametrize("value", [1e200, 1.5e15, 10**30, 2**63])
+def test_a_number_past_the_bound_is_rejected(name: str, value: float) -> None:
+    """Finite but absurd: a 1e200 ms dwell was accepted and made the user's dwell
+    variance NaN (its square overflows), 1e308 amounts an infinite spend."""
+    r = validate_event({"user_id": "u", "ts": NOW, "event_type": "x", name: value},
+                       now_ms=NOW)
+    assert isinstance(r, Rejection) and (r.reason, r.field) == ("wrong_type", name)
+    assert "1e+15" in r.detail
+
+
+def test_numbers_up_to_the_bound_fold_to_finite_features() -> None:
+    """The bound is low enough: the largest accepted dwell and amount, many times over,
+    leave every feature finite."""
+    from segstream.aggregates import FeatureParams, empty, evaluate, fold
+
+    n = 1000
+    events = [validate_event({"user_id": "u", "ts": NOW - n + i, "event_type": "purchase",
+                              "dwell_ms": MAX_EVENT_NUMBER, "amount": MAX_EVENT_NUMBER},
+                             now_ms=NOW) for i in range(n)]
+    assert not any(isinstance(e, Rejection) for e in events)
+    aggs = empty(1)
+    fold(aggs, np.zeros(n, dtype=np.int64), pd.DataFrame(events), FeatureParams())
+    assert np.isfinite(evaluate(aggs, NOW, FeatureParams())).all()
 
 
 def test_normalises_a_full_event() -> None:
