@@ -2,6 +2,7 @@
 the rate of the change detector's re-scoring sweep over the online store.
 
     .venv/bin/python -m benchmarks.serving [--duration 10] [--rounds 2] [--skip-sweep]
+                                           [--redis-cluster]
 
 Starts its own redis-server (free port), folds a generated log of 10,000 users into
 their aggregate records (``streaming.step``) and writes them as the streaming job's
@@ -14,6 +15,10 @@ ids). Each server is one uvicorn worker with uvloop + httptools and no access lo
 Prints a Markdown table; the ratio lookup/bare is the figure to compare across
 machines.
 
+``--redis-cluster``: the same against a 3-master Redis Cluster on loopback
+(``tests/clusters.py``, redis-server + ``redis-cli --cluster create``), which the API
+reaches with redis-py's asyncio cluster client (the path of ``redis_cluster=true``).
+
 Sweep (unless ``--skip-sweep``): an embedded broker for the detector's producer, then
 ``ChangeDetector.sweep`` over the same 10,000 records three times: the first records
 everyone's first segment (a write per user), the second is the steady state (reads
@@ -23,6 +28,7 @@ only), the third is 90 days later (time alone moves many users: changes publishe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import re
 import shutil
@@ -114,14 +120,13 @@ def build_model(directory: Path, aggs: np.ndarray) -> None:
     model.save(directory)
 
 
-def fill_redis(url: str, users: list[str], aggs: np.ndarray) -> None:
-    import redis
-
+def fill_redis(url: str, users: list[str], aggs: np.ndarray, cluster: bool = False) -> None:
     from segstream.config import Settings
     from segstream.online_store import encode_record, feature_key
+    from segstream.redis_connect import sync_redis
 
     params = Settings().feature_params()
-    client = redis.Redis.from_url(url)
+    client = sync_redis(url, cluster=cluster)
     now = int(time.time() * 1000)
     pipe = client.pipeline(transaction=False)
     for user, agg in zip(users, aggs, strict=True):
@@ -213,23 +218,36 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--batch-connections", type=int, default=4)
     parser.add_argument("--skip-sweep", action="store_true")
+    parser.add_argument("--redis-cluster", action="store_true",
+                        help="serve from a 3-master Redis Cluster (no sweep)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: sudo apt-get install -y wrk")
     from segstream.stack import free_port, start_redis, stop_service
 
     tmp = Path(tempfile.mkdtemp(prefix="segstream-bench-"))
-    redis_svc = start_redis(free_port(), tmp / "redis", tmp / "redis.log")
+    cluster = contextlib.ExitStack()
+    if args.redis_cluster:
+        from tests.clusters import redis_cluster
+
+        seeds = cluster.enter_context(redis_cluster(tmp / "cluster"))
+        redis_url, redis_svc = f"redis://{seeds[0]}/0", None
+        args.skip_sweep = True  # the sweep's figure does not depend on the topology
+    else:
+        redis_svc = start_redis(free_port(), tmp / "redis", tmp / "redis.log")
+        redis_url = redis_svc.address
     procs: list[subprocess.Popen[bytes]] = []
     try:
         users, aggs = user_records()
-        fill_redis(redis_svc.address, users, aggs)
+        fill_redis(redis_url, users, aggs, cluster=args.redis_cluster)
         build_model(tmp / "model", aggs)
         bare_port, api_port = free_port(), free_port()
         procs.append(start(["--kind", "bare", "--port", str(bare_port)], tmp / "bare.log"))
         procs.append(start(["--kind", "api", "--port", str(api_port), "--model-dir",
-                            str(tmp / "model"), "--redis-url", redis_svc.address,
-                            "--data-dir", str(tmp / "data")], tmp / "api.log"))
+                            str(tmp / "model"), "--redis-url", redis_url,
+                            "--data-dir", str(tmp / "data"),
+                            *(["--redis-cluster"] if args.redis_cluster else [])],
+                           tmp / "api.log"))
         wait_http(f"http://127.0.0.1:{bare_port}/bare/x")
         wait_http(f"http://127.0.0.1:{api_port}/readyz")
         scripts = {}
@@ -255,13 +273,15 @@ def main() -> None:
             p.terminate()
             p.wait(10)
         procs.clear()
-        sweeps = [] if args.skip_sweep else measure_sweeps(redis_svc.address, tmp / "model")
+        sweeps = [] if args.skip_sweep else measure_sweeps(redis_url, tmp / "model")
         report(results, sweeps, args)
     finally:
         for p in procs:
             p.terminate()
             p.wait(10)
-        stop_service(redis_svc)
+        if redis_svc is not None:
+            stop_service(redis_svc)
+        cluster.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -271,7 +291,8 @@ def report(results: dict[str, list[dict[str, float]]], sweeps: list[dict[str, An
            for name, runs in results.items()}
     print(f"\nmachine: {platform.node()} {platform.machine()}, "
           f"{len(__import__('os').sched_getaffinity(0))} cpus, Python "
-          f"{platform.python_version()}; median of {args.rounds} x {args.duration}s runs")
+          f"{platform.python_version()}; median of {args.rounds} x {args.duration}s runs; "
+          f"Redis {'Cluster (3 masters)' if args.redis_cluster else 'one server'}")
     print("\n| endpoint | connections | rps | p50 ms | p99 ms | non-2xx |")
     print("|---|---|---|---|---|---|")
     for name, conns in (("bare", args.connections), ("lookup", args.connections),

@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--model-dir", type=Path)
     parser.add_argument("--redis-url")
+    parser.add_argument("--redis-cluster", action="store_true")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/segstream-bench"))
     args = parser.parse_args()
     if args.kind == "bare":
@@ -37,7 +38,8 @@ def main() -> None:
         from serving.app import create_app
         from serving.model_source import StaticSource
 
-        settings = Settings(redis_url=args.redis_url, data_dir=args.data_dir,
+        settings = Settings(redis_url=args.redis_url, redis_cluster=args.redis_cluster,
+                            data_dir=args.data_dir,
                             api_keys=["bench-key-123456"], api_model_poll_s=60)
         app = create_app(settings, StaticSource(SegmentModel.load(args.model_dir), "1"))
     uvicorn.run(app, host="127.0.0.1", port=args.port, loop="uvloop", http="httptools",
