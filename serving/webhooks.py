@@ -10,6 +10,12 @@ delivery goes to the dead-letter list ``seg:webhooks:dlq`` (JSON: url, body,
 attempts, last error) and ``segstream webhooks redrive`` sends them again. Offsets
 advance only once every URL got the change or a dead letter, so nothing is lost
 while a receiver is down: it is retried, then parked, never dropped.
+
+Delivery is at least once: a receiver that stored a change but answered too late (a
+timeout), a crash before the offsets commit, or a redrive sends it again. Every
+request carries ``Idempotency-Key: <change_id>`` (the same on each retry, redrive and
+republish; :func:`idempotency_key`), so a receiver drops repeats by that key. The body
+holds the same ``change_id`` under the signature.
 """
 
 from __future__ import annotations
@@ -32,8 +38,23 @@ from serving.offsets import RedisOffsetReader
 
 log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Segstream-Signature"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 DLQ_KEY = "seg:webhooks:dlq"
 RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
+
+
+def idempotency_key(body: bytes) -> str:
+    """The ``Idempotency-Key`` of a delivery: the change's ``change_id`` (the same for
+    every retry, redrive and republish of the change), else a hash of the body.
+
+    >>> idempotency_key(b'{"change_id": "u1:10:0:20"}'), idempotency_key(b"{}")[:8]
+    ('u1:10:0:20', '44136fa3')
+    """
+    try:
+        change_id = orjson.loads(body).get("change_id")
+    except (orjson.JSONDecodeError, AttributeError):
+        change_id = None
+    return str(change_id) if change_id else hashlib.sha256(body).hexdigest()
 
 
 def sign(secret: bytes, body: bytes, timestamp: int) -> str:
@@ -80,9 +101,10 @@ class Dispatcher:
                   self.settings.webhook_backoff_s * 2 ** attempt)
         return self.rng.uniform(0, cap)
 
-    def attempt(self, url: str, body: bytes) -> str | None:
+    def attempt(self, url: str, body: bytes, key: str | None = None) -> str | None:
         """One POST; None on success, else the error (prefixed ``final:`` if not retryable)."""
         headers = {"Content-Type": "application/json",
+                   IDEMPOTENCY_HEADER: key or idempotency_key(body),
                    SIGNATURE_HEADER: sign(self.secret, body, int(time.time()))}
         start = time.perf_counter()
         try:
@@ -101,12 +123,13 @@ class Dispatcher:
         """Deliver with retries; dead-letter and return False when out of attempts."""
         error = None
         attempts = 0
+        key = idempotency_key(body)
         for attempt in range(self.settings.webhook_max_attempts):
             attempts = attempt + 1
             if attempt:
                 metrics.WEBHOOK_RETRIES.inc()
                 self.sleep(self.backoff(attempt - 1))
-            error = self.attempt(url, body)
+            error = self.attempt(url, body, key)
             if error is None:
                 metrics.WEBHOOK_DELIVERIES.labels("success").inc()
                 return True
@@ -117,8 +140,8 @@ class Dispatcher:
                                                 "attempts": attempts, "error": error,
                                                 "dead_at": time.time()}))
         metrics.WEBHOOK_DEAD_LETTERS.inc()
-        log.warning("dead-lettered a delivery to %s after %d attempts: %s", url, attempts,
-                    error)
+        log.warning("dead-lettered change %s to %s after %d attempts: %s (it waits in %s "
+                    "for `segstream webhooks redrive`)", key, url, attempts, error, DLQ_KEY)
         return False
 
     def run(self, reader: RedisOffsetReader, stop: threading.Event) -> None:
