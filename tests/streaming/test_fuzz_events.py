@@ -251,7 +251,7 @@ def expected_split(records: list[Record], watermark_ms: int) -> Expected:
     valid: list[dict[str, Any]] = []
     for _, value in records:
         out = validate_event(value) if value is not None else Rejection(
-            "invalid_json", None, "tombstone")
+            "invalid_json", None, "tombstone")  # as streaming/validate.py rejects one
         if isinstance(out, Rejection):
             dead[(value, out.reason)] += 1
         else:
@@ -266,20 +266,18 @@ def expected_split(records: list[Record], watermark_ms: int) -> Expected:
                     duplicates=arrived.duplicates, valid_values=list(frame["value"]))
 
 
-def duplicates_counted() -> float:
-    return metrics.REGISTRY.get_sample_value("segstream_stream_duplicate_records_total") or 0.0
-
-
-def input_counted() -> float:
-    return metrics.REGISTRY.get_sample_value("segstream_stream_input_records_total") or 0.0
+def counted(name: str) -> float:
+    """A counter of the job's metrics registry (this process's, so deltas are ours)."""
+    return metrics.REGISTRY.get_sample_value(f"segstream_stream_{name}_total") or 0.0
 
 
 def stream(spark: Any, s: Settings, bootstrap: str, redis_url: str, n_records: int
-           ) -> tuple[float, float]:
-    """Run the job with --available-now; (records read, duplicates counted) by it. The
-    counts come from its query listener, which may report the last batch a moment
-    after the query ends: wait for every record to be reported."""
-    read0, dup0 = input_counted(), duplicates_counted()
+           ) -> dict[str, float]:
+    """Run the job with --available-now; what it counted (records read, micro-batches,
+    duplicates). The counts come from its query listener, which may report the last
+    batch a moment after the query ends: wait for every record to be reported."""
+    names = ("input_records", "batches", "duplicate_records")
+    before = {name: counted(name) for name in names}
     query, writer, listener = start(spark, s, bootstrap=bootstrap, redis_url=redis_url,
                                     available_now=True)
     try:
@@ -287,14 +285,15 @@ def stream(spark: Any, s: Settings, bootstrap: str, redis_url: str, n_records: i
         assert not query.isActive, "the job did not finish within 300 s"
         assert query.exception() is None, f"the job crashed: {query.exception()}"
         deadline = time.monotonic() + 30
-        while input_counted() - read0 < n_records and time.monotonic() < deadline:
+        while (counted("input_records") - before["input_records"] < n_records
+               and time.monotonic() < deadline):
             time.sleep(0.1)
     finally:
         if query.isActive:
             query.stop()
         writer.sinks.close()
         spark.streams.removeListener(listener)
-    return input_counted() - read0, duplicates_counted() - dup0
+    return {name: counted(name) - before[name] for name in names}
 
 
 @given(records=event_logs())
@@ -309,9 +308,11 @@ def test_every_fuzzed_record_is_accepted_dead_lettered_or_a_duplicate(
     s = job_settings(tmp, kafka_bootstrap, stream_redis_url, f"fuzz{next(_serial)}",
                      stream_max_records_per_trigger=len(records) // 3 + 1)
     expected = expected_split(records, duration_ms(s.stream_watermark))
+    reasons: Counter[str] = Counter()
+    for (_, reason), n in expected.dead.items():
+        reasons[reason] += n
     note(f"{len(records)} records: {sum(expected.accepted.values())} accepted, "
-         f"{sum(expected.dead.values())} dead {Counter(r for _, r in expected.dead)}, "
-         f"{expected.duplicates} duplicates")
+         f"{sum(reasons.values())} dead {dict(reasons)}, {expected.duplicates} duplicates")
     note("log (key, value[:200]): " + repr([(k, v if v is None else v[:200])
                                             for k, v in records]))
     producer = Producer(kafka_bootstrap)
@@ -324,9 +325,10 @@ def test_every_fuzzed_record_is_accepted_dead_lettered_or_a_duplicate(
     client = redis.Redis.from_url(stream_redis_url)
     client.flushdb()
 
-    read, duplicates = stream(spark, s, kafka_bootstrap, stream_redis_url, len(records))
+    job = stream(spark, s, kafka_bootstrap, stream_redis_url, len(records))
 
-    assert read == len(records)
+    assert job["input_records"] == len(records)
+    assert job["batches"] >= 3  # decided per micro-batch, against the oracle's one call
     # dead-lettered: each with the contract's reason, a detail and its source
     dlq = list(read_topic(kafka_bootstrap, s.topic_dlq))
     got = Counter((r.value, r.headers[DLQ_HEADER_REASON].decode()) for r in dlq)
@@ -339,8 +341,8 @@ def test_every_fuzzed_record_is_accepted_dead_lettered_or_a_duplicate(
     assert {u: rec.events for u, rec in online.items()} == dict(expected.accepted)
     accepted = sum(rec.events for rec in online.values())
     # duplicates: counted by the job, as the arrival rules decide
-    assert duplicates == expected.duplicates
-    assert accepted + len(dlq) + duplicates == len(records)
+    assert job["duplicate_records"] == expected.duplicates
+    assert accepted + len(dlq) + job["duplicate_records"] == len(records)
     # and each record is what the batch path makes of the same log (the oracle)
     path = write_log(tmp / "valid.jsonl", expected.valid_values)
     batch = compute_features_pandas(spark, path, s)
