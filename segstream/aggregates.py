@@ -605,3 +605,31 @@ def decode(blobs: Sequence[bytes], params: FeatureParams) -> np.ndarray:
             f"{want:08x} (feature half-lives, session gap, vocabulary): use the streaming "
             "job's settings or recompute the features")
     return recs["agg"].copy()
+
+
+def decode_each(blobs: Sequence[bytes], params: FeatureParams
+                ) -> tuple[list[int], np.ndarray, list[tuple[int, RecordMismatch]]]:
+    """:func:`decode`, record by record where needed: (positions of the decodable
+    records, their aggregates, (position, error) of the others). One vectorised call
+    when all decode; a reader that must not stop on one stray record uses this and
+    reports the rest.
+
+    >>> p = FeatureParams()
+    >>> ok, aggs, bad = decode_each([encode(empty(1), p)[0], b"junk"], p)
+    >>> ok, len(aggs), [(i, type(e).__name__) for i, e in bad]
+    ([0], 1, [(1, 'RecordMismatch')])
+    """
+    try:
+        return list(range(len(blobs))), decode(blobs, params), []
+    except RecordMismatch:
+        pass
+    ok: list[int] = []
+    parts: list[np.ndarray] = []
+    bad: list[tuple[int, RecordMismatch]] = []
+    for i, blob in enumerate(blobs):
+        try:
+            parts.append(decode([blob], params))
+            ok.append(i)
+        except RecordMismatch as exc:
+            bad.append((i, exc))
+    return ok, (np.concatenate(parts) if parts else empty(0)), bad

@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from segstream.aggregates import FeatureParams, RecordMismatch, decode, empty
+from segstream.aggregates import FeatureParams, decode_each
 from segstream.online_store import KEY_PREFIX
 from serving import metrics
 
@@ -120,21 +120,11 @@ def decode_lenient(users: Sequence[str], blobs: Sequence[bytes | None],
     stray record must not stop the detector; a systematic mismatch shows in the
     counter and the log)."""
     keep = [i for i, b in enumerate(blobs) if b is not None]
-    if not keep:
-        return [], empty(0)
-    try:
-        return keep, decode([blobs[i] for i in keep], params)  # type: ignore[misc]
-    except RecordMismatch:
-        pass
-    ok_pos, ok = [], []
-    for i in keep:
-        try:
-            ok.append(decode([blobs[i]], params))  # type: ignore[list-item]
-            ok_pos.append(i)
-        except RecordMismatch as exc:
-            metrics.CHANGE_RECORDS_SKIPPED.labels("record_mismatch").inc()
-            log.warning("skipped the record of user %r: %s", users[i], exc)
-    return ok_pos, (np.concatenate(ok) if ok else empty(0))
+    ok, aggs, bad = decode_each([blobs[i] for i in keep], params)  # type: ignore[misc]
+    for j, exc in bad:
+        metrics.CHANGE_RECORDS_SKIPPED.labels("record_mismatch").inc()
+        log.warning("skipped the record of user %r: %s", users[keep[j]], exc)
+    return [keep[j] for j in ok], aggs
 
 
 def scan_chunks(redis: Any, params: FeatureParams, chunk: int = SWEEP_CHUNK

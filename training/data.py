@@ -25,6 +25,7 @@ this process's is refused, naming both. A :class:`FeatureTable` records the para
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,11 +33,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segstream.aggregates import FeatureParams, decode, evaluate
+from segstream.aggregates import FeatureParams, RecordMismatch, decode, decode_each, evaluate
 from segstream.contract import FEATURE_SPEC, FeatureSpec
 
 if TYPE_CHECKING:
     import pandas as pd
+
+log = logging.getLogger(__name__)
 
 
 
@@ -132,8 +135,6 @@ def snapshot(user_ids: np.ndarray, aggs: np.ndarray, as_of_ms: int | None,
 def decode_records(blobs: Sequence[bytes], params: FeatureParams, source: str
                    ) -> np.ndarray:
     """``aggregates.decode``, naming the source when the params or layout differ."""
-    from segstream.aggregates import RecordMismatch
-
     try:
         return decode(blobs, params)
     except RecordMismatch as exc:
@@ -144,7 +145,13 @@ def decode_messages(messages: Iterable[tuple[bytes | None, bytes | None]],
                     params: FeatureParams, source: str = "features"
                     ) -> tuple[np.ndarray, np.ndarray]:
     """(user ids, records) of `features` topic messages ``(key, value)``; messages
-    without a key or a value (tombstones) are skipped."""
+    without a key or a value (tombstones) are skipped.
+
+    A message that is not a record of these params is skipped with a warning naming
+    it, so one stray message cannot stop training or the updater at the same offset
+    forever. If none decodes, that is a setting, not a stray record: the first error is
+    raised, naming the source.
+    """
     keys: list[str] = []
     blobs: list[bytes] = []
     for key, value in messages:
@@ -152,7 +159,12 @@ def decode_messages(messages: Iterable[tuple[bytes | None, bytes | None]],
             continue
         keys.append(key.decode("utf-8", "replace"))
         blobs.append(value)
-    return np.array(keys, dtype=object), decode_records(blobs, params, f"a message on {source}")
+    ok, aggs, bad = decode_each(blobs, params)
+    if bad and not ok:
+        raise RecordMismatch(f"a message on {source}: {bad[0][1]}")
+    for i, exc in bad:
+        log.warning("skipped the message of user %r on %s: %s", keys[i], source, exc)
+    return np.array([keys[i] for i in ok], dtype=object), aggs
 
 
 def table_from_messages(messages: Iterable[tuple[bytes | None, bytes | None]],

@@ -187,3 +187,34 @@ def test_cli_models_and_report(settings_factory: Callable[..., Settings],
     ari = {cells[1].strip(): float(cells[-2]) for cells in rows}  # scaling -> ARI column
     assert ari["within-segment"] >= 0.9 and ari["within-segment"] > ari["robust"], text
     assert np.isfinite(list(ari.values())).all()
+
+
+def test_a_stray_message_on_the_features_topic_is_skipped_not_a_stop(
+        settings_factory: Callable[..., Settings], topic_factory: Callable[..., str],
+        kafka_bootstrap: str, tmp_path: Path, log_a: RealLog,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Before, one undecodable message raised in the update loop: the run died and the
+    next one re-read the same offset and died again."""
+    from segstream.aggregates import FeatureParams, encode
+
+    topic = topic_factory("features")
+    settings = settings_factory(topic_features=topic, update_publish_rows=300,
+                                update_batch_rows=150, update_window_rows=600)
+    path = tmp_path / "features.parquet"
+    features_file(log_a.state.users, log_a.state.aggs, None).to_parquet(path, index=False)
+    run(settings, "train", "--from", str(path), "--k", "7")
+    same = real_log(600, 60_000, seed=2)
+    strays = Producer(kafka_bootstrap)
+    strays.send(topic, b"not a record", key=b"u-junk")
+    other = FeatureParams(half_life_short_days=3.0)  # a record of other feature params
+    strays.send(topic, encode(same.state.aggs[:1], other)[0], key=b"u-other-params")
+    strays.close()
+    n = produce(kafka_bootstrap, topic, same, prefix="s")
+    with caplog.at_level("WARNING", logger="training.data"):
+        out = run(settings, "update", "--once")
+    registry = Registry(settings)
+    newest = registry.versions()[0]
+    assert newest.tags["kind"] == "incremental", out
+    assert registry.load(newest.version).info["rows_seen"] == n  # the strays are not rows
+    skipped = [r.getMessage() for r in caplog.records if "skipped the message" in r.getMessage()]
+    assert len(skipped) == 2 and "'u-junk'" in skipped[0] and "'u-other-params'" in skipped[1]
