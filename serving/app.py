@@ -152,8 +152,10 @@ def _declare_api_key(app: FastAPI) -> None:
                 if path.startswith("/v1/"):
                     for op in ops.values():
                         op["security"] = [{"APIKeyHeader": []}]
-                        op.setdefault("responses", {}).setdefault(
-                            "401", {"description": "Missing or unknown API key."})
+                        op.setdefault("responses", {})["401"] = {
+                            "description": "Missing or unknown API key.",
+                            "content": {"application/json": {"schema": {
+                                "$ref": "#/components/schemas/ErrorBody"}}}}
             app.openapi_schema = schema
         return app.openapi_schema
 
