@@ -10,6 +10,19 @@ partition, offset, timestamp. Spark offsets are ``{"topic": {"partition": next}}
 * ``Trigger.AvailableNow``: the end is measured once when the run starts, exactly (see
   :mod:`streaming.kafka_offsets`), so nothing is held back at the end of the run;
 * partitions added to the topic are picked up from their beginning at the next batch;
+* ``failOnDataLoss`` (default ``true``, as Spark's connector): when the checkpoint's
+  offsets no longer point into the log (:func:`streaming.kafka_offsets.find_lost`: the
+  topic created again — a new topic id, as after a restart of the embedded broker, which
+  keeps no log —, a log that ends before the checkpoint, records deleted before they
+  were read, a partition gone), the query stops with :class:`DataLossError` naming each
+  partition, before reading anything: never a silent skip. ``false`` is the reset
+  policy: those partitions are read from the beginning of their log as it is now (the
+  new log of a recreated topic, whole), with a warning, and the batch records where it
+  read from (``@reset_from``), so a replay reads the same. The users' Spark state is
+  kept, so nothing is counted twice: an event that comes again (a producer replaying)
+  is a duplicate or late by the usual rules;
+* a broker that does not answer stops the query with ``KafkaUnavailable`` naming it;
+  a restart resumes from the checkpoint;
 * ``maxInputPartitions`` (the job passes Spark's default parallelism): Kafka partitions
   are read by at most this many tasks, balanced by records; at a few thousand records
   per batch the per-task overhead, not the reading, is the cost (4 -> 2 tasks took a
@@ -21,14 +34,17 @@ cached consumer per Python process, driver side for offsets, worker side in ``re
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError, OffsetOutOfRangeError
 from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
 from pyspark.sql.streaming.datasource import (
     ReadAllAvailable,
@@ -38,8 +54,17 @@ from pyspark.sql.streaming.datasource import (
 )
 from pyspark.sql.types import StructType
 
-from segstream.kafka import exact_end_offsets
-from streaming.kafka_offsets import Offsets, cap_rows, from_spark, to_spark
+from segstream.kafka import KafkaUnavailable, exact_end_offsets
+from streaming.kafka_offsets import (
+    Lost,
+    Offsets,
+    cap_rows,
+    find_lost,
+    from_spark,
+    reset_from_of,
+    to_spark,
+    topic_id_of,
+)
 
 FORMAT = "segstream_kafka"
 SCHEMA = ("key binary, value binary, topic string, partition int, offset long, "
@@ -51,8 +76,15 @@ ARROW_SCHEMA = pa.schema([
 ])
 ROWS_PER_ARROW_BATCH = 20_000
 STALL_TIMEOUT_S = 60.0
+UNKNOWN_TOPIC = 3  # Kafka's UNKNOWN_TOPIC_OR_PARTITION error code
 
+log = logging.getLogger("segstream.stream")
 _consumers: dict[str, KafkaConsumer] = {}
+_admins: dict[str, KafkaAdminClient] = {}
+
+
+class DataLossError(RuntimeError):
+    """The checkpoint's offsets no longer point into the log (see ``failOnDataLoss``)."""
 
 
 def _consumer(bootstrap: str) -> KafkaConsumer:
@@ -62,10 +94,41 @@ def _consumer(bootstrap: str) -> KafkaConsumer:
         from segstream.kafka import make_consumer
 
         # fetch_max_wait_ms: measuring the log end fetches at the end, where the broker
-        # waits this long for data; 100 -> 10 ms took exact_end_offsets from ~135 to ~35 ms
-        consumer = make_consumer(bootstrap, fetch_max_wait_ms=10, metadata_max_age_ms=3000)
+        # waits this long for data; 100 -> 10 ms took exact_end_offsets from ~135 to ~35 ms.
+        # No topic auto-creation (a metadata refresh must not create `events` with the
+        # broker's default partitions) and no silent offset reset (an out-of-range fetch
+        # raises instead of jumping to the log end).
+        consumer = make_consumer(bootstrap, fetch_max_wait_ms=10, metadata_max_age_ms=3000,
+                                 allow_auto_create_topics=False, auto_offset_reset="none")
+        _no_auto_create(consumer._cluster)
         _consumers[bootstrap] = consumer
     return consumer
+
+
+def close_clients(bootstrap: str | None = None) -> None:
+    """Close this process's cached clients (of ``bootstrap``, or all), e.g. before the
+    broker they talk to is stopped: otherwise they go on reconnecting."""
+    for cache in (_consumers, _admins):
+        for key in [k for k in cache if bootstrap in (None, k)]:
+            cache.pop(key).close()
+
+
+def _no_auto_create(cluster: Any) -> None:
+    """kafka-python 3.0 builds its metadata without the client's allow_auto_create_topics,
+    so every refresh asks the broker to create the topics it follows: a restarted broker
+    (or a deleted topic) got `events` back, with the broker's default partition count,
+    from the job's own readers before `stack up` could create it (seen on tansu)."""
+    cluster.config["allow_auto_create_topics"] = False
+
+
+def _admin(bootstrap: str) -> KafkaAdminClient:
+    """The driver's admin client: fresh topic metadata (partitions and topic id) per call."""
+    admin = _admins.get(bootstrap)
+    if admin is None:
+        admin = _admins[bootstrap] = KafkaAdminClient(bootstrap_servers=bootstrap,
+                                                      request_timeout_ms=30_000)
+        _no_auto_create(admin._manager.cluster)
+    return admin
 
 
 @dataclass(frozen=True)
@@ -115,40 +178,69 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):  #
         self.max_rows = int(max_rows) if max_rows else None
         max_tasks = options.get("maxinputpartitions")
         self.max_tasks = int(max_tasks) if max_tasks else None
+        self.fail_on_data_loss = options.get("failondataloss", "true").lower() != "false"
         self.target: Offsets | None = None  # set by prepareForTriggerAvailableNow
         self.measured: Offsets | None = None  # last measured log end, for lag reporting
 
     # ---------------------------------------------------------------- driver side
-    def _partitions(self) -> list[TopicPartition]:
-        consumer = _consumer(self.bootstrap)
-        parts = consumer.partitions_for_topic(self.topic)
-        if not parts:
+    @contextlib.contextmanager
+    def _broker(self, doing: str) -> Iterator[None]:
+        """A broker that does not answer stops the query with a message naming it."""
+        try:
+            yield
+        except (KafkaError, TimeoutError, OSError) as exc:
+            raise KafkaUnavailable(
+                f"the Kafka broker at {self.bootstrap} did not answer while the stream "
+                f"{doing} of topic {self.topic!r} ({type(exc).__name__}: "
+                f"{' '.join(str(exc).split())[:300]}); the stream stopped before reading "
+                "on. Start the broker (`segstream stack up`) and run the job again: it "
+                "resumes from its checkpoint") from exc
+
+    def _describe(self) -> tuple[list[TopicPartition], str | None]:
+        """The topic's partitions and id, from fresh metadata."""
+        with self._broker("read the metadata"):
+            (meta,) = _admin(self.bootstrap).describe_topics([self.topic])
+        if meta["error_code"] == UNKNOWN_TOPIC or not meta["partitions"]:
             raise ValueError(f"topic {self.topic!r} does not exist on {self.bootstrap}; "
                              "create it (`segstream stack up`) or fix SEGSTREAM_TOPIC_EVENTS")
-        return [TopicPartition(self.topic, p) for p in sorted(parts)]
+        if meta["error_code"]:
+            raise KafkaUnavailable(f"the Kafka broker at {self.bootstrap} answered error "
+                                   f"code {meta['error_code']} for topic {self.topic!r}")
+        parts = sorted(int(p["partition_index"]) for p in meta["partitions"])
+        topic_id = meta.get("topic_id")
+        return [TopicPartition(self.topic, p) for p in parts], (
+            str(topic_id) if topic_id else None)
 
-    def _end(self) -> dict[TopicPartition, int]:
+    def _partitions(self) -> list[TopicPartition]:
+        return self._describe()[0]
+
+    def _end(self, tps: list[TopicPartition] | None = None) -> dict[TopicPartition, int]:
         consumer = _consumer(self.bootstrap)
-        end = exact_end_offsets(consumer, self._partitions())
-        consumer.assign([])  # the shared driver consumer only serves metadata between calls
+        with self._broker("measured the end"):
+            end = exact_end_offsets(consumer, tps if tps is not None else self._partitions())
+            consumer.assign([])  # the shared driver consumer only serves metadata between calls
         self.measured = to_spark(end)
         return end
 
+    def _begin(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        with self._broker("read the log start"):
+            return dict(_consumer(self.bootstrap).beginning_offsets(tps))
+
     def initialOffset(self) -> Offsets:
-        tps = self._partitions()
-        consumer = _consumer(self.bootstrap)
-        begin = consumer.beginning_offsets(tps)
+        tps, topic_id = self._describe()
+        ids = {self.topic: topic_id} if topic_id else None
+        begin = self._begin(tps)
         if self.starting == "earliest":
-            return to_spark(begin)
+            return to_spark(begin, topic_ids=ids)
         if self.starting == "latest":
-            return to_spark(self._end())
+            return to_spark(self._end(tps), topic_ids=ids)
         try:
             given = from_spark(json.loads(self.starting))
         except (ValueError, AttributeError, TypeError) as exc:
             raise ValueError(
                 f"startingOffsets={self.starting!r}: use earliest, latest or JSON like "
                 f'{{"{self.topic}": {{"0": 42}}}}') from exc
-        return to_spark({tp: given.get(tp, begin[tp]) for tp in tps})
+        return to_spark({tp: given.get(tp, begin[tp]) for tp in tps}, topic_ids=ids)
 
     def prepareForTriggerAvailableNow(self) -> None:
         self.target = to_spark(self._end())
@@ -157,27 +249,48 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):  #
         return ReadMaxRows(self.max_rows) if self.max_rows else ReadAllAvailable()
 
     def latestOffset(self, start: Offsets, limit: ReadLimit) -> Offsets:
-        begin = from_spark(start)
-        if self.target is not None:
-            end = from_spark(self.target)
-        else:
-            end = self._end()
-            consumer = _consumer(self.bootstrap)
-            new = [tp for tp in end if tp not in begin]
-            if new:  # partitions added since the last batch start at their beginning
-                begin.update(consumer.beginning_offsets(new))
-        end = {tp: max(end[tp], begin.get(tp, 0)) for tp in end}
-        for tp, off in begin.items():  # never move a known partition backwards
-            end.setdefault(tp, off)
+        known = from_spark(start)
+        tps, topic_id = self._describe()
+        log_begin = self._begin(tps)
+        end = from_spark(self.target) if self.target is not None else self._end(tps)
+        lost = find_lost(known, log_begin, end, recorded_id=topic_id_of(start, self.topic),
+                         current_id=topic_id)
+        reset_from = self._on_data_loss(lost, log_begin)
+        begin = {tp: off for tp, off in known.items() if tp in end}
+        begin.update(reset_from)
+        for tp in tps:  # partitions added since the last batch start at their beginning
+            begin.setdefault(tp, log_begin[tp])
+        end = {tp: max(off, begin.get(tp, 0)) for tp, off in end.items()}  # never backwards
         if isinstance(limit, ReadMaxRows):
             end = cap_rows(begin, end, limit.max_rows)
-        return to_spark(end)
+        return to_spark(end, topic_ids={self.topic: topic_id} if topic_id else None,
+                        reset_from=reset_from)
+
+    def _on_data_loss(self, lost: list[Lost], log_begin: dict[TopicPartition, int]
+                      ) -> dict[TopicPartition, int]:
+        """Raise :class:`DataLossError`, or (``failOnDataLoss=false``) the offsets the lost
+        partitions are read from instead: the beginning of their log now."""
+        if not lost:
+            return {}
+        what = "; ".join(x.describe() for x in lost)
+        if self.fail_on_data_loss:
+            raise DataLossError(
+                f"topic {self.topic!r} on {self.bootstrap}: the checkpoint's offsets no "
+                f"longer point into the log ({what}). Reading on from them would skip "
+                "records or mix two logs, so the stream stopped before reading. To read "
+                "those partitions from the beginning of their log as it is now, run the "
+                "job with the source option failOnDataLoss=false: the users' aggregates "
+                "in the checkpoint are kept (deleting the checkpoint would lose them)")
+        log.warning("data loss on topic %r, failOnDataLoss=false: reading from the "
+                    "beginning of the log: %s", self.topic, what)
+        return {x.tp: log_begin[x.tp] for x in lost if x.tp in log_begin}
 
     def reportLatestOffset(self) -> Offsets | None:
         return self.measured  # lag = this - the batch's end offset (no extra broker call)
 
     def partitions(self, start: Offsets, end: Offsets) -> Sequence[KafkaTask]:
         begin = from_spark(start)
+        begin.update(reset_from_of(end))  # a data-loss reset reads from there instead
         ranges = [KafkaRange(tp.topic, tp.partition, begin.get(tp, 0), off)
                   for tp, off in sorted(from_spark(end).items()) if off > begin.get(tp, 0)]
         return group_ranges(ranges, self.max_tasks)
@@ -202,7 +315,13 @@ def read_range(bootstrap: str, r: KafkaRange) -> Iterator[pa.RecordBatch]:
     position = r.start
     progress_at = time.monotonic()
     while position < r.end:
-        batches = consumer.poll(timeout_ms=200, max_records=ROWS_PER_ARROW_BATCH)
+        try:
+            batches = consumer.poll(timeout_ms=200, max_records=ROWS_PER_ARROW_BATCH)
+        except OffsetOutOfRangeError as exc:
+            raise DataLossError(
+                f"{r.topic}[{r.partition}]: offset {position} is no longer in the log "
+                f"(planned {r.start}..{r.end}): records were deleted or the log was reset "
+                "while the batch ran; the stream stopped (see failOnDataLoss)") from exc
         for msg in batches.get(tp, []):
             if msg.offset >= r.end:
                 break
