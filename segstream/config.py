@@ -167,6 +167,10 @@ class Settings(BaseSettings):
         description="The change detector re-evaluates every user at most this often (in "
         "the clock's time), so users whom time alone moves change segment without an event.",
     )
+    stream_fail_on_data_loss: bool = Field(
+        True, description="Stop when the checkpoint's offsets no longer point into the "
+        "events log (a recreated topic, a broker that lost its log); false: read those "
+        "partitions from the beginning of their log as it is now (docs/streaming.md).")
     stream_redis_retry_s: float = Field(
         60.0, ge=0, description="How long a micro-batch retries its Redis writes while Redis "
         "is unreachable before the job stops with the error (a restart resumes the batch).")

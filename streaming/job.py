@@ -9,7 +9,6 @@ read (``source``) -> pure transforms (``validate_records``, ``make_update``) -> 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
 import signal
@@ -30,6 +29,7 @@ from segstream.config import Settings
 from segstream.dead_letters import DeadLetterStore
 from streaming import metrics
 from streaming.durations import duration_ms
+from streaming.lag import LagMeter
 from streaming.sinks import KafkaMarker, Sinks
 from streaming.state import (
     DEAD_COLUMNS,
@@ -66,8 +66,7 @@ def read_events(spark: SparkSession, settings: Settings, bootstrap: str, source:
     if source == "python":  # one read task per core at most (see kafka_source)
         reader = reader.option("maxInputPartitions",
                                str(spark.sparkContext.defaultParallelism))
-    if source == "kafka":
-        reader = reader.option("failOnDataLoss", "true")
+    reader = reader.option("failOnDataLoss", str(settings.stream_fail_on_data_loss).lower())
     try:
         df = reader.load()
     except Exception as exc:
@@ -135,25 +134,13 @@ class BatchWriter:
             redis_stale=result.redis_stale, seconds=time.monotonic() - t0)
 
 
-def _lag(progress: Any) -> dict[tuple[str, str], int]:
-    """Records behind the log end per (topic, partition): the latest offset the source
-    reported minus the batch's end offset."""
-    try:
-        src = progress.sources[0]
-        latest = json.loads(src.latestOffset or "{}")
-        end = json.loads(src.endOffset or "{}")
-    except (IndexError, ValueError, TypeError):
-        return {}
-    return {(topic, p): max(int(off) - int(end.get(topic, {}).get(p, 0)), 0)
-            for topic, parts in latest.items() for p, off in parts.items()}
-
-
 class BatchLogger(StreamingQueryListener):  # type: ignore[misc]
     """Per micro-batch: one log line (rows, rows/s, DLQ count, lag per partition) and the
     Prometheus metrics of streaming/metrics.py."""
 
-    def __init__(self, writer: BatchWriter) -> None:
+    def __init__(self, writer: BatchWriter, lag: LagMeter) -> None:
         self.writer = writer
+        self.lag_meter = lag
 
     def onQueryStarted(self, event: Any) -> None:
         log.info("stream started: id=%s", event.id)
@@ -161,7 +148,7 @@ class BatchLogger(StreamingQueryListener):  # type: ignore[misc]
     def onQueryProgress(self, event: Any) -> None:
         p = event.progress
         stats = self.writer.stats.pop(p.batchId, BatchStats())
-        lag = _lag(p)
+        lag = self.lag_meter.lag(p)
         dlq = sum(stats.dead.values())
         log.info(
             "batch %d: %d rows in %.2f s (%.0f rows/s), %d users updated, DLQ %d %s, "
@@ -200,7 +187,7 @@ def start(spark: SparkSession, settings: Settings, *, bootstrap: str, redis_url:
                   # must also forget which batches reached Kafka
                   marker=KafkaMarker(checkpoint / "segstream" / "kafka-sinks"))
     writer = BatchWriter(settings, sinks)
-    listener = BatchLogger(writer)
+    listener = BatchLogger(writer, LagMeter(bootstrap))
     spark.streams.addListener(listener)
     out = transform(read_events(spark, settings, bootstrap, source), settings).writeStream
     out = out.foreachBatch(writer).option("checkpointLocation", str(checkpoint))
@@ -244,6 +231,7 @@ def run(spark: SparkSession, settings: Settings, *, bootstrap: str, redis_url: s
         for s, handler in previous.items():
             signal.signal(s, handler)
         spark.streams.removeListener(listener)
+        listener.lag_meter.close()
         # after a failure, the failed batch's unsent records must not hide the cause
         # (they are replayed from the checkpoint); after a clean stop, a flush error counts
         if sys.exc_info()[0] is None:

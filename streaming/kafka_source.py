@@ -279,7 +279,8 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):  #
                 f"longer point into the log ({what}). Reading on from them would skip "
                 "records or mix two logs, so the stream stopped before reading. To read "
                 "those partitions from the beginning of their log as it is now, run the "
-                "job with the source option failOnDataLoss=false: the users' aggregates "
+                "job with SEGSTREAM_STREAM_FAIL_ON_DATA_LOSS=false (the source option "
+                "failOnDataLoss=false): the users' aggregates "
                 "in the checkpoint are kept (deleting the checkpoint would lose them)")
         log.warning("data loss on topic %r, failOnDataLoss=false: reading from the "
                     "beginning of the log: %s", self.topic, what)

@@ -172,13 +172,10 @@ def _wait_exit(job: subprocess.Popen[bytes], timeout_s: float) -> int:
 @pytest.mark.redis
 @pytest.mark.slow  # a job subprocess (Spark start-up) and a second run: ~1 min
 def test_job_through_a_broker_restart_stops_on_data_loss_then_resets_losing_nothing(
-        broker: OwnBroker, redis_server: Any, spark: Any, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    import streaming.job
+        broker: OwnBroker, redis_server: Any, spark: Any, tmp_path: Path) -> None:
     from segstream.generator import DEFAULT_START
     from streaming.batch import compute_features_pandas
-    from streaming.job import SOURCE_COLUMNS, run
-    from streaming.kafka_source import FORMAT, KafkaSource
+    from streaming.job import run
     from tests.streaming.test_job import assert_redis_equals_batch, job_settings
 
     settings = job_settings(tmp_path, broker.address, redis_server.url, "brk",
@@ -229,21 +226,8 @@ def test_job_through_a_broker_restart_stops_on_data_loss_then_resets_losing_noth
     assert_redis_equals_batch(client, compute_features_pandas(spark, old_path, settings),
                               settings)
 
-    # the reset policy: the job's query with failOnDataLoss=false (job.py passes the
-    # option to the JVM connector only; see docs/streaming.md)
-    def read_events_with_reset(spark: Any, settings: Any, bootstrap: str, source: str
-                               ) -> Any:
-        spark.dataSource.register(KafkaSource)
-        return (spark.readStream.format(FORMAT)
-                .option("kafka.bootstrap.servers", bootstrap)
-                .option("subscribe", settings.topic_events)
-                .option("startingOffsets", settings.stream_starting_offsets)
-                .option("maxOffsetsPerTrigger", str(settings.stream_max_records_per_trigger))
-                .option("maxInputPartitions", str(spark.sparkContext.defaultParallelism))
-                .option("failOnDataLoss", "false")
-                .load().select(*SOURCE_COLUMNS))
-
-    monkeypatch.setattr(streaming.job, "read_events", read_events_with_reset)
+    # the reset policy: stream_fail_on_data_loss=false reads the new log from its start
+    settings = settings.model_copy(update={"stream_fail_on_data_loss": False})
     run(spark, settings, bootstrap=broker.address, redis_url=redis_server.url,
         available_now=True)
     both = tmp_path / "both.jsonl"

@@ -129,8 +129,8 @@ def test_redis_down_longer_than_the_retry_stops_the_job_and_a_restart_resumes(
     produce(kafka_bootstrap, settings.topic_events, rest)
     started = time.monotonic()
     # the sink's own error, not Spark's wrapping of it (what `segstream stream` prints)
-    with pytest.raises(StreamFailed, match="^the streaming query failed: RuntimeError: "
-                       "Redis unreachable for 2 s") as failed:
+    with pytest.raises(StreamFailed, match=r"^the streaming query failed: RuntimeError: "
+                       r"Redis unreachable for 2 s") as failed:
         run(spark, settings, bootstrap=kafka_bootstrap, redis_url=own_redis.url,
             available_now=True)
     assert "restart the job when Redis is back" in str(failed.value)
