@@ -248,5 +248,7 @@ class Producer:
     def close(self) -> None:
         """Flush, then free the librdkafka client now, not when the garbage collector gets
         to it: until then it keeps reconnecting to a broker that may have stopped."""
-        self.flush()
-        self._producer = None  # type: ignore[assignment]  # a send after close fails
+        try:
+            self.flush()
+        finally:
+            self._producer = None  # type: ignore[assignment]  # a send after close fails

@@ -12,7 +12,6 @@ import contextlib
 import logging
 import re
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -144,6 +143,7 @@ class BatchLogger(StreamingQueryListener):  # type: ignore[misc]
 
     def onQueryStarted(self, event: Any) -> None:
         log.info("stream started: id=%s", event.id)
+        metrics.observe_alive()
 
     def onQueryProgress(self, event: Any) -> None:
         p = event.progress
@@ -165,7 +165,7 @@ class BatchLogger(StreamingQueryListener):  # type: ignore[misc]
             redis_stale=stats.redis_stale, lag=lag)
 
     def onQueryIdle(self, event: Any) -> None:
-        pass
+        metrics.observe_alive()  # a caught-up job reports idle every 10 s: not hung
 
     def onQueryTerminated(self, event: Any) -> None:
         log.info("stream stopped: id=%s%s", event.id,
@@ -225,20 +225,25 @@ def run(spark: SparkSession, settings: Settings, *, bootstrap: str, redis_url: s
             raise StreamFailed(failure_reason(str(exc))) from exc
         if query.exception() is not None:
             raise StreamFailed(failure_reason(str(query.exception())))
-    finally:
-        if query.isActive:
-            query.stop()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        spark.streams.removeListener(listener)
-        listener.lag_meter.close()
-        # after a failure, the failed batch's unsent records must not hide the cause
-        # (they are replayed from the checkpoint); after a clean stop, a flush error counts
-        if sys.exc_info()[0] is None:
-            writer.sinks.close()
-        else:
-            with contextlib.suppress(Exception):
-                writer.sinks.close()
+    except BaseException:
+        _stop(spark, query, listener, previous)
+        # the failed batch's unsent records are replayed from the checkpoint: a short,
+        # quiet flush, so its error cannot hide the cause or keep the user waiting
+        with contextlib.suppress(Exception):
+            writer.sinks.close(flush_timeout_s=5.0)
+        raise
+    _stop(spark, query, listener, previous)
+    writer.sinks.close()  # after a clean stop, a record not delivered is an error
+
+
+def _stop(spark: SparkSession, query: StreamingQuery, listener: BatchLogger,
+          handlers: dict[signal.Signals, Any]) -> None:
+    if query.isActive:
+        query.stop()
+    for s, handler in handlers.items():
+        signal.signal(s, handler)
+    spark.streams.removeListener(listener)
+    listener.lag_meter.close()
 
 
 class StreamFailed(RuntimeError):

@@ -54,9 +54,12 @@ LAG = Gauge(f"{PREFIX}_partition_lag_records", "Records behind the partition's e
             ["topic", "partition"], registry=REGISTRY)
 LAST_BATCH = Gauge(f"{PREFIX}_last_batch_timestamp_seconds", "Wall time the last "
                    "micro-batch was reported done.", registry=REGISTRY)
+LAST_REPORT = Gauge(f"{PREFIX}_last_report_timestamp_seconds", "Wall time of the query's "
+                    "last report: a finished batch, or Spark's idle report (every 10 s "
+                    "without new data). Minutes old: a batch hangs.", registry=REGISTRY)
 
 ALL = (INPUT, BATCHES, USERS, DLQ, DUPLICATES, EXPIRED, REDIS_STALE, BATCH_DURATION,
-       INPUT_RATE, PROCESSED_RATE, LAG, LAST_BATCH)
+       INPUT_RATE, PROCESSED_RATE, LAG, LAST_BATCH, LAST_REPORT)
 
 for _reason in DLQ_REASONS:  # every reason at 0 from the start: rate() sees the first one
     DLQ.labels(_reason)
@@ -81,6 +84,12 @@ def observe_batch(*, rows: int, duration_s: float, input_rate: float, processed_
     for (topic, partition), behind in lag.items():
         LAG.labels(topic, partition).set(behind)
     LAST_BATCH.set(time.time() if now is None else now)
+    observe_alive(now)
+
+
+def observe_alive(now: float | None = None) -> None:
+    """The query reported (a batch or an idle tick): it is not hung."""
+    LAST_REPORT.set(time.time() if now is None else now)
 
 
 def serve(port: int, host: str) -> None:

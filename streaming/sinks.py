@@ -47,6 +47,7 @@ from segstream.online_store import FIELDS, HEADER_UPDATED, UPSERT_LUA, feature_k
 
 log = logging.getLogger("segstream.stream")
 REDIS_PIPELINE_SIZE = 2000
+REDIS_TIMEOUT_S = 10.0  # one pipelined round trip of 2000 upserts takes milliseconds
 HISTORY_COLUMNS = ("user_id", "agg", "events", "last_event_ms", "updated_ms", "batch_id")
 
 
@@ -91,11 +92,18 @@ class Sinks:
                  ttl_s: int, history_dir: Path, marker: KafkaMarker,
                  dead_letters: DeadLetterStore, cluster: bool = False,
                  redis_retry_s: float = 60.0) -> None:
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
         from segstream.kafka import Producer
         from segstream.redis_connect import sync_redis
 
-        # a cluster pipeline sends each master its keys' upserts (one key per script call)
-        self.redis = sync_redis(redis_url, cluster=cluster)
+        # a cluster pipeline sends each master its keys' upserts (one key per script call).
+        # A timeout, so a hung Redis raises instead of blocking the batch forever, and
+        # no redis-py retries: the retry policy is this class's (redis_retry_s)
+        self.redis = sync_redis(redis_url, cluster=cluster, socket_timeout=REDIS_TIMEOUT_S,
+                                socket_connect_timeout=REDIS_TIMEOUT_S,
+                                retry=Retry(NoBackoff(), 0))
         self.cluster = cluster
         self.upsert = self.redis.register_script(UPSERT_LUA)
         self.producer = Producer(bootstrap)
@@ -192,7 +200,11 @@ class Sinks:
         rows.to_parquet(tmp, index=False)
         os.replace(tmp, final)
 
-    def close(self) -> None:
-        self.producer.flush()
-        self.producer = None  # type: ignore[assignment]  # free the librdkafka client now
-        self.redis.close()
+    def close(self, flush_timeout_s: float = 60.0) -> None:
+        """Flush and free the clients; the clients are freed even when the flush fails
+        (a librdkafka client left to the garbage collector reconnects forever)."""
+        try:
+            self.producer.flush(flush_timeout_s)
+        finally:
+            self.producer = None  # type: ignore[assignment]
+            self.redis.close()

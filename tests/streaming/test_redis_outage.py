@@ -2,8 +2,9 @@
 
 * Down for a few seconds: the batch in flight retries its writes (``stream_redis_retry_s``)
   and goes through when Redis is back; nothing is lost or counted twice.
-* Down for longer than that: the job stops with an error naming Redis and what to do,
-  commits nothing of the failed batch, and a restart resumes from the checkpoint.
+* Down for longer than that, stopped or hung (SIGSTOP: the port open, no answer): the
+  job stops with an error naming Redis and what to do, commits nothing of the failed
+  batch, and a restart resumes from the checkpoint.
 
 Each test has its own redis-server (not the session one), stopped with SHUTDOWN SAVE
 and restarted on the same port and directory, so the data survives as it would on a
@@ -13,6 +14,9 @@ persistent Redis. Redis == the batch features of the whole log, at the end.
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -86,8 +90,16 @@ def test_redis_down_for_seconds_mid_stream_is_retried_and_nothing_is_lost(
                             stream_max_records_per_trigger=300, stream_redis_retry_s=120)
     produce(kafka_bootstrap, settings.topic_events, log, chunks=3)
     outage: dict[str, float] = {}
+    retrying = threading.Event()
 
-    def blip() -> None:  # after the first committed batch: down for 4 s, then up
+    class SeesRetries(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "retrying" in record.getMessage():
+                retrying.set()
+
+    def blip() -> None:
+        """After the first committed batch: down until a batch has retried (not a fixed
+        time, which Spark's own work could swallow), then up again."""
         deadline = time.monotonic() + 180
         while _committed_batches(settings.checkpoint_dir) < 1:
             if time.monotonic() > deadline:
@@ -95,9 +107,13 @@ def test_redis_down_for_seconds_mid_stream_is_retried_and_nothing_is_lost(
             time.sleep(0.05)
         own_redis.stop()
         outage["down"] = time.monotonic()
-        time.sleep(4)
+        retrying.wait(timeout=120)
+        time.sleep(1)  # a second retry fails too
         own_redis.start()
         outage["up"] = time.monotonic()
+
+    handler = SeesRetries(level=logging.WARNING)
+    logging.getLogger("segstream.stream").addHandler(handler)
 
     thread = threading.Thread(target=blip, daemon=True)
     thread.start()
@@ -105,7 +121,9 @@ def test_redis_down_for_seconds_mid_stream_is_retried_and_nothing_is_lost(
         run(spark, settings, bootstrap=kafka_bootstrap, redis_url=own_redis.url,
             available_now=True)
     thread.join(timeout=30)
+    logging.getLogger("segstream.stream").removeHandler(handler)
     assert "up" in outage, "the outage never happened: the stream ended first"
+    assert retrying.is_set()
     assert _committed_batches(settings.checkpoint_dir) >= 4  # batches after the outage too
     messages = [r.getMessage() for r in caplog.records]
     assert any("Redis unreachable" in m and "retrying" in m for m in messages), messages
@@ -113,10 +131,14 @@ def test_redis_down_for_seconds_mid_stream_is_retried_and_nothing_is_lost(
     _assert_redis_equals_batch(spark, log, tmp_path, own_redis.url, settings)
 
 
+@pytest.mark.parametrize("how", ["stopped", "hung"])
 def test_redis_down_longer_than_the_retry_stops_the_job_and_a_restart_resumes(
-        spark: Any, kafka_bootstrap: str, own_redis: OwnRedis, tmp_path: Path) -> None:
+        how: str, spark: Any, kafka_bootstrap: str, own_redis: OwnRedis, tmp_path: Path
+        ) -> None:
+    """``hung``: SIGSTOP, the server keeps its port and never answers; the sink's socket
+    timeout turns that into an error (without it the batch would wait forever)."""
     log = _log()
-    settings = job_settings(tmp_path, kafka_bootstrap, own_redis.url, "redis-down",
+    settings = job_settings(tmp_path, kafka_bootstrap, own_redis.url, f"redis-{how}",
                             stream_max_records_per_trigger=600, stream_redis_retry_s=2)
     half = len(log.values) // 2
     first = GeneratedLog(values=log.values[:half], keys=log.keys[:half])
@@ -124,7 +146,11 @@ def test_redis_down_longer_than_the_retry_stops_the_job_and_a_restart_resumes(
     run(spark, settings, bootstrap=kafka_bootstrap, redis_url=own_redis.url,
         available_now=True)
     committed = _committed_batches(settings.checkpoint_dir)
-    own_redis.stop()
+    if how == "stopped":
+        own_redis.stop()
+    else:
+        assert own_redis.svc is not None and own_redis.svc.pid is not None
+        os.kill(own_redis.svc.pid, signal.SIGSTOP)
     rest = GeneratedLog(values=log.values[half:], keys=log.keys[half:])
     produce(kafka_bootstrap, settings.topic_events, rest)
     started = time.monotonic()
@@ -136,7 +162,11 @@ def test_redis_down_longer_than_the_retry_stops_the_job_and_a_restart_resumes(
     assert "restart the job when Redis is back" in str(failed.value)
     assert time.monotonic() - started < 120
     assert _committed_batches(settings.checkpoint_dir) == committed  # nothing committed
-    own_redis.start()
+    if how == "stopped":
+        own_redis.start()
+    else:
+        assert own_redis.svc is not None and own_redis.svc.pid is not None
+        os.kill(own_redis.svc.pid, signal.SIGCONT)
     run(spark, settings, bootstrap=kafka_bootstrap, redis_url=own_redis.url,
         available_now=True)
     _assert_redis_equals_batch(spark, log, tmp_path, own_redis.url, settings)
