@@ -15,7 +15,14 @@ Delivery is at least once: a receiver that stored a change but answered too late
 timeout), a crash before the offsets commit, or a redrive sends it again. Every
 request carries ``Idempotency-Key: <change_id>`` (the same on each retry, redrive and
 republish; :func:`idempotency_key`), so a receiver drops repeats by that key. The body
-holds the same ``change_id`` under the signature.
+holds the same ``change_id`` under the signature. A header is ASCII and user ids are any
+Unicode, so the key is the id percent-encoded as UTF-8 (``%``, spaces, control and
+non-ASCII characters; printable ASCII stays as it is): ``urllib.parse.unquote(key)`` is
+the body's ``change_id``, one change has one key and two changes never share one.
+
+A delivery that cannot even be sent (a request that cannot be built, any unexpected
+error) is a failed attempt like a refused connection: retried, then dead-lettered. One
+bad change never stops the dispatcher before its offsets commit.
 """
 
 from __future__ import annotations
@@ -24,10 +31,12 @@ import hashlib
 import hmac
 import logging
 import random
+import string
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -41,20 +50,27 @@ SIGNATURE_HEADER = "X-Segstream-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 DLQ_KEY = "seg:webhooks:dlq"
 RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
+# printable ASCII but "%" (the escape itself: kept, "%C3%BC" and "ü" would share a key)
+_KEY_SAFE = string.punctuation.replace("%", "")
 
 
 def idempotency_key(body: bytes) -> str:
     """The ``Idempotency-Key`` of a delivery: the change's ``change_id`` (the same for
-    every retry, redrive and republish of the change), else a hash of the body.
+    every retry, redrive and republish of the change) percent-encoded to ASCII, else a
+    hash of the body.
 
     >>> idempotency_key(b'{"change_id": "u1:10:0:20"}'), idempotency_key(b"{}")[:8]
     ('u1:10:0:20', '44136fa3')
+    >>> idempotency_key('{"change_id": "ü 1:10:0:20"}'.encode())
+    '%C3%BC%201:10:0:20'
     """
     try:
         change_id = orjson.loads(body).get("change_id")
     except (orjson.JSONDecodeError, AttributeError):
         change_id = None
-    return str(change_id) if change_id else hashlib.sha256(body).hexdigest()
+    if not change_id:
+        return hashlib.sha256(body).hexdigest()
+    return quote(str(change_id), safe=_KEY_SAFE)
 
 
 def sign(secret: bytes, body: bytes, timestamp: int) -> str:
@@ -103,13 +119,18 @@ class Dispatcher:
 
     def attempt(self, url: str, body: bytes, key: str | None = None) -> str | None:
         """One POST; None on success, else the error (prefixed ``final:`` if not retryable)."""
-        headers = {"Content-Type": "application/json",
-                   IDEMPOTENCY_HEADER: key or idempotency_key(body),
-                   SIGNATURE_HEADER: sign(self.secret, body, int(time.time()))}
         start = time.perf_counter()
         try:
+            headers = {"Content-Type": "application/json",
+                       IDEMPOTENCY_HEADER: key or idempotency_key(body),
+                       SIGNATURE_HEADER: sign(self.secret, body, int(time.time()))}
             r = self.client.post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # a request that cannot be built: a failed attempt, retried
+            # and parked like the rest; raised, it would stop the dispatcher before its
+            # offsets commit, and the restarted one would die on the same change forever
+            log.warning("could not send a webhook to %s: %r", url, exc)
             return f"{type(exc).__name__}: {exc}"
         finally:
             metrics.WEBHOOK_LATENCY.observe(time.perf_counter() - start)
@@ -136,7 +157,8 @@ class Dispatcher:
             metrics.WEBHOOK_DELIVERIES.labels("failure").inc()
             if error.startswith("final:"):
                 break
-        self.redis.rpush(DLQ_KEY, orjson.dumps({"url": url, "body": body.decode(),
+        text = body.decode(errors="replace")  # a stray non-UTF-8 record: parked, not a crash
+        self.redis.rpush(DLQ_KEY, orjson.dumps({"url": url, "body": text,
                                                 "attempts": attempts, "error": error,
                                                 "dead_at": time.time()}))
         metrics.WEBHOOK_DEAD_LETTERS.inc()

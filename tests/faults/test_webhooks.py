@@ -12,6 +12,9 @@ by the ``Idempotency-Key`` header.
   change and the URL, the parked entries in Redis). Changes made after the receiver is
   back are delivered; the parked ones wait for ``segstream webhooks redrive``, which
   delivers them with their original keys, so after dedupe every change arrives once.
+* User ids are any Unicode, a header is ASCII: a non-ASCII id is delivered with its id
+  percent-encoded as the key (the same key on a replay), and a delivery that cannot be
+  sent at all is a failed attempt, dead-lettered, never a dispatcher that dies on it.
 """
 
 from __future__ import annotations
@@ -29,17 +32,21 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import orjson
 import pytest
 
 from segstream.config import Settings
+from segstream.kafka import Producer
 from segstream.stack import free_port
+from serving import metrics, webhooks
 from serving.changes import ChangeDetector
 from serving.model_holder import ModelHolder
 from serving.model_source import StaticSource
-from serving.webhooks import DLQ_KEY, IDEMPOTENCY_HEADER, SIGNATURE_HEADER
+from serving.offsets import RedisOffsetReader
+from serving.webhooks import DLQ_KEY, IDEMPOTENCY_HEADER, SIGNATURE_HEADER, Dispatcher
 from tests.serving.conftest import PARAMS, WEBHOOK_SECRET, make_model, users_state
 from tests.serving.test_webhooks import T0, produce_records
 
@@ -255,3 +262,83 @@ def test_receiver_down_past_max_attempts_is_dead_lettered_reported_and_redriven(
     assert sorted(receiver.applied) == sorted(parked + later)  # by key: each once
     assert all(body["change_id"] == key for key, body in receiver.deliveries)
     assert receiver.bad_signatures == 0
+
+
+def _drain(dispatcher: Dispatcher, reader: RedisOffsetReader, n: int) -> None:
+    done, deadline = 0, time.monotonic() + 60
+    while done < n:
+        assert time.monotonic() < deadline, f"only {done} of {n} records consumed"
+        done += dispatcher.run_once(reader, 300)
+
+
+def test_non_ascii_user_ids_are_delivered_with_an_ascii_key_stable_on_replay(
+        settings_factory: Callable[..., Settings], topic_factory: Callable[..., str],
+        kafka_bootstrap: str, redis_client: Any, receivers: list[DedupingReceiver]) -> None:
+    port = free_port()
+    receiver = DedupingReceiver(port)
+    receivers.append(receiver)
+    settings = _settings(settings_factory, topic_factory, port, webhook_max_attempts=2,
+                         webhook_backoff_s=0.01, webhook_backoff_max_s=0.02)
+    # "%C3%BC" is what "ü" encodes to: its own key must differ, or one would be dropped
+    users = ["ü", "用户", "%C3%BC", "u 1", "u2"]
+    ids = make_changes(settings, kafka_bootstrap, redis_client, users, T0)
+    for replay in range(2):  # the second: a dispatcher that crashed before its commit
+        redis_client.delete("seg:offsets:webhooks-test")
+        dispatcher = Dispatcher(settings, redis_client)
+        reader = RedisOffsetReader(kafka_bootstrap, settings.topic_segment_changes,
+                                   redis_client, "webhooks-test")
+        try:
+            _drain(dispatcher, reader, len(ids))
+        finally:
+            reader.close()
+            dispatcher.close()
+        assert len(receiver.deliveries) == len(ids) * (replay + 1)
+    assert redis_client.llen(DLQ_KEY) == 0 and receiver.bad_signatures == 0
+    keys = {body["change_id"]: key for key, body in receiver.deliveries}
+    assert sorted(keys) == sorted(ids) and len(set(keys.values())) == len(ids)
+    assert all(k.isascii() and unquote(k) == cid for cid, k in keys.items())
+    assert keys[f"u2:10:{T0 + 4000}:20"] == f"u2:10:{T0 + 4000}:20"  # readable as it was
+    assert keys[f"ü:10:{T0}:20"] == f"%C3%BC:10:{T0}:20"
+    assert keys[f"u 1:10:{T0 + 3000}:20"] == f"u%201:10:{T0 + 3000}:20"
+    # the replay repeated every change with its key: after dedupe each change once
+    assert sorted(receiver.applied) == sorted(keys.values())
+
+
+def test_a_delivery_that_cannot_be_sent_is_dead_lettered_not_a_dead_dispatcher(
+        settings_factory: Callable[..., Settings], topic_factory: Callable[..., str],
+        kafka_bootstrap: str, redis_client: Any, receivers: list[DedupingReceiver],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key of before the ASCII fix (the raw change id) stands in for any request
+    httpx cannot build: with it the real httpx raises UnicodeEncodeError, no
+    httpx.HTTPError. A record that is not UTF-8 (a stray producer) comes first."""
+    ascii_key = webhooks.idempotency_key
+    monkeypatch.setattr(webhooks, "idempotency_key", lambda body: unquote(ascii_key(body)))
+    port = free_port()
+    receiver = DedupingReceiver(port)
+    receivers.append(receiver)
+    settings = _settings(settings_factory, topic_factory, port, webhook_max_attempts=3,
+                         webhook_backoff_s=0.01, webhook_backoff_max_s=0.02)
+    unsendable, fine = "ü:10:0:20", "u1:10:0:20"
+    producer = Producer(kafka_bootstrap)
+    producer.send(settings.topic_segment_changes, b"\xff{", key=b"stray")
+    for cid in (unsendable, fine):
+        producer.send(settings.topic_segment_changes,
+                      orjson.dumps({"change_id": cid, "user_id": cid.split(":")[0]}),
+                      key=cid.split(":")[0].encode())
+    producer.flush()
+    failures = metrics.WEBHOOK_DELIVERIES.labels("failure")._value.get()
+    dispatcher = Dispatcher(settings, redis_client)
+    reader = RedisOffsetReader(kafka_bootstrap, settings.topic_segment_changes,
+                               redis_client, "webhooks-test")
+    try:
+        _drain(dispatcher, reader, 3)  # raised before: the restarted one died here again
+    finally:
+        reader.close()
+        dispatcher.close()
+    parked = [orjson.loads(e) for e in redis_client.lrange(DLQ_KEY, 0, -1)]
+    assert [e["attempts"] for e in parked] == [3, 3], parked
+    assert parked[1]["error"].startswith("UnicodeEncodeError"), parked
+    assert orjson.loads(parked[1]["body"])["change_id"] == unsendable  # redrivable as is
+    assert metrics.WEBHOOK_DELIVERIES.labels("failure")._value.get() == failures + 6
+    assert sorted(receiver.applied) == [fine]  # the change after it still flows
+    assert sum(int(v) for v in redis_client.hgetall("seg:offsets:webhooks-test").values()) == 3
