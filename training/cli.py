@@ -294,7 +294,7 @@ def register(app: typer.Typer) -> None:
 
         registry = Registry(_settings())
         t = Table("version", "alias", "kind", "k", "rows", "silhouette", "gate", "parent",
-                  title=f"{registry.name} @ {registry.uri}")
+                  title=f"{registry.name} @ {registry.safe_uri}")
         try:
             versions = registry.versions()
         except RegistryError as exc:

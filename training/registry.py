@@ -19,7 +19,8 @@ model serving uses; :meth:`Registry.champion_version` is one indexed query, chea
 enough to poll.
 
 A registry that does not answer (a tracking server down, a timeout) raises
-:class:`RegistryUnavailable` naming the URI and what to do; it is never taken for "no
+:class:`RegistryUnavailable` naming the URI (without credentials: :func:`redact_uri`;
+the API shows the message on /readyz and in its logs) and what to do; it is never taken for "no
 such model/alias/version" (which would tell a user to train a model they have). Each
 HTTP request is retried by MLflow itself (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, default 7
 with exponential backoff: about 4 minutes; ``MLFLOW_HTTP_REQUEST_TIMEOUT`` per try).
@@ -36,6 +37,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from segstream.config import Settings
 from segstream.segment_model import SegmentModel
@@ -105,6 +107,35 @@ class VersionInfo:
         return int(value) if value not in (None, "", "None") else None
 
 
+def redact_uri(uri: str) -> str:
+    """``uri`` fit for a message: scheme, host, port and path, without the userinfo
+    (``user:password@``), query or fragment, which may hold credentials.
+
+    >>> redact_uri("postgresql://mlflow:pw@db.internal:5432/mlflow?sslmode=require")
+    'postgresql://db.internal:5432/mlflow'
+    >>> redact_uri("https://user:token@mlflow.example.com/"), redact_uri("sqlite:///a/b.db")
+    ('https://mlflow.example.com/', 'sqlite:///a/b.db')
+    """
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc and not parts.query and not parts.fragment:
+        return uri  # nothing to hide (and "sqlite:///a" keeps its three slashes)
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}{parts.path}" if parts.scheme else parts.path
+
+
+def _scrub(text: str, uri: str) -> str:
+    """``text`` (an MLflow or driver error, which may quote the URI) without the
+    credentials of ``uri``."""
+    parts = urlsplit(uri)
+    text = text.replace(uri, redact_uri(uri))
+    userinfo = parts.netloc.rpartition("@")[0]
+    if userinfo:
+        text = text.replace(userinfo + "@", "")
+    for secret in {parts.password, unquote(parts.password or "")} - {None, ""}:
+        text = text.replace(str(secret), "***")
+    return text
+
+
 def embedded_uri(settings: Settings) -> str:
     return f"sqlite:///{(settings.data_dir / 'mlflow' / 'mlflow.db').resolve()}"
 
@@ -134,6 +165,11 @@ class Registry:
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         self._experiment_id: str | None = None
 
+    @property
+    def safe_uri(self) -> str:
+        """The URI for messages and logs: without credentials (:func:`redact_uri`)."""
+        return redact_uri(self.uri)
+
     def unavailable(self, doing: str, exc: BaseException) -> RegistryUnavailable:
         """The error for a call that failed other than by "not found" (raise it)."""
         from mlflow.environment_variables import (
@@ -143,17 +179,17 @@ class Registry:
 
         retries = int(MLFLOW_HTTP_REQUEST_MAX_RETRIES.get())  # type: ignore[no-untyped-call]
         timeout = MLFLOW_HTTP_REQUEST_TIMEOUT.get()  # type: ignore[no-untyped-call]
-        cause = " ".join(str(exc).split())
+        cause = _scrub(" ".join(str(exc).split()), self.uri)  # MLflow quotes the URL
         cause = cause if len(cause) <= 400 else cause[:400] + "..."
         if self.uri.startswith(("http://", "https://")):
-            hint = (f"is the MLflow tracking server at {self.uri} running and reachable? "
+            hint = (f"is the MLflow tracking server at {self.safe_uri} running and reachable? "
                     "Start it or fix SEGSTREAM_REGISTRY_URI. Each request was tried "
                     f"{retries + 1} times with backoff (MLFLOW_HTTP_REQUEST_MAX_RETRIES, "
                     f"MLFLOW_HTTP_REQUEST_TIMEOUT={timeout} s)")
         else:
             hint = "check that the registry store is readable (SEGSTREAM_REGISTRY_URI)"
         return RegistryUnavailable(
-            f"the model registry at {self.uri} failed to {doing}: {cause}; {hint}")
+            f"the model registry at {self.safe_uri} failed to {doing}: {cause}; {hint}")
 
     @contextlib.contextmanager
     def _calling(self, doing: str) -> Iterator[None]:
@@ -342,7 +378,7 @@ class Registry:
         version = self.alias_version(ref)
         if version is None:
             raise RegistryError(
-                f"model {self.name!r} has no alias {ref!r} in {self.uri}; train and promote a "
+                f"model {self.name!r} has no alias {ref!r} in {self.safe_uri}; train and promote a "
                 "model first (`segstream train`, `segstream models promote VERSION`)"
             )
         return version
@@ -357,7 +393,7 @@ class Registry:
             if not _missing(exc):
                 raise self.unavailable(f"read version {version}", exc) from exc
             raise RegistryError(
-                f"model {self.name!r} has no version {version} in {self.uri}; "
+                f"model {self.name!r} has no version {version} in {self.safe_uri}; "
                 "see `segstream models list`"
             ) from exc
         return _info(mv)

@@ -10,10 +10,13 @@ the test, stopped by its PID and started again on the same port and store.
 * ``segstream update`` / ``models list`` against a stopped registry exit 1 with a
   message naming the URI and what to do, never a traceback or an empty answer; update
   retries (MLflow's per-request retries) and goes on if the registry comes back.
+* A registry URI with credentials (``user:password@``) never shows them: not in the
+  error, not on /readyz, not in the logs.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -27,12 +30,21 @@ import httpx
 import pytest
 
 from segstream.config import Settings
-from serving.model_source import RegistrySource
+from segstream.stack import free_port
+from serving.model_source import POLL_ENV_DEFAULTS, RegistrySource
 from tests.faults.conftest import MlflowServer
 from tests.serving.conftest import API_KEY, make_model, put_users, run_api
 
 pytestmark = [pytest.mark.mlflow, pytest.mark.redis]
 HEADERS = {"X-API-Key": API_KEY}
+
+
+@pytest.fixture(autouse=True)
+def _poll_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's retries as `segstream serve` / `webhooks detect` set them for their own
+    process (``use_poll_env_defaults``): the in-process APIs here are such processes."""
+    for name, value in POLL_ENV_DEFAULTS.items():
+        monkeypatch.setenv(name, value)
 
 
 def _registry(settings: Settings) -> Any:
@@ -172,3 +184,26 @@ def test_update_against_a_stopped_registry_reports_then_retries_until_it_is_back
             proc.kill()
     assert proc.returncode == 0, (out, err)
     assert "updating from champion 1" in out and "read 0 messages; champion is 1" in out
+
+
+def test_registry_credentials_never_reach_a_message_readyz_or_the_logs(
+        settings_factory: Callable[..., Settings], redis_client: Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from training.registry import RegistryUnavailable
+
+    password, port = "s3cret-pw-42", free_port()  # nothing listens on the port
+    settings = settings_factory(registry_uri=f"http://segstream:{password}@127.0.0.1:{port}",
+                                api_keys=[API_KEY], api_model_poll_s=0.2)
+    with pytest.raises(RegistryUnavailable) as raised:
+        _registry(settings).champion_version()
+    message = str(raised.value)
+    assert f"the model registry at http://127.0.0.1:{port} failed" in message, message
+    assert password not in message and "segstream:" not in message, message
+
+    with caplog.at_level(logging.WARNING), run_api(settings, RegistrySource(settings)) as url:
+        _wait("the outage on /readyz", lambda: _details(url)["registry_error"] is not None)
+        body = httpx.get(f"{url}/readyz").text
+    assert f"127.0.0.1:{port}" in body and "RegistryUnavailable" in body, body
+    assert password not in body and "segstream:" not in body, body
+    assert f"127.0.0.1:{port}" in caplog.text
+    assert password not in caplog.text, caplog.text
