@@ -19,28 +19,33 @@ from kafka import TopicPartition
 from kafka.errors import KafkaError
 
 from segstream.kafka import exact_end_offsets, make_consumer
+from streaming.kafka_offsets import from_spark
 
 log = logging.getLogger("segstream.stream")
 Lag = dict[tuple[str, str], int]
+Offsets = dict[TopicPartition, int]
 
 
-def batch_offsets(progress: Any) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
-    """(the batch's end offsets, the source's latest offsets), per topic and partition."""
+def batch_offsets(progress: Any) -> tuple[Offsets, Offsets]:
+    """(the batch's end offsets, the source's latest offsets) per partition; the
+    source's bookkeeping entries (``@``-keys, streaming.kafka_offsets) are left out."""
     try:
         src = progress.sources[0]
-        return json.loads(src.endOffset or "{}"), json.loads(src.latestOffset or "{}")
-    except (IndexError, ValueError, TypeError):
+        return (from_spark(json.loads(src.endOffset or "{}")),
+                from_spark(json.loads(src.latestOffset or "{}")))
+    except (IndexError, ValueError, TypeError, AttributeError):
         return {}, {}
 
 
-def behind(end: dict[str, dict[str, int]], latest: dict[str, dict[str, int]]) -> Lag:
+def behind(end: Offsets, latest: Offsets) -> Lag:
     """``latest - end`` per partition, never negative.
 
-    >>> behind({"events": {"0": 5, "1": 7}}, {"events": {"0": 9, "1": 7}})
+    >>> tp0, tp1 = TopicPartition("events", 0), TopicPartition("events", 1)
+    >>> behind({tp0: 5, tp1: 7}, {tp0: 9, tp1: 7})
     {('events', '0'): 4, ('events', '1'): 0}
     """
-    return {(topic, p): max(int(off) - int(end.get(topic, {}).get(p, 0)), 0)
-            for topic, parts in latest.items() for p, off in parts.items()}
+    return {(tp.topic, str(tp.partition)): max(off - end.get(tp, 0), 0)
+            for tp, off in sorted(latest.items())}
 
 
 class LagMeter:
@@ -54,18 +59,16 @@ class LagMeter:
         end, reported = batch_offsets(progress)
         if not end:
             return {}
-        tps = [TopicPartition(t, int(p)) for t, parts in end.items() for p in parts]
         try:
             if self._consumer is None:
                 ms = int(self.timeout_s * 1000)
                 self._consumer = make_consumer(self.bootstrap, request_timeout_ms=ms,
                                                bootstrap_timeout_ms=ms)
-            ends = exact_end_offsets(self._consumer, tps, timeout_s=self.timeout_s)
+            ends = exact_end_offsets(self._consumer, sorted(end), timeout_s=self.timeout_s)
         except (KafkaError, OSError, TimeoutError) as exc:
             log.debug("partition ends not measured (%s): the source's figure instead", exc)
             return behind(end, reported)
-        return behind(end, {t: {str(tp.partition): ends[tp] for tp in ends if tp.topic == t}
-                            for t in end})
+        return behind(end, ends)
 
     def close(self) -> None:
         if self._consumer is not None:

@@ -209,6 +209,10 @@ def test_every_dashboard_query_returns_series_from_the_api_and_a_running_stream_
         lag = _query(prom, "segstream_stream_partition_lag_records")
         assert {(s["metric"]["topic"], s["metric"]["partition"]) for s in lag} == {
             (stream_settings.topic_events, "0"), (stream_settings.topic_events, "1")}
+        # caught up, the job still reports (Spark's idle ticks): the stalled alert's input
+        _wait_value(prom, "max(segstream_stream_last_report_timestamp_seconds) - "
+                    "max(segstream_stream_last_batch_timestamp_seconds)", lambda v: v > 5,
+                    "idle reports after the last batch")
         assert job.poll() is None, "the job is still running when scraped"
     finally:
         job.send_signal(signal.SIGTERM)  # finishes the batch in flight, then stops
