@@ -142,15 +142,16 @@ def decode_records(blobs: Sequence[bytes], params: FeatureParams, source: str
 
 
 def decode_messages(messages: Iterable[tuple[bytes | None, bytes | None]],
-                    params: FeatureParams, source: str = "features"
-                    ) -> tuple[np.ndarray, np.ndarray]:
+                    params: FeatureParams, source: str = "features", *,
+                    require_one: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(user ids, records) of `features` topic messages ``(key, value)``; messages
     without a key or a value (tombstones) are skipped.
 
     A message that is not a record of these params is skipped with a warning naming
     it, so one stray message cannot stop training or the updater at the same offset
-    forever. If none decodes, that is a setting, not a stray record: the first error is
-    raised, naming the source.
+    forever. With ``require_one`` (a whole source at once), none decoding is a setting,
+    not a stray: the first error is raised, naming the source. A reader of part of a
+    source at a time (the updater's polls) passes False and judges over its run.
     """
     keys: list[str] = []
     blobs: list[bytes] = []
@@ -160,7 +161,7 @@ def decode_messages(messages: Iterable[tuple[bytes | None, bytes | None]],
         keys.append(key.decode("utf-8", "replace"))
         blobs.append(value)
     ok, aggs, bad = decode_each(blobs, params)
-    if bad and not ok:
+    if bad and not ok and require_one:
         raise RecordMismatch(f"a message on {source}: {bad[0][1]}")
     for i, exc in bad:
         log.warning("skipped the message of user %r on %s: %s", keys[i], source, exc)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segstream.aggregates import RecordMismatch
 from segstream.config import Settings
 from segstream.segment_model import SegmentModel
 from training.baseline import feature_psi
@@ -39,6 +40,9 @@ from training.pipeline import Published, next_segment_id, params_fingerprint, pu
 from training.registry import Registry
 
 log = logging.getLogger(__name__)
+#: Messages read with none decodable: past this, a setting differs (the params of the
+#: streaming job), not a stray message; the update stops and says so.
+SYSTEMATIC_MISMATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -194,7 +198,7 @@ def consume(settings: Settings, updater: Updater, *, once: bool, bootstrap: str,
     path = checkpoint_path(settings)
     saved: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
     consumer = make_consumer(bootstrap)
-    read = 0
+    read = decoded = 0
     try:
         tps = partitions_of(consumer, topic)
         end = exact_end_offsets(consumer, tps) if once else {}
@@ -225,7 +229,15 @@ def consume(settings: Settings, updater: Updater, *, once: bool, bootstrap: str,
             if not messages:
                 continue
             read += len(messages)
-            users, aggs = decode_messages(messages, params, topic)
+            users, aggs = decode_messages(messages, params, topic, require_one=False)
+            decoded += len(users)
+            if decoded == 0 and read >= SYSTEMATIC_MISMATCH:
+                raise RecordMismatch(
+                    f"none of the first {read:,} messages on {topic} is a record of this "
+                    "process's feature params or layout (see the warnings): align the "
+                    "updater's settings with the streaming job's")
+            if not len(users):
+                continue
             # as of the stream time: the newest event time read so far, this batch included
             as_of = max(updater.stream_ms, int(aggs["last_ms"].max()))
             published = updater.feed(snapshot(users, aggs, as_of, params, topic))

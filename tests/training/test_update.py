@@ -196,6 +196,7 @@ def test_a_stray_message_on_the_features_topic_is_skipped_not_a_stop(
     """Before, one undecodable message raised in the update loop: the run died and the
     next one re-read the same offset and died again."""
     from segstream.aggregates import FeatureParams, encode
+    from training.update import SYSTEMATIC_MISMATCH
 
     topic = topic_factory("features")
     settings = settings_factory(topic_features=topic, update_publish_rows=300,
@@ -218,3 +219,17 @@ def test_a_stray_message_on_the_features_topic_is_skipped_not_a_stop(
     assert registry.load(newest.version).info["rows_seen"] == n  # the strays are not rows
     skipped = [r.getMessage() for r in caplog.records if "skipped the message" in r.getMessage()]
     assert len(skipped) == 2 and "'u-junk'" in skipped[0] and "'u-other-params'" in skipped[1]
+
+    # a caught-up topic that then gets one stray: a poll of nothing but it, skipped
+    strays = Producer(kafka_bootstrap)
+    strays.send(topic, b"junk again", key=b"u-junk-2")
+    strays.close()
+    assert "read 1 messages" in run(settings, "update", "--once")
+    # nothing but strays, many: a setting differs, said once, not a warning per message
+    strays = Producer(kafka_bootstrap)
+    for i in range(SYSTEMATIC_MISMATCH):
+        strays.send(topic, encode(same.state.aggs[:1], other)[0], key=f"o{i}".encode())
+    strays.close()
+    result = invoke(settings, "update", "--once")
+    assert result.exit_code == 1, result.output
+    assert "align the updater's settings with the streaming job's" in result.output
