@@ -11,8 +11,10 @@ past the record. So a dead letter on the topic is bounded:
 * a larger one goes as its first ``DLQ_EXCERPT_BYTES`` bytes, with headers
   ``original_bytes`` (its size) and ``sha256`` (of the whole value, or key), and
   ``stored``: the dead-letter store file that holds the full bytes (a Parquet file under
-  ``Settings.dead_letter_dir``, path relative to it). The store is written *before* the
-  topic, so a letter on the topic always has its bytes.
+  ``Settings.dead_letter_dir``, path relative to it, named by its letters so it is never
+  overwritten by others). The store is written *before* the topic, so a letter on the
+  topic always has its bytes. The store keeps raw payloads (possibly personal data) and
+  has no retention of its own: give its directory one (docs/streaming.md).
 * ``detail`` is cut to ``DLQ_MAX_DETAIL_CHARS``.
 
 Everything else (reason, source) is unchanged, so a consumer of the DLQ sees the same
@@ -128,8 +130,8 @@ class DeadLetterStore:
         self.root = root
 
     def write(self, name: str, letters: Sequence[DeadLetter]) -> str:
-        """Store ``letters`` as ``name`` (``"stream/batch=000000012.parquet"``); return
-        ``name``, the value of the letters' ``stored`` header."""
+        """Store ``letters`` as ``name`` (``"stream/batch=000000012-<digest>.parquet"``);
+        return ``name``, the value of the letters' ``stored`` header."""
         path = self.root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         rows = pd.DataFrame({
@@ -150,9 +152,25 @@ class DeadLetterStore:
         return pd.read_parquet(self.root / name)
 
 
-def bounded_records(letters: Sequence[DeadLetter], store: DeadLetterStore, name: str
+def store_name(prefix: str, letters: Sequence[DeadLetter]) -> str:
+    """``prefix-<digest of the letters>.parquet``: the same letters (a replayed batch)
+    get the same file; other letters under the same prefix (batch ids restart with a
+    new checkpoint, a file of the same name replayed again) never overwrite it.
+
+    >>> a = DeadLetter(None, b"x", "r", "d", "events:0@1")
+    >>> store_name("stream/batch=000000003", [a])
+    'stream/batch=000000003-295c94621593bf82.parquet'
+    """
+    digest = hashlib.sha256()
+    for x in letters:
+        digest.update(f"{x.source}\0{_sha256(x.key)}\0{_sha256(x.value)}\n".encode())
+    return f"{prefix}-{digest.hexdigest()[:16]}.parquet"
+
+
+def bounded_records(letters: Sequence[DeadLetter], store: DeadLetterStore, prefix: str
                     ) -> list[TopicRecord]:
-    """The DLQ topic records of ``letters``, the oversized ones stored first as ``name``."""
+    """The DLQ topic records of ``letters``, the oversized ones stored first (in a file
+    named by :func:`store_name`)."""
     big = [x for x in letters if x.oversized]
-    stored = store.write(name, big) if big else None
+    stored = store.write(store_name(prefix, big), big) if big else None
     return [topic_record(x, stored if x.oversized else None) for x in letters]

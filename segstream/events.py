@@ -308,12 +308,6 @@ def _validate_object(obj: Mapping[str, Any], now_ms: int | None) -> Event | Reje
             out["properties"] = orjson.dumps(props).decode()
         except (TypeError, orjson.JSONEncodeError) as exc:
             return Rejection("wrong_type", "properties", f"not serialisable as JSON: {exc}")
-        # a record read as bytes was bounded above; one given as a mapping (replay's
-        # rows) is bounded here, by the part that can grow without a field limit
-        if len(out["properties"]) > MAX_RECORD_BYTES:
-            return Rejection("record_too_large", "properties",
-                             f"{len(out['properties'])} bytes as JSON, the limit is "
-                             f"{MAX_RECORD_BYTES}")
 
     event_id = out["event_id"] or derive_event_id(out)
     out["event_id"] = event_id

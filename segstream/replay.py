@@ -32,6 +32,7 @@ from segstream.aggregates import Vocabulary
 from segstream.contract import (
     DEFAULT_DESKTOP_PLATFORMS,
     EVENT_FIELDS,
+    MAX_RECORD_BYTES,
     OPTIONAL_NUMBER_FIELDS,
 )
 from segstream.dead_letters import DeadLetter, DeadLetterStore, bounded_records
@@ -218,7 +219,7 @@ def replay(
     known = recognised or Recognised.of(Vocabulary())
     started = time.monotonic()
     summary = ReplaySummary()
-    accepted: list[dict[str, Any]] = []
+    accepted: list[tuple[int, bytes, bytes]] = []  # (ts, key, record)
     for n, row in enumerate(rows, 1):
         summary.rows += 1
         if "__invalid_json__" in row or "__not_object__" in row:
@@ -227,6 +228,11 @@ def replay(
                 "line is not a JSON object")
         else:
             result = validate_event(mapper(row), now_ms=now_ms)
+        if not isinstance(result, Rejection):
+            body = _body(result)
+            if len(body) > MAX_RECORD_BYTES:  # the stream bounds the record it reads
+                result = Rejection("record_too_large", None,
+                                   f"{len(body)} bytes as sent, the limit is {MAX_RECORD_BYTES}")
         if isinstance(result, Rejection):
             summary.rejected[result.reason] += 1
             summary.examples.setdefault(result.reason, f"row {n}: {result.message()}")
@@ -236,20 +242,19 @@ def replay(
                                        f"replay/{_file_name(source)}/row={n:09d}.parquet"):
                 producer.send(dlq_topic, rec.value, key=rec.key, headers=rec.headers)
         else:
-            accepted.append(result)
+            accepted.append((result["ts"], result["user_id"].encode(), body))
             for name, value in known.unknown(result):
                 summary.unrecognised.setdefault(name, Unrecognised()).add(value)
-    accepted.sort(key=lambda e: e["ts"])  # event-time order; stable for equal times
-    first_ts = accepted[0]["ts"] if accepted else 0
+    accepted.sort(key=lambda e: e[0])  # event-time order; stable for equal times
+    first_ts = accepted[0][0] if accepted else 0
     wall0 = time.monotonic()
-    for i, event in enumerate(accepted):
+    for i, (ts, key, body) in enumerate(accepted):
         if speed:
-            due = wall0 + (event["ts"] - first_ts) / 1000 / speed
+            due = wall0 + (ts - first_ts) / 1000 / speed
             delay = due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-        body = {k: v for k, v in event.items() if v is not None}
-        producer.send(topic, orjson.dumps(body), key=event["user_id"].encode())
+        producer.send(topic, body, key=key)
         summary.sent += 1
         if progress and i % 1000 == 999:
             progress(1000)
@@ -263,3 +268,13 @@ def replay(
 def _file_name(source: str) -> str:
     """``source`` as one safe path component of the dead-letter store."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in source)[:120]
+
+
+def _body(event: Mapping[str, Any]) -> bytes:
+    """The record sent for a normalised event: its set fields, ``properties`` as the JSON
+    object it is (the validator keeps it serialised; sent as a string, the stream would
+    reject it as ``wrong_type``)."""
+    body = {k: v for k, v in event.items() if v is not None}
+    if "properties" in body:
+        body["properties"] = orjson.Fragment(body["properties"])
+    return orjson.dumps(body)

@@ -141,7 +141,7 @@ class Sinks:
             source=f"{row['topic']}:{row['partition']}@{row['offset']}",
         ) for row in dead.to_dict("records")]
         for rec in bounded_records(letters, self.dead_letters,
-                                   f"stream/batch={batch_id:09d}.parquet"):
+                                   f"stream/batch={batch_id:09d}"):
             self.producer.send(self.topic_dlq, rec.value, key=rec.key, headers=rec.headers)
         self.producer.flush()
         self.marker.set(batch_id)

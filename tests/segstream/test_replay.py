@@ -287,3 +287,31 @@ def test_oversized_rows_are_dead_lettered_bounded_and_the_replay_goes_on(
         letter.headers[DLQ_HEADER_STORED].decode())
     assert orjson.loads(stored["value"][0]) == big_row
     assert len(list(read_topic(str(settings.kafka_bootstrap), events))) == 4
+
+
+def test_what_replay_sends_the_stream_accepts_as_it_was(
+        tmp_path: Path, settings_factory: Callable[..., Settings],
+        topic_factory: Callable[..., str]) -> None:
+    """``properties`` arrives as the object it was (it went as a JSON string, which the
+    stream rejects as wrong_type); a record the stream would find too large is rejected
+    by replay already, counting the whole record as sent (escapes included)."""
+    from segstream.contract import MAX_RECORD_BYTES
+
+    props = {"campaign": "spring", "tags": ["a", "b"], "depth": {"x": 1}}
+    quoted = {"note": '"' * (MAX_RECORD_BYTES // 2)}  # under the limit as characters
+    rows = [{"user_id": "u1", "ts": 1767323045000, "event_type": "view", "properties": props},
+            {"user_id": "u2", "ts": 1767323046000, "event_type": "view", "properties": quoted}]
+    src = tmp_path / "props.jsonl"
+    src.write_bytes(b"\n".join(orjson.dumps(r) for r in rows))
+    events, dlq = topic_factory("events"), topic_factory("dlq")
+    settings = settings_factory(topic_dlq=dlq)
+    result = CliRunner().invoke(app, ["replay", str(src), "--topic", events],
+                                env=_cli_env(settings, dlq))
+    assert result.exit_code == 0, result.output
+    [sent] = read_topic(str(settings.kafka_bootstrap), events)
+    assert orjson.loads(sent.value or b"")["properties"] == props
+    ev = validate_event(sent.value or b"")  # what the stream's validator makes of it
+    assert isinstance(ev, dict) and orjson.loads(ev["properties"]) == props
+    [rejected] = read_topic(str(settings.kafka_bootstrap), dlq)
+    assert rejected.headers["reason"] == b"record_too_large"
+    assert len(quoted["note"]) < MAX_RECORD_BYTES  # too large only once escaped
