@@ -10,6 +10,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
+from segstream.personas import DRIFT_MOVE_SHARE
+
 
 def register(app: typer.Typer) -> None:
     app.command("generate")(generate)
@@ -36,7 +38,7 @@ def generate(
         help="Fraction of the span where behaviour drifts (persona moves, more mobile).")] = None,
     drift_share: Annotated[float, typer.Option(
         help="At the drift, the share of power users, casual browsers and binge viewers "
-             "that move to another persona.")] = 0.5,
+             "that move to another persona.")] = DRIFT_MOVE_SHARE,
     malformed_rate: Annotated[float, typer.Option(help="Share of malformed records added.")
                               ] = 0.0,
     duplicate_rate: Annotated[float, typer.Option(help="Share of events resent verbatim.")
