@@ -44,6 +44,9 @@ def serve(
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(mp_dir.resolve())
     import uvicorn
 
+    from serving.model_source import use_poll_env_defaults
+
+    use_poll_env_defaults()  # before uvicorn: its worker processes inherit the environment
     console.print(f"serving on http://{host}:{port} (docs: /docs, metrics: /metrics), "
                   f"{workers} worker(s)")
     uvicorn.run("serving.app:create_app_from_env", factory=True, host=host, port=port,
@@ -97,8 +100,9 @@ def detect(
     from segstream.config import Settings
     from serving.changes import ChangeDetector
     from serving.model_holder import ModelHolder
-    from serving.model_source import RegistrySource
+    from serving.model_source import RegistrySource, use_poll_env_defaults
 
+    use_poll_env_defaults()
     settings, client, bootstrap = _workers_setup()
     assert isinstance(settings, Settings)
     _serve_metrics(metrics_port, settings.metrics_host)

@@ -37,14 +37,26 @@ POLL_ENV_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
                      "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
+def use_poll_env_defaults() -> None:
+    """Set :data:`POLL_ENV_DEFAULTS` where the environment has not set them.
+
+    MLflow reads them from ``os.environ`` on each request, so this is process-wide:
+    call it only at the entry point of a process that does nothing but poll
+    (``segstream serve``, before uvicorn starts its workers, which inherit it;
+    ``segstream webhooks detect``). Never from library code: training in the same
+    process (the demo, a test session) would get 1 retry and a 10 s timeout too.
+    """
+    for name, value in POLL_ENV_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
 class RegistrySource:
-    """Adapter over ``training.registry.Registry`` (MLflow)."""
+    """Adapter over ``training.registry.Registry`` (MLflow). It leaves MLflow's
+    retries as the process has them: see :func:`use_poll_env_defaults`."""
 
     def __init__(self, settings: Settings) -> None:
         from training.registry import Registry  # heavy (mlflow): only where it is used
 
-        for name, value in POLL_ENV_DEFAULTS.items():  # MLflow reads these per request
-            os.environ.setdefault(name, value)
         self._registry = Registry(settings)
 
     def champion_version(self) -> str | None:

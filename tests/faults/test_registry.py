@@ -12,6 +12,9 @@ the test, stopped by its PID and started again on the same port and store.
   retries (MLflow's per-request retries) and goes on if the registry comes back.
 * A registry URI with credentials (``user:password@``) never shows them: not in the
   error, not on /readyz, not in the logs.
+* MLflow's short poll retries are set by the polling processes' entry points
+  (``segstream serve`` and its uvicorn workers, ``webhooks detect``), not by building a
+  ``RegistrySource``, which would change them for training in the same process.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -31,7 +35,7 @@ import pytest
 
 from segstream.config import Settings
 from segstream.stack import free_port
-from serving.model_source import POLL_ENV_DEFAULTS, RegistrySource
+from serving.model_source import POLL_ENV_DEFAULTS, RegistrySource, use_poll_env_defaults
 from tests.faults.conftest import MlflowServer
 from tests.serving.conftest import API_KEY, make_model, put_users, run_api
 
@@ -207,3 +211,80 @@ def test_registry_credentials_never_reach_a_message_readyz_or_the_logs(
     assert password not in body and "segstream:" not in body, body
     assert f"127.0.0.1:{port}" in caplog.text
     assert password not in caplog.text, caplog.text
+
+
+def test_a_registry_source_leaves_mlflow_retries_to_the_process(
+        settings_factory: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in POLL_ENV_DEFAULTS:
+        monkeypatch.delenv(name)
+    RegistrySource(settings_factory())  # training in this process keeps MLflow's defaults
+    assert not set(POLL_ENV_DEFAULTS) & set(os.environ)
+    use_poll_env_defaults()  # what the entry points call
+    assert {n: os.environ[n] for n in POLL_ENV_DEFAULTS} == POLL_ENV_DEFAULTS
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    use_poll_env_defaults()
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "3", "the operator's value wins"
+
+
+def _clean_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SEGSTREAM_", "MLFLOW_", "PROMETHEUS_MULTIPROC"))}
+    env.update(SEGSTREAM_DATA_DIR=str(settings.data_dir),
+               SEGSTREAM_REGISTRY_URI=str(settings.registry_uri), **extra)
+    return env
+
+
+POLL_HINT = "tried 2 times with backoff (MLFLOW_HTTP_REQUEST_MAX_RETRIES, " \
+    "MLFLOW_HTTP_REQUEST_TIMEOUT=10 s)"  # the short retries, as the message reports them
+
+
+def test_serve_workers_and_detect_poll_with_short_retries_set_at_their_entry_point(
+        settings_factory: Callable[..., Settings], topic_factory: Callable[..., str],
+        kafka_bootstrap: str, redis_url: str) -> None:
+    """With MLflow's defaults (7 retries, about 4 minutes on a closed port) neither
+    would report the outage within these timeouts."""
+    password, closed = "s3cret-pw-42", free_port()
+    settings = settings_factory(registry_uri=f"http://u:{password}@127.0.0.1:{closed}",
+                                topic_features=topic_factory("features", partitions=1))
+    port = free_port()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    log = settings.data_dir / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "segstream"), "serve", "--host", "127.0.0.1",
+             "--port", str(port), "--workers", "2"], stdout=out, stderr=subprocess.STDOUT,
+            env=_clean_env(settings, SEGSTREAM_REDIS_URL=redis_url,
+                           SEGSTREAM_API_KEYS=f'["{API_KEY}"]'), start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        errors: list[str] = []
+
+        def reported() -> bool:  # a new connection each time: either worker answers
+            try:
+                r = httpx.get(f"{url}/readyz", timeout=2, headers={"Connection": "close"})
+            except httpx.HTTPError:
+                return False
+            error = r.json()["details"].get("registry_error")
+            errors.extend([error] if error else [])
+            return len(errors) >= 10
+
+        _wait("the outage on /readyz", reported, timeout_s=60)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # workers stuck in MLflow's retries
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: it and its workers
+            proc.wait()
+    for error in errors:
+        assert POLL_HINT in error and password not in error, error
+    assert password not in log.read_text()
+
+    detect = subprocess.run(
+        [str(Path(sys.executable).parent / "segstream"), "webhooks", "detect",
+         "--available-now"], capture_output=True, text=True, timeout=60,
+        env=_clean_env(settings, SEGSTREAM_REDIS_URL=redis_url,
+                       SEGSTREAM_KAFKA_BOOTSTRAP=kafka_bootstrap,
+                       SEGSTREAM_TOPIC_FEATURES=settings.topic_features))
+    assert detect.returncode != 0
+    assert POLL_HINT in " ".join(detect.stderr.split()), detect.stderr[-3000:]
