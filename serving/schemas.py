@@ -53,10 +53,18 @@ class ErrorBody(BaseModel):
 
 
 def error_responses(described: dict[int, str]) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` for error statuses, each with the one error body.
+    """OpenAPI ``responses`` for the error statuses in ``described`` (and no others),
+    each with the one error body.
 
-    Every /v1 route can answer 401 (the key is checked in the middleware) and every
-    route with a body 413 (the body bound), so those are added where they apply.
+    Nothing is added: a route spreads the shared statuses it can answer
+    (``**UNAUTHORIZED``, ``**BODY_TOO_LARGE``, ``**NO_MODEL``). Every /v1 operation's
+    401 is also declared when the schema is built (``serving.app._declare_api_key``),
+    with or without ``UNAUTHORIZED`` here.
+
+    >>> sorted(error_responses({404: "Unknown user."}))
+    [404]
+    >>> sorted(error_responses({**UNAUTHORIZED, **BODY_TOO_LARGE}))
+    [401, 413]
     """
     return {status: {"model": ErrorBody, "description": text}
             for status, text in sorted(described.items())}
