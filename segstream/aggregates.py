@@ -49,6 +49,7 @@ import pandas as pd
 
 from segstream.contract import (
     ACTIVE_DAYS_WINDOW,
+    DAY_MS,
     DEFAULT_EVENT_TYPE_ALIASES,
     DEFAULT_MOBILE_PLATFORMS,
     FEATURE_SPEC,
@@ -56,7 +57,6 @@ from segstream.contract import (
     PURCHASE_RECENCY_CAP_DAYS,
 )
 
-DAY_MS = 86_400_000
 PRIME_HOURS = (18, 22)  # 18:00 <= t < 23:00 UTC
 N_TYPES = len(KNOWN_EVENT_TYPES) + 1  # canonical types + "other"
 OTHER_TYPE = N_TYPES - 1

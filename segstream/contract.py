@@ -186,6 +186,7 @@ class FeatureSpecMismatch(ValueError):
 
 
 #: ``purchase_recency_days`` is capped here; a user who never purchased gets the cap.
+DAY_MS = 86_400_000  # feature days are UTC days of event time
 PURCHASE_RECENCY_CAP_DAYS = 3650.0
 #: ``active_days`` counts distinct UTC days with activity in this many days up to as_of.
 ACTIVE_DAYS_WINDOW = 30

@@ -23,8 +23,8 @@ from rich.console import Console
 from rich.table import Table
 
 from segstream.config import Settings
+from segstream.contract import DAY_MS
 
-DAY_MS = 86_400_000
 LATE_DAYS = 5  # the part of the log that arrives after the model is trained
 DRIFT_DAY = 25.5  # when behaviour drifts (generator drift_at), after training at day 25
 

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from segstream.contract import DAY_MS
 from segstream.personas import (
     CATEGORIES,
     CHANNELS,
@@ -48,7 +49,6 @@ from segstream.personas import (
     Persona,
 )
 
-DAY_MS = 86_400_000
 #: A churner stops at a uniform share of the time span in this range.
 CHURN_STOPS = (0.3, 0.9)
 _Event = tuple[int, int, dict[str, object]]  # (ts ms, serial, JSON body without ts/event_id)

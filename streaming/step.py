@@ -27,7 +27,6 @@ from segstream.contract import FEATURE_SPEC
 from segstream.events import Rejection, validate_event
 from streaming.arrivals import classify
 
-DAY_MS = 86_400_000
 #: Event columns the fold and the arrival rules read.
 EVENT_COLUMNS: tuple[str, ...] = (
     "user_id", "event_id", "ts", "event_type", "session_id", "content_id", "category",

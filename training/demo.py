@@ -21,11 +21,10 @@ from rich.console import Console
 from rich.table import Table
 
 from segstream.config import Settings
+from segstream.contract import DAY_MS
 from segstream.segment_model import SegmentModel
 from training.data import read_table
 from training.update import DriftState, drift_of
-
-DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True)
