@@ -79,11 +79,15 @@ def _stop_on_sigterm() -> Any:
 
 
 def _serve_metrics(port: int, host: str) -> None:
-    """This worker's metrics on host:port (``metrics_host``: 0.0.0.0 in a container)."""
-    if port:
-        from prometheus_client import start_http_server
+    """This worker's metrics on host:port (``metrics_host``: 0.0.0.0 in a container); a
+    port it cannot listen on is an error naming it (exit 1), as for ``segstream stream``."""
+    from segstream.cli import fail
+    from segstream.metric_names import MetricsPortUnavailable, serve_metrics
 
-        start_http_server(port, addr=host)
+    try:
+        serve_metrics(port, host)
+    except MetricsPortUnavailable as exc:
+        raise fail(str(exc)) from exc
 
 
 @webhooks_app.command("detect")

@@ -62,14 +62,13 @@ def stream(
             trigger = f"{duration_ms(trigger)} milliseconds"
         except ValueError as exc:
             raise fail(str(exc), 2) from exc
-    if metrics_port:
-        from streaming.metrics import serve
+    from segstream.metric_names import MetricsPortUnavailable, serve_metrics
+    from streaming.metrics import REGISTRY
 
-        try:  # before Spark starts: a taken port fails fast, and health checks see it early
-            serve(metrics_port, settings.metrics_host)
-        except OSError as exc:
-            raise fail(f"--metrics-port {metrics_port}: cannot listen on "
-                       f"{settings.metrics_host}:{metrics_port}: {exc}") from exc
+    try:  # before Spark starts: a taken port fails fast, and health checks see it early
+        serve_metrics(metrics_port, settings.metrics_host, REGISTRY)
+    except MetricsPortUnavailable as exc:
+        raise fail(str(exc)) from exc
     spark = get_spark(settings, "segstream-stream")
     try:
         run(spark, settings, bootstrap=ep.kafka_bootstrap, redis_url=ep.redis_url,
