@@ -4,7 +4,7 @@ The driver updates them once per micro-batch (:func:`observe_batch`, called by t
 query listener in streaming/job.py) from Spark's progress report (rows, durations, the
 source's offsets) and the batch function's counts (users written, dead letters by
 reason, duplicates, expired users, stale Redis writes). ``segstream stream
---metrics-port N`` serves them on ``metrics_host:N`` (:func:`serve`).
+--metrics-port N`` serves them on ``metrics_host:N`` (``segstream.metric_names.serve_metrics``).
 
 Own registry: the job's endpoint shows the job's metrics only, and nothing leaks into
 the API's registry when both run in one test process. Labels are bounded: ``reason``
@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from segstream.contract import DLQ_REASONS
 from segstream.metric_names import sample_names
@@ -90,11 +90,6 @@ def observe_batch(*, rows: int, duration_s: float, input_rate: float, processed_
 def observe_alive(now: float | None = None) -> None:
     """The query reported (a batch or an idle tick): it is not hung."""
     LAST_REPORT.set(time.time() if now is None else now)
-
-
-def serve(port: int, host: str) -> None:
-    """The metrics on http://host:port/metrics, from a daemon thread of the driver."""
-    start_http_server(port, addr=host, registry=REGISTRY)
 
 
 def exported_names() -> set[str]:
