@@ -226,7 +226,10 @@ def step_serve(demo: Demo) -> None:
 
 
 def step_summary(demo: Demo) -> None:
+    import redis
+
     from segstream.kafka import read_topic
+    from segstream.online_store import KEY_PREFIX
     from segstream.stack import endpoints
 
     settings, console = demo.settings, demo.console
@@ -238,6 +241,10 @@ def step_summary(demo: Demo) -> None:
     table.add_row("events in", f"{demo.summary.pop('events in', 0):,}")
     table.add_row("dead-lettered, by reason",
                   ", ".join(f"{k} {v:,}" for k, v in reasons.most_common()) or "none")
+    client = redis.Redis.from_url(endpoints(settings).redis_url)
+    users = sum(1 for _ in client.scan_iter(f"{KEY_PREFIX}*", count=1000))
+    client.close()
+    table.add_row("users with features (Redis)", f"{users:,}")
     for key, value in demo.summary.items():
         table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
     console.print(table)
