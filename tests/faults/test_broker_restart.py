@@ -235,3 +235,43 @@ def test_job_through_a_broker_restart_stops_on_data_loss_then_resets_losing_noth
     # the whole new log after the old one: nothing lost, nothing counted twice
     assert_redis_equals_batch(client, compute_features_pandas(spark, both, settings),
                               settings)
+
+
+def test_a_broker_too_slow_for_a_minute_is_waited_for_not_a_failed_batch(
+        broker: OwnBroker, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The 10-minute soak saturated the embedded broker: a fetch made no progress for
+    60 s, the reader raised, and the job stopped while every record was still in the
+    log. Now a stalled read checks the log: records still there, it waits (and says so).
+    Here the broker is frozen (SIGSTOP) past the stall time, then resumed; the stall
+    time is cut to 1 s so the test is quick."""
+    import os
+    import signal
+    import threading
+
+    import streaming.kafka_source as ks
+    from segstream.kafka import Producer, ensure_topics
+
+    ensure_topics(broker.address, ["slow"], 1)
+    producer = Producer(broker.address)
+    for i in range(100):
+        producer.send("slow", f"r{i}".encode())
+    producer.close()
+    monkeypatch.setattr(ks, "STALL_TIMEOUT_S", 1.0)
+    # the reader's cached consumer, connected while the broker answers
+    first = list(ks.read_range(broker.address, ks.KafkaRange("slow", 0, 0, 10)))
+    assert sum(b.num_rows for b in first) == 10
+    assert broker.svc is not None and broker.svc.pid is not None
+    pid = broker.svc.pid
+    os.kill(pid, signal.SIGSTOP)
+    resume = threading.Timer(3.0, os.kill, (pid, signal.SIGCONT))
+    resume.start()
+    try:
+        with caplog.at_level("WARNING", logger="segstream.stream"):
+            batches = list(ks.read_range(broker.address, ks.KafkaRange("slow", 0, 10, 100)))
+    finally:
+        resume.cancel()
+        os.kill(pid, signal.SIGCONT)
+    assert [v.as_py() for b in batches for v in b.column("value")] == [
+        f"r{i}".encode() for i in range(10, 100)]
+    assert any("the broker is slow; waiting" in r.getMessage() for r in caplog.records)
