@@ -660,6 +660,7 @@ def main() -> int:
         else:
             if stream.poll() is None:
                 drain = "no, within 60 s"
+                run.error("not drained")  # records sent and never read: a stuck job
         try:
             m = job_metrics(run.metrics_url)
         except Exception:  # gone: the last sample's figures
