@@ -123,12 +123,14 @@ def step_events(demo: Demo) -> None:
     demo.summary["events in"] = len(log.values)
 
 
-def first_at_or_after(records: list[tuple[bytes | None, bytes]], t_ms: int) -> int:
-    """Index of the first valid record at or after ``t_ms`` (arrival order is event-time
-    order, but for late records), else ``len(records)``."""
+def first_at_or_after(records: list[tuple[bytes | None, bytes]], t_ms: int, start: int = 0
+                      ) -> int:
+    """Index of the first valid record at or after ``t_ms``, looking from ``start``
+    (arrival order is event-time order, but for late records), else ``len(records)``."""
     from segstream.events import Rejection, validate_event
 
-    for i, (_, value) in enumerate(records):
+    for i in range(start, len(records)):
+        value = records[i][1]
         ev = validate_event(value)
         if not isinstance(ev, Rejection) and ev["ts"] >= t_ms:
             return i
@@ -194,7 +196,7 @@ def step_later(demo: Demo) -> None:
         def send() -> str:
             nonlocal sent
             end = (len(later) if k == LATE_DAYS else
-                   first_at_or_after(later, demo.cut_ms + k * DAY_MS))
+                   first_at_or_after(later, demo.cut_ms + k * DAY_MS, start=sent))
             part = later[sent:end]
             _send(demo, part, f"day {25 + k}: {len(part):,} records", counts=False)
             sent = end
