@@ -28,8 +28,9 @@ partition, offset, timestamp. Spark offsets are ``{"topic": {"partition": next}}
   per batch the per-task overhead, not the reading, is the cost (4 -> 2 tasks took a
   steady 2k events/s batch from 1.13 s to 0.85 s here, docs/benchmarks.md).
 
-The reader holds only options (strings); Kafka clients are opened where they run: one
-cached consumer per Python process, driver side for offsets, worker side in ``read()``.
+The reader holds only options (strings); Kafka clients are opened where they run, and
+cached per Python process: driver side one consumer for offsets; worker side, in
+``read()``, one consumer per partition number (see :func:`_reader`).
 """
 
 from __future__ import annotations
@@ -76,10 +77,18 @@ ARROW_SCHEMA = pa.schema([
 ])
 ROWS_PER_ARROW_BATCH = 20_000
 STALL_TIMEOUT_S = 60.0
+# A fetch's max wait is also the embedded broker's time to find the offset: tansu lists
+# every record batch of the partition on each fetch and stops listing when the wait is
+# over, so with 10 ms a fetch returned no records at all once a partition held ~20k
+# batches (the 10-minute soak's reader stuck at ~400 s; docs/benchmarks.md, session 5).
+# Kafka's default 500 ms covers ~400k batches there, and costs nothing on real Kafka,
+# which answers a fetch below the high watermark at once.
+READ_MAX_WAIT_MS = 500
 UNKNOWN_TOPIC = 3  # Kafka's UNKNOWN_TOPIC_OR_PARTITION error code
 
 log = logging.getLogger("segstream.stream")
 _consumers: dict[str, KafkaConsumer] = {}
+_readers: dict[tuple[str, int], KafkaConsumer] = {}
 _admins: dict[str, KafkaAdminClient] = {}
 
 
@@ -87,30 +96,53 @@ class DataLossError(RuntimeError):
     """The checkpoint's offsets no longer point into the log (see ``failOnDataLoss``)."""
 
 
+def _new_consumer(bootstrap: str, fetch_max_wait_ms: int) -> KafkaConsumer:
+    from segstream.kafka import make_consumer
+
+    # No topic auto-creation (a metadata refresh must not create `events` with the
+    # broker's default partitions) and no silent offset reset (an out-of-range fetch
+    # raises instead of jumping to the log end).
+    consumer = make_consumer(bootstrap, fetch_max_wait_ms=fetch_max_wait_ms,
+                             metadata_max_age_ms=3000, allow_auto_create_topics=False,
+                             auto_offset_reset="none")
+    _no_auto_create(consumer._cluster)
+    return consumer
+
+
 def _consumer(bootstrap: str) -> KafkaConsumer:
-    """One consumer per process and bootstrap (Python workers are reused across tasks)."""
+    """The driver's consumer, for offsets: one per process and bootstrap.
+
+    Measuring the log end fetches at the end, where the broker waits the fetch's max wait
+    for data: 100 -> 10 ms took exact_end_offsets from ~135 to ~35 ms. Only the high
+    watermark of that fetch is used, which tansu answers however short the wait."""
     consumer = _consumers.get(bootstrap)
     if consumer is None:
-        from segstream.kafka import make_consumer
+        consumer = _consumers[bootstrap] = _new_consumer(bootstrap, fetch_max_wait_ms=10)
+    return consumer
 
-        # fetch_max_wait_ms: measuring the log end fetches at the end, where the broker
-        # waits this long for data; 100 -> 10 ms took exact_end_offsets from ~135 to ~35 ms.
-        # No topic auto-creation (a metadata refresh must not create `events` with the
-        # broker's default partitions) and no silent offset reset (an out-of-range fetch
-        # raises instead of jumping to the log end).
-        consumer = make_consumer(bootstrap, fetch_max_wait_ms=10, metadata_max_age_ms=3000,
-                                 allow_auto_create_topics=False, auto_offset_reset="none")
-        _no_auto_create(consumer._cluster)
-        _consumers[bootstrap] = consumer
+
+def _reader(bootstrap: str, partition: int) -> KafkaConsumer:
+    """A worker's consumer for reading a range: one per process, bootstrap and partition
+    number (Python workers are reused across tasks), as Spark's own Kafka connector keeps
+    one per topic-partition. After a range the consumer has a fetch out at the range's
+    end, which the broker may hold for READ_MAX_WAIT_MS; with one consumer for all
+    partitions that fetch would hold up the next range's first fetch of another
+    partition. Here it is the next batch's first fetch of the same partition."""
+    key = (bootstrap, partition)
+    consumer = _readers.get(key)
+    if consumer is None:
+        consumer = _readers[key] = _new_consumer(bootstrap, READ_MAX_WAIT_MS)
     return consumer
 
 
 def close_clients(bootstrap: str | None = None) -> None:
     """Close this process's cached clients (of ``bootstrap``, or all), e.g. before the
     broker they talk to is stopped: otherwise they go on reconnecting."""
-    for cache in (_consumers, _admins):
-        for key in [k for k in cache if bootstrap in (None, k)]:
-            cache.pop(key).close()
+    caches: tuple[dict[Any, Any], ...] = (_consumers, _readers, _admins)
+    for cache in caches:
+        for key in list(cache):
+            if bootstrap in (None, key[0] if isinstance(key, tuple) else key):
+                cache.pop(key).close()
 
 
 def _no_auto_create(cluster: Any) -> None:
@@ -308,7 +340,7 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):  #
 
 def read_range(bootstrap: str, r: KafkaRange) -> Iterator[pa.RecordBatch]:
     """Exactly the records with ``r.start <= offset < r.end``, as Arrow batches."""
-    consumer = _consumer(bootstrap)
+    consumer = _reader(bootstrap, r.partition)
     tp = TopicPartition(r.topic, r.partition)
     consumer.assign([tp])
     consumer.seek(tp, r.start)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -97,3 +98,27 @@ def test_partition_unknown_to_the_checkpoint_is_read_from_its_beginning(
     assert {(r.partition, r.start) for r in ranges} == {(0, 0), (1, 0), (2, 0)}
     capped = reader.latestOffset({topic: {"0": 0, "1": 0, "2": 0}}, ReadMaxRows(30))
     assert sum(capped[topic].values()) == 30
+
+
+def test_a_range_deep_in_a_long_log_is_read(
+    kafka_bootstrap: str, topic_factory: Callable[..., str]
+) -> None:
+    """The 10-minute soak's stuck reader. The embedded broker lists a partition's record
+    batches on every fetch and stops when the fetch's max wait is over: with the 10 ms
+    wait the reader had, a fetch deep in a log of ~20k batches returned no records, and
+    the reader waited for them forever while the broker answered every offset query."""
+    from streaming.kafka_source import KafkaRange, read_range
+
+    topic = topic_factory("deep", partitions=1)
+    producer = Producer(kafka_bootstrap, **{"linger.ms": 0, "batch.num.messages": 1})
+    for i in range(40_000):  # one record batch each
+        producer.send(topic, b"v%d" % i, key=b"k")
+    producer.close()
+    got: list[Any] = []
+    wanted = KafkaRange(topic, 0, 39_000, 40_000)
+    reader = threading.Thread(target=lambda: got.extend(read_range(kafka_bootstrap, wanted)),
+                              daemon=True)
+    reader.start()
+    reader.join(timeout=60)
+    assert not reader.is_alive(), "no records came back from deep in the log within 60 s"
+    assert [o for b in got for o in b.column("offset").to_pylist()] == list(range(39_000, 40_000))
