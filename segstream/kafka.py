@@ -68,7 +68,11 @@ def ensure_topics(bootstrap: str, names: list[str], partitions: int) -> list[str
 
 
 def make_consumer(bootstrap: str, **overrides: Any) -> KafkaConsumer:
-    """A group-less consumer for assign/seek reading, with fetch sizes for throughput."""
+    """A group-less consumer for assign/seek reading, with fetch sizes for throughput.
+
+    It never creates a topic: reading a topic that is not there (a restarted embedded
+    broker keeps no topics) must say so, not create it with the broker's default
+    partition count before `stack up` creates it with the configured one."""
     config: dict[str, Any] = {
         "bootstrap_servers": bootstrap,
         "enable_auto_commit": False,
@@ -77,9 +81,21 @@ def make_consumer(bootstrap: str, **overrides: Any) -> KafkaConsumer:
         "max_partition_fetch_bytes": 8 * 1024 * 1024,
         "max_poll_records": 10_000,
         "request_timeout_ms": 30_000,
+        "allow_auto_create_topics": False,
     }
     config.update(overrides)
-    return KafkaConsumer(**config)
+    consumer = KafkaConsumer(**config)
+    no_topic_auto_creation(consumer._cluster)
+    return consumer
+
+
+def no_topic_auto_creation(cluster: Any) -> None:
+    """kafka-python 3.0 builds its metadata requests without the client's
+    allow_auto_create_topics, so every refresh asks the broker to create the topics the
+    client follows (seen on tansu: the stream's readers got `events` back on a restarted
+    broker). Pass a client's ClusterMetadata (``consumer._cluster``,
+    ``admin._manager.cluster``)."""
+    cluster.config["allow_auto_create_topics"] = False
 
 
 def partitions_of(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:

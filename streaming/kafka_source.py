@@ -55,7 +55,7 @@ from pyspark.sql.streaming.datasource import (
 )
 from pyspark.sql.types import StructType
 
-from segstream.kafka import KafkaUnavailable, exact_end_offsets
+from segstream.kafka import KafkaUnavailable, exact_end_offsets, no_topic_auto_creation
 from streaming.kafka_offsets import (
     Lost,
     Offsets,
@@ -99,14 +99,9 @@ class DataLossError(RuntimeError):
 def _new_consumer(bootstrap: str, fetch_max_wait_ms: int) -> KafkaConsumer:
     from segstream.kafka import make_consumer
 
-    # No topic auto-creation (a metadata refresh must not create `events` with the
-    # broker's default partitions) and no silent offset reset (an out-of-range fetch
-    # raises instead of jumping to the log end).
-    consumer = make_consumer(bootstrap, fetch_max_wait_ms=fetch_max_wait_ms,
-                             metadata_max_age_ms=3000, allow_auto_create_topics=False,
-                             auto_offset_reset="none")
-    _no_auto_create(consumer._cluster)
-    return consumer
+    # No silent offset reset: an out-of-range fetch raises instead of jumping to the end.
+    return make_consumer(bootstrap, fetch_max_wait_ms=fetch_max_wait_ms,
+                         metadata_max_age_ms=3000, auto_offset_reset="none")
 
 
 def _consumer(bootstrap: str) -> KafkaConsumer:
@@ -145,21 +140,13 @@ def close_clients(bootstrap: str | None = None) -> None:
                 cache.pop(key).close()
 
 
-def _no_auto_create(cluster: Any) -> None:
-    """kafka-python 3.0 builds its metadata without the client's allow_auto_create_topics,
-    so every refresh asks the broker to create the topics it follows: a restarted broker
-    (or a deleted topic) got `events` back, with the broker's default partition count,
-    from the job's own readers before `stack up` could create it (seen on tansu)."""
-    cluster.config["allow_auto_create_topics"] = False
-
-
 def _admin(bootstrap: str) -> KafkaAdminClient:
     """The driver's admin client: fresh topic metadata (partitions and topic id) per call."""
     admin = _admins.get(bootstrap)
     if admin is None:
         admin = _admins[bootstrap] = KafkaAdminClient(bootstrap_servers=bootstrap,
                                                       request_timeout_ms=30_000)
-        _no_auto_create(admin._manager.cluster)
+        no_topic_auto_creation(admin._manager.cluster)
     return admin
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable
 
 import pytest
@@ -70,3 +72,27 @@ def test_a_reused_consumer_sees_the_new_end_not_a_stale_watermark(
             assert exact_end_offsets(consumer, tps)[tps[0]] == expected
     finally:
         consumer.close()
+
+
+def test_a_consumer_never_creates_the_topic_it_asks_for(kafka_bootstrap: str) -> None:
+    """A restarted embedded broker has no topics: the updater's or detector's consumer
+    following `features` must find it missing, not create it with the broker's default
+    partition count (kafka-python 3.0 asks the broker to create every topic it follows,
+    whatever its allow_auto_create_topics says)."""
+    from kafka import KafkaAdminClient, TopicPartition
+    from kafka.errors import KafkaError
+
+    name = f"absent-{os.getpid()}-{time.monotonic_ns()}"
+    consumer = make_consumer(kafka_bootstrap, metadata_max_age_ms=200)
+    try:
+        with pytest.raises(KafkaError, match="does not exist"):
+            partitions_of(consumer, name)
+        consumer.assign([TopicPartition(name, 0)])  # followed: refreshed in the background
+        consumer.poll(timeout_ms=1500)
+    finally:
+        consumer.close()
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        assert name not in admin.list_topics()
+    finally:
+        admin.close()
