@@ -16,7 +16,7 @@ Prints a Markdown table; the ratio lookup/bare is the figure to compare across
 machines.
 
 ``--redis-cluster``: the same against a 3-master Redis Cluster on loopback
-(``tests/clusters.py``, redis-server + ``redis-cli --cluster create``), which the API
+(``segstream/clusters.py``, redis-server + ``redis-cli --cluster create``), which the API
 reaches with redis-py's asyncio cluster client (the path of ``redis_cluster=true``).
 
 Sweep (unless ``--skip-sweep``): an embedded broker for the detector's producer, then
@@ -228,7 +228,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="segstream-bench-"))
     cluster = contextlib.ExitStack()
     if args.redis_cluster:
-        from tests.clusters import redis_cluster
+        from segstream.clusters import redis_cluster
 
         seeds = cluster.enter_context(redis_cluster(tmp / "cluster"))
         redis_url, redis_svc = f"redis://{seeds[0]}/0", None

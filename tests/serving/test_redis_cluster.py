@@ -14,6 +14,7 @@ import orjson
 import pytest
 import redis
 
+from segstream.clusters import redis_cluster
 from segstream.config import Settings
 from segstream.kafka import read_topic
 from segstream.online_store import feature_key
@@ -23,7 +24,6 @@ from serving.model_source import StaticSource
 from serving.redis_client import MaintainedRedis, open_redis
 from serving.redis_pipe import PipelinedRedis, RedisUnavailable
 from serving.rescore import CLOCK_STREAM
-from tests.clusters import redis_cluster
 from tests.serving.conftest import (
     PARAMS,
     Api,

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import redis
 
+from segstream.clusters import redis_cluster
 from segstream.generator import GeneratorConfig, generate
 from streaming.batch import compute_features_pandas
 from streaming.job import run
-from tests.clusters import redis_cluster
 from tests.streaming.conftest import produce
 from tests.streaming.test_job import assert_redis_equals_batch, job_settings
 

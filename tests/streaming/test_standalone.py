@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import redis
 
+from segstream.clusters import spark_standalone
 from segstream.generator import GeneratorConfig, generate
 from streaming.batch import compute_features_pandas
-from tests.clusters import spark_standalone
 from tests.streaming.conftest import job_env, produce
 from tests.streaming.test_job import assert_redis_equals_batch, job_settings
 

@@ -1,5 +1,6 @@
-"""Real clusters on loopback for the distribution tests: a Spark standalone cluster
-(a master and one-core workers, from pyspark's own jars) and a 3-master Redis Cluster.
+"""Real clusters on loopback, for the distribution tests and the benchmarks: a Spark
+standalone cluster (a master and one-core workers, from pyspark's own jars) and a
+3-master Redis Cluster.
 
 Both are started as subprocesses on free ports and stopped by PID at the end; nothing
 here is a stand-in for the engine it names.
