@@ -217,6 +217,18 @@ class Run:
                                   timeout=timeout_s, check=False)
 
 
+def train(run: Run, history: str) -> bool:
+    """`segstream train`; a failure is an error, named with its cause (exit 3: the gates
+    kept the champion, e.g. on too little new data in a short run)."""
+    code = run.cli("train", "train", "--from", history, "--k", "7").returncode
+    if code == 0:
+        return True
+    run.error("train failed")
+    why = "the quality gates kept the champion" if code == 3 else "it failed"
+    run.note(f"train exited {code}: {why}; see logs/train.log")
+    return False
+
+
 def job_metrics(url: str) -> dict[str, float]:
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
@@ -356,9 +368,7 @@ def phases(run: Run, warmup_s: float, update_at_s: float, lookup_rps: int,
         return
     history = str(run.tmp / "data" / "history" / "features")
     run.note("training the first model (segstream train --k 7)")
-    if run.cli("train", "train", "--from", history, "--k", "7").returncode != 0:
-        run.error("train failed")
-        run.note("train failed; see logs/train.log")
+    if not train(run, history):
         return
     run.champion_before = champion(run)
     run.note(f"champion is version {run.champion_before}; starting the API")
@@ -399,8 +409,7 @@ def phases(run: Run, warmup_s: float, update_at_s: float, lookup_rps: int,
     run.update_how = "update --once (incremental candidate, gates passed)"
     if after == run.champion_before:
         run.note(f"update --once: the gates kept version {after}; training a new model")
-        if run.cli("train", "train", "--from", history, "--k", "7").returncode != 0:
-            run.error("train failed")
+        if not train(run, history):
             return
         after = champion(run)
         run.update_how = "train again (update --once's candidate was rejected by the gates)"
