@@ -122,7 +122,9 @@ def _reader(bootstrap: str, partition: int) -> KafkaConsumer:
     one per topic-partition. After a range the consumer has a fetch out at the range's
     end, which the broker may hold for READ_MAX_WAIT_MS; with one consumer for all
     partitions that fetch would hold up the next range's first fetch of another
-    partition. Here it is the next batch's first fetch of the same partition."""
+    partition. Here it is the next batch's first fetch of the same partition. Keyed by
+    partition number, not topic, so a process that reads many topics (the tests) keeps
+    no more consumers than partitions."""
     key = (bootstrap, partition)
     consumer = _readers.get(key)
     if consumer is None:
