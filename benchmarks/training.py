@@ -1,4 +1,5 @@
-"""Training quality and cost on REAL v2 features (results: docs/training.md, *Measured*).
+"""Training quality and cost on REAL features of the current spec (docs/training.md,
+*Measured*).
 
     .venv/bin/python -m benchmarks.training [--users 2000 --events 200000 --seed 1]
         [--v1-tree /tmp/v1]
@@ -188,14 +189,15 @@ def bootstrap_ari(ds: Dataset, v1_tree: Path | None) -> float:
     model = fit_model(table, 7, seed=42)
     seconds = time.perf_counter() - t0
     ari = float(adjusted_rand_score(labels, model.assign(table.X).segment_ids))
-    print(f"1. {ds.command} (log sha256 {str(meta_of(ds)['sha256'])[:12]}): v2 "
-          f"({len(FEATURE_SPEC)} features, as of the log's end) bootstrap k=7 on "
-          f"{len(table):,} users: ARI vs truth {ari:.4f} (fit {seconds:.1f} s)", flush=True)
+    print(f"1. {ds.command} (log sha256 {str(meta_of(ds)['sha256'])[:12]}): "
+          f"{FEATURE_SPEC.version} ({len(FEATURE_SPEC)} features, as of the log's end) "
+          f"bootstrap k=7 on {len(table):,} users: ARI vs truth {ari:.4f} "
+          f"(fit {seconds:.1f} s)", flush=True)
     if v1_tree is not None:
         v1 = v1_ari(ds, v1_tree)
         print(f"   v1 ({v1['features']} features, spec {v1['spec']}, code in {v1_tree}) on "
               f"the same log: {v1['users']:,} users, ARI {float(str(v1['ari'])):.4f}; "
-              f"v2 - v1 = {ari - float(str(v1['ari'])):+.4f}", flush=True)
+              f"{FEATURE_SPEC.version} - v1 = {ari - float(str(v1['ari'])):+.4f}", flush=True)
     return ari
 
 

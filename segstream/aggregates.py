@@ -55,6 +55,7 @@ from segstream.contract import (
     FEATURE_SPEC,
     KNOWN_EVENT_TYPES,
     PURCHASE_RECENCY_CAP_DAYS,
+    RATE_WARMUP_FLOOR_DAYS,
 )
 
 PRIME_HOURS = (18, 22)  # 18:00 <= t < 23:00 UTC
@@ -144,6 +145,14 @@ def _map_distinct(values: Sequence[object] | np.ndarray, f: Callable[[str], int]
     return out
 
 
+#: The version of the fold, what a record's contents depend on besides its layout
+#: (RECORD_VERSION) and the params. Spec v3 changed only how a record is evaluated
+#: (docs/features.md), so v3 keeps v2's fold: the records a v2 stream wrote, and its
+#: checkpointed state, read as they are. Models are checked against the spec version
+#: on their own (SegmentModel), so a v2 model is still refused.
+FOLD_VERSION = "v2"
+
+
 @dataclass(frozen=True)
 class FeatureParams:
     """What the fold and the evaluation depend on besides the events. Records carry
@@ -164,9 +173,9 @@ class FeatureParams:
 
     @functools.cached_property  # frozen: computed once (it is on every decode's path)
     def fingerprint(self) -> int:
-        """A 32-bit id of these params (and the spec version), stored in every record."""
+        """A 32-bit id of these params (and the fold version), stored in every record."""
         v = self.vocabulary
-        text = repr((FEATURE_SPEC.version, self.half_life_short_days, self.half_life_long_days,
+        text = repr((FOLD_VERSION, self.half_life_short_days, self.half_life_long_days,
                      self.session_gap_minutes, sorted(v.type_codes().items()),
                      sorted(p.strip().lower() for p in v.mobile_platforms)))
         return zlib.crc32(text.encode())
@@ -448,20 +457,25 @@ def static_features(A: np.ndarray) -> np.ndarray:
     return np.column_stack([formulas[name] for name in STATIC_FEATURES])
 
 
+_LN2 = math.log(2.0)
+
+
 def _as_of_features(A: np.ndarray, as_of: np.ndarray, params: FeatureParams
                     ) -> dict[str, np.ndarray]:
     """The features that are functions of as_of: recency, tenure, decayed rates."""
     last = A["last_ms"]
     age_ms = (as_of - last).astype(np.float64)
     hs, hl = params.half_life_short_days, params.half_life_long_days
-    # a steady r per day sums to r * h / ln 2 at any time: report r
-    S = A["short"][:, :4] * (np.exp2(-age_ms / (hs * DAY_MS)) * (math.log(2.0) / hs))[:, None]
-    L = A["long"][:, :4] * (np.exp2(-age_ms / (hl * DAY_MS)) * (math.log(2.0) / hl))[:, None]
+    # a steady r per day over T days sums to r * h / ln 2 * (1 - 2^(-T/h)): report r
+    warm_days = np.maximum((as_of - A["first_ms"]) / DAY_MS, RATE_WARMUP_FLOOR_DAYS)
+    ws, wl = -np.expm1(-warm_days * (_LN2 / hs)), -np.expm1(-warm_days * (_LN2 / hl))
+    S = A["short"][:, :4] * (np.exp2(-age_ms / (hs * DAY_MS)) * (_LN2 / hs) / ws)[:, None]
+    L = A["long"][:, :4] * (np.exp2(-age_ms / (hl * DAY_MS)) * (_LN2 / hl) / wl)[:, None]
     # trend: tanh(log(short rate / long rate) / 2) = (s - l) / (s + l), in log space so
     # that it keeps falling towards -1 after both rates underflow
     with np.errstate(divide="ignore", invalid="ignore"):
-        log_ratio = (np.log(A["short"][:, 0] / hs) - np.log(A["long"][:, 0] / hl)
-                     - age_ms * (math.log(2.0) * (1 / hs - 1 / hl) / DAY_MS))
+        log_ratio = (np.log(A["short"][:, 0] / (hs * ws)) - np.log(A["long"][:, 0] / (hl * wl))
+                     - age_ms * (_LN2 * (1 / hs - 1 / hl) / DAY_MS))
     trend = np.where(np.isfinite(log_ratio), np.tanh(log_ratio / 2.0),
                      np.where(A["long"][:, 0] > 0, -1.0, 0.0))
     days_back = as_of // DAY_MS - last // DAY_MS  # days from the newest active day
@@ -519,7 +533,6 @@ def evaluate(aggs: np.ndarray, as_of_ms: int | np.ndarray, params: FeatureParams
 
 
 _AS_OF_COLS = np.array([FEATURE_SPEC.index(n) for n in AS_OF_FEATURES], dtype=np.int64)
-_LN2 = math.log(2.0)
 
 
 def evaluate_one(agg: np.void, as_of_ms: int, params: FeatureParams) -> np.ndarray:
@@ -538,10 +551,12 @@ def evaluate_one(agg: np.void, as_of_ms: int, params: FeatureParams) -> np.ndarr
     age = float(as_of_ms - last)
     hs, hl = params.half_life_short_days, params.half_life_long_days
     short, long = agg["short"].tolist(), agg["long"].tolist()
-    ds = 2.0 ** (-age / (hs * DAY_MS)) * (_LN2 / hs)
-    dl = 2.0 ** (-age / (hl * DAY_MS)) * (_LN2 / hl)
+    warm_days = max((as_of_ms - int(agg["first_ms"])) / DAY_MS, RATE_WARMUP_FLOOR_DAYS)
+    ws, wl = -math.expm1(-warm_days * (_LN2 / hs)), -math.expm1(-warm_days * (_LN2 / hl))
+    ds = 2.0 ** (-age / (hs * DAY_MS)) * (_LN2 / hs) / ws
+    dl = 2.0 ** (-age / (hl * DAY_MS)) * (_LN2 / hl) / wl
     if short[0] > 0 and long[0] > 0:
-        log_ratio = (math.log(short[0] / hs) - math.log(long[0] / hl)
+        log_ratio = (math.log(short[0] / (hs * ws)) - math.log(long[0] / (hl * wl))
                      - age * (_LN2 * (1 / hs - 1 / hl) / DAY_MS))
         trend = math.tanh(log_ratio / 2.0)
     else:

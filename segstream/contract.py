@@ -8,7 +8,7 @@ schema, the pandas column order, the Redis layout, the API models.
 Examples
 --------
 >>> FEATURE_SPEC.version
-'v2'
+'v3'
 >>> FEATURE_SPEC.names[:3]
 ('recency_days', 'purchase_recency_days', 'tenure_days')
 >>> FEATURE_SPEC.index("lifetime_spend")
@@ -190,9 +190,13 @@ DAY_MS = 86_400_000  # feature days are UTC days of event time
 PURCHASE_RECENCY_CAP_DAYS = 3650.0
 #: ``active_days`` counts distinct UTC days with activity in this many days up to as_of.
 ACTIVE_DAYS_WINDOW = 30
+#: The decayed rates are divided by ``1 - 2^(-T/h)``, the share of a steady user's sum
+#: that ``T`` days of history can have built up, with ``T`` = tenure floored at this
+#: (a first event alone would otherwise divide by ~0).
+RATE_WARMUP_FLOOR_DAYS = 1.0
 
 FEATURE_SPEC = FeatureSpec(
-    version="v2",
+    version="v3",
     features=(
         Feature("recency_days", "days", "days",
                 "Days from the user's last accepted event to as_of.", "as_of",

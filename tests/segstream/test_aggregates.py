@@ -14,6 +14,7 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,6 +22,8 @@ from hypothesis import strategies as st
 
 from segstream.aggregates import (
     AGG_DTYPE,
+    RECORD_DTYPE,
+    RECORD_VERSION,
     AsOfBeforeLastEvent,
     FeatureParams,
     RecordMismatch,
@@ -93,7 +96,10 @@ def reference(events: list[dict[str, Any]], as_of: int, p: FeatureParams) -> dic
     sessions_decayed = {h: sum(2.0 ** (-(as_of - s) / (h * DAY)) for s in session_starts)
                         for h in (hs, hl)}
     ln2 = math.log(2)
-    ev_s, ev_l = decayed(hs, lambda e: 1.0) * ln2 / hs, decayed(hl, lambda e: 1.0) * ln2 / hl
+    # a rate: the decayed sum over what T days of history can have built up (T >= 1 day)
+    warm = max((as_of - min(int(e["ts"]) for e in events)) / DAY, 1.0)
+    per = {h: ln2 / h / (1 - 2.0 ** (-warm / h)) for h in (hs, hl)}
+    ev_s, ev_l = decayed(hs, lambda e: 1.0) * per[hs], decayed(hl, lambda e: 1.0) * per[hl]
     dn = decayed(hl, lambda e: float(e.get("dwell_ms") is not None))
     dmean = decayed(hl, dwell(1)) / dn if dn else 0.0
     purchases = [int(e["ts"]) for e in events if kind("purchase")(e)]
@@ -111,12 +117,12 @@ def reference(events: list[dict[str, Any]], as_of: int, p: FeatureParams) -> dic
         "lifetime_orders": n_orders,
         "lifetime_spend": lifetime_spend,
         "avg_order_value": lifetime_spend / n_orders if n_orders else 0.0,
-        "session_rate_short": sessions_decayed[hs] * ln2 / hs,
-        "session_rate_long": sessions_decayed[hl] * ln2 / hl,
-        "order_rate_short": decayed(hs, kind("purchase")) * ln2 / hs,
-        "order_rate_long": decayed(hl, kind("purchase")) * ln2 / hl,
-        "spend_rate_short": decayed(hs, spend) * ln2 / hs,
-        "spend_rate_long": decayed(hl, spend) * ln2 / hl,
+        "session_rate_short": sessions_decayed[hs] * per[hs],
+        "session_rate_long": sessions_decayed[hl] * per[hl],
+        "order_rate_short": decayed(hs, kind("purchase")) * per[hs],
+        "order_rate_long": decayed(hl, kind("purchase")) * per[hl],
+        "spend_rate_short": decayed(hs, spend) * per[hs],
+        "spend_rate_long": decayed(hl, spend) * per[hl],
         "engagement_trend": (ev_s - ev_l) / (ev_s + ev_l),
         "events_per_session": len(events) / len(sessions),
         "session_duration": sum(b - a for a, b in sessions) / 1000 / len(sessions),
@@ -184,6 +190,24 @@ def test_a_silent_user_ages_recency_grows_rates_and_trend_fall(log_frame: pd.Dat
         assert b[col("lifetime_sessions")] == a[col("lifetime_sessions")]  # lifetime stays
     assert f[-1][col("engagement_trend")] == pytest.approx(-1.0)  # past underflow of both
     assert f[-1][col("active_days")] == 0.0
+
+
+@pytest.mark.parametrize("days", [1, 3, 10])
+def test_a_steady_new_user_has_its_rate_and_no_trend(days: int) -> None:
+    """A user with one session every 6 hours since it arrived has a rate of 4 a day, as
+    soon as it has 1 day of history: the decayed sums are divided by what that history
+    can have built up. Undivided, a 3-day-old user's rates read 1.0 (short) and 0.27
+    (long) a day and its trend +0.58, as if it were speeding up (spec v2)."""
+    t0 = 1_780_000_000_000
+    times = [t0 + i * DAY // 4 for i in range(days * 4)]
+    log = [orjson.dumps({"user_id": "u", "ts": t, "event_type": "page_view",
+                         "event_id": f"e{i}", "session_id": f"s{i}"}) for i, t in enumerate(times)]
+    aggs, _ = fold_log(valid_frame(log))
+    got = evaluate(aggs, times[-1] + DAY // 4, PARAMS)[0]
+    col = FEATURE_SPEC.index
+    assert got[col("session_rate_short")] == pytest.approx(4.0, rel=0.1)
+    assert got[col("session_rate_long")] == pytest.approx(4.0, rel=0.1)
+    assert abs(got[col("engagement_trend")]) < 0.05
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -282,3 +306,13 @@ def test_categories_past_the_eight_slots_count_only_in_the_total(cuts: list[int]
     expected = reference(events, len(cats) * 1000, PARAMS)["top_category_share"]
     got = evaluate(aggs, len(cats) * 1000, PARAMS)[0, FEATURE_SPEC.index("top_category_share")]
     assert got == pytest.approx(expected) == pytest.approx(3 / len(cats))  # c0: 3 of 18
+
+
+def test_records_written_by_a_v2_stream_read_in_v3() -> None:
+    """Spec v3 changed only the evaluation, so the records a v2 stream stored must still
+    decode: otherwise an upgrade refuses every stored user until its next event. 6f2c73d9
+    is the default params' fingerprint as the v2 code (commit 10997f1) computed it."""
+    record = np.zeros(1, dtype=RECORD_DTYPE)
+    record["version"], record["fingerprint"] = RECORD_VERSION, 0x6F2C73D9
+    record["agg"] = empty(1)
+    assert decode([record.tobytes()], FeatureParams()).shape == (1,)

@@ -125,7 +125,8 @@ def test_a_silent_user_ages_hand_computed_at_two_as_of_times() -> None:
     def rate(h: float, times: list[int], weights: list[float] | None = None,
              as_of: int = 0) -> float:
         w = weights or [1.0] * len(times)
-        return math.log(2) / h * sum(
+        warm = 1 - 2 ** (-max((as_of - t[0]) / DAY, 1.0) / h)  # history since the first event
+        return math.log(2) / h / warm * sum(
             wi * 2 ** (-(as_of - ti) / (h * DAY)) for wi, ti in zip(w, times, strict=True))
 
     def expected(as_of: int, active_days: float) -> dict[str, float]:

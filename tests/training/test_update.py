@@ -1,5 +1,5 @@
 """`segstream train` then `segstream update --once` against the real broker and registry,
-on real v2 features: aggregate records of generated logs on the `features` topic."""
+on real features: aggregate records of generated logs on the `features` topic."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from segstream.config import Settings
+from segstream.contract import FEATURE_SPEC
 from segstream.kafka import Producer
 from tests.training.real import PARAMS, RealLog, features_file, real_log, write_history
 from training.data import read_table
@@ -74,7 +75,7 @@ def test_train_update_once_registers_versions_with_metadata(
     newest = versions[0]
     assert newest.tags["kind"] == "incremental" and newest.gate == "passed"
     assert newest.tags["segment_ids"] == registry.show("1").tags["segment_ids"]
-    assert newest.tags["parent"] and newest.tags["spec_version"] == "v2"
+    assert newest.tags["parent"] and newest.tags["spec_version"] == FEATURE_SPEC.version
     assert newest.tags["feature_params"] == f"{PARAMS.fingerprint:08x}"
     assert newest.tags["as_of_ms"] == str(same.end_ms)  # the stream time
     assert registry.champion_version() == newest.version
