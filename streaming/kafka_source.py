@@ -373,9 +373,9 @@ def read_range(bootstrap: str, r: KafkaRange) -> Iterator[pa.RecordBatch]:
 
 def _still_in_log(consumer: Any, tp: TopicPartition, position: int, r: KafkaRange) -> None:
     """A read that makes no progress: records gone from the log are data loss; records
-    still there mean a slow broker, worth waiting for (the 10-minute soak saturated the
-    embedded broker, and a timeout here stopped the job while nothing was lost). A broker
-    that does not answer raises, naming itself."""
+    still there mean a slow broker, worth waiting for (a timeout here once stopped the
+    10-minute soak's job while nothing was lost; that stall was the fetch wait, see
+    READ_MAX_WAIT_MS). A broker that does not answer raises, naming itself."""
     try:
         begin = consumer.beginning_offsets([tp])[tp]
         end = exact_end_offsets(consumer, [tp], timeout_s=STALL_TIMEOUT_S)[tp]
