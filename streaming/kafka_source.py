@@ -81,8 +81,9 @@ STALL_TIMEOUT_S = 60.0
 # every record batch of the partition on each fetch and stops listing when the wait is
 # over, so with 10 ms a fetch returned no records at all once a partition held ~20k
 # batches (the 10-minute soak's reader stuck at ~400 s; docs/benchmarks.md, session 5).
-# Kafka's default 500 ms covers ~400k batches there, and costs nothing on real Kafka,
-# which answers a fetch below the high watermark at once.
+# Kafka's default 500 ms covers ~300k batches there (40k list in ~60 ms: python -m
+# benchmarks.fetch_wait), and costs nothing on real Kafka, which answers a fetch below
+# the high watermark at once.
 READ_MAX_WAIT_MS = 500
 UNKNOWN_TOPIC = 3  # Kafka's UNKNOWN_TOPIC_OR_PARTITION error code
 
