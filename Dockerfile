@@ -40,7 +40,7 @@ COPY --chmod=0755 deploy/docker/entrypoint.sh /opt/segstream/entrypoint.sh
 # spark-submit needs a Python file: this one runs the `segstream` command line
 # (SparkApplication: mainApplicationFile local:///opt/segstream/main.py, arguments
 # ["stream", "--source", "kafka"]).
-RUN printf 'from segstream.cli import main\n\nmain()\n' > /opt/segstream/main.py
+RUN printf 'from segstream.app.cli import main\n\nmain()\n' > /opt/segstream/main.py
 
 ENV PATH=/opt/venv/bin:$PATH \
     JAVA_HOME=/opt/java \

@@ -22,9 +22,10 @@ test: setup      ## the whole suite, slow end-to-end tests included (what CI run
 test-fast: setup ## everything but the tests marked slow
 	$(BIN)/pytest -m "not slow"
 
-lint: setup      ## ruff + mypy
+lint: setup      ## ruff + mypy + the import floors (import-linter, pyproject.toml)
 	$(BIN)/ruff check segstream streaming training serving tests benchmarks
-	$(BIN)/mypy segstream streaming training serving
+	$(BIN)/mypy -p segstream
+	$(BIN)/lint-imports
 
 bench: setup     ## run the benchmarks (results: docs/benchmarks.md)
 	$(BIN)/python -m benchmarks.run

@@ -1,4 +1,4 @@
-"""The fold and the evaluation of ``segstream/aggregates.py`` in one process.
+"""The fold and the evaluation of ``segstream/core/aggregates.py`` in one process.
 
     .venv/bin/python -m benchmarks.aggregates
 
@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 
 from benchmarks.common import machine
-from segstream.aggregates import (
+from segstream.core.aggregates import (
     RECORD_BYTES,
     FeatureParams,
     empty,
@@ -24,8 +24,8 @@ from segstream.aggregates import (
     evaluate_one,
     fold,
 )
-from segstream.generator import GeneratorConfig, generate
-from streaming.step import valid_frame
+from segstream.sources.generator import GeneratorConfig, generate
+from segstream.streaming.step import valid_frame
 
 
 def best(f: Callable[[], object], repeats: int) -> float:

@@ -66,7 +66,7 @@ async def run_all(host: str, port: int) -> None:
 def main() -> None:
     import redis
 
-    from segstream.clusters import redis_cluster
+    from segstream.sources.clusters import redis_cluster
 
     with tempfile.TemporaryDirectory() as tmp, redis_cluster(Path(tmp)) as seeds:
         host, port = seeds[0].split(":")

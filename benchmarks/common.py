@@ -41,7 +41,7 @@ def kafka_broker() -> Iterator[str]:
     if external:
         yield external
         return
-    from segstream.stack import free_port, start_broker, stop_service
+    from segstream.sources.stack import free_port, start_broker, stop_service
 
     with tempfile.TemporaryDirectory() as tmp:
         svc = start_broker(free_port(), Path(tmp) / "tansu.log")

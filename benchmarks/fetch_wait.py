@@ -19,7 +19,7 @@ import time
 from kafka import TopicPartition
 
 from benchmarks.common import kafka_broker, machine
-from segstream.kafka import Producer, ensure_topics, make_consumer
+from segstream.adapters.kafka import Producer, ensure_topics, make_consumer
 
 WAITS_MS = (10, 100, 500)
 

@@ -13,8 +13,8 @@ import argparse
 import time
 
 from benchmarks.common import kafka_broker, machine, median
-from segstream.generator import GeneratorConfig, stream
-from segstream.kafka import Producer, count_records, ensure_topics
+from segstream.adapters.kafka import Producer, count_records, ensure_topics
+from segstream.sources.generator import GeneratorConfig, stream
 
 PAYLOAD = (b'{"user_id":"u000123","event_type":"page_view","platform":"ios","channel":"email",'
            b'"category":"news","content_id":"news-17","dwell_ms":12000.0,'

@@ -5,7 +5,7 @@ the rate of the change detector's re-scoring sweep over the online store.
                                            [--redis-cluster]
 
 Starts its own redis-server (free port), folds a generated log of 10,000 users into
-their aggregate records (``streaming.step``) and writes them as the streaming job's
+their aggregate records (``segstream.streaming.step``) and writes them as the streaming job's
 sink does, builds a k=7 model on those users' features (with the feature params it
 must record) in a temp dir, then alternates wrk runs (``wrk -t1 -c32``) against the
 bare endpoint, ``GET /v1/users/{id}/segment`` and ``GET /v1/users/{id}/features``
@@ -77,8 +77,8 @@ end
 def user_records() -> tuple[list[str], np.ndarray]:
     """Aggregates of ``USERS`` generated users, ids ``u0``..: folded by the streaming step."""
     from segstream.config import Settings
-    from segstream.generator import GeneratorConfig, generate
-    from streaming.step import log_aggregates, valid_frame
+    from segstream.sources.generator import GeneratorConfig, generate
+    from segstream.streaming.step import log_aggregates, valid_frame
 
     # the generator's users are unevenly active: ask for more, keep the first USERS seen
     log = generate(GeneratorConfig(users=USERS * 14 // 10, events=28 * USERS, seed=1,
@@ -95,11 +95,11 @@ def user_records() -> tuple[list[str], np.ndarray]:
 def build_model(directory: Path, aggs: np.ndarray) -> None:
     """k=7 centroids on the users' features as of now (log1p, robust scale), recording
     the feature params the API checks."""
-    from segstream.aggregates import evaluate
     from segstream.config import Settings
-    from segstream.contract import FEATURE_SPEC
-    from segstream.segment_model import Preprocessor, SegmentModel
-    from training.baseline import build_baseline
+    from segstream.core.aggregates import evaluate
+    from segstream.core.contract import FEATURE_SPEC
+    from segstream.core.segment_model import Preprocessor, SegmentModel, squared_distances
+    from segstream.training.baseline import build_baseline
 
     params, k = Settings().feature_params(), 7
     x = evaluate(aggs, int(time.time() * 1000), params)
@@ -110,7 +110,7 @@ def build_model(directory: Path, aggs: np.ndarray) -> None:
     rng = np.random.default_rng(0)
     z = pre.transform(x)
     centroids = z[rng.choice(len(z), k, replace=False)]
-    labels = ((z[:, None, :] - centroids[None]) ** 2).sum(-1).argmin(1)
+    labels = squared_distances(z, centroids).argmin(1)
     model = SegmentModel(FEATURE_SPEC.version, FEATURE_SPEC.names, pre, centroids,
                          tuple(range(1, k + 1)), tuple(f"Persona {i}" for i in range(k)),
                          profiles=[{"size": 100 + i, "share": 1 / k} for i in range(k)],
@@ -121,9 +121,10 @@ def build_model(directory: Path, aggs: np.ndarray) -> None:
 
 
 def fill_redis(url: str, users: list[str], aggs: np.ndarray, cluster: bool = False) -> None:
+    from segstream.adapters.online_store import encode_record
+    from segstream.adapters.redis_connect import sync_redis
+    from segstream.adapters.redis_keys import feature_key
     from segstream.config import Settings
-    from segstream.online_store import encode_record, feature_key
-    from segstream.redis_connect import sync_redis
 
     params = Settings().feature_params()
     client = sync_redis(url, cluster=cluster)
@@ -140,12 +141,12 @@ def measure_sweeps(redis_url: str, model_dir: Path) -> list[dict[str, float]]:
     import redis
 
     from benchmarks.common import kafka_broker
+    from segstream.adapters.kafka import ensure_topics
     from segstream.config import Settings
-    from segstream.kafka import ensure_topics
-    from segstream.segment_model import SegmentModel
-    from serving.changes import ChangeDetector
-    from serving.model_holder import ModelHolder
-    from serving.model_source import StaticSource
+    from segstream.core.segment_model import SegmentModel
+    from segstream.serving.changes import ChangeDetector
+    from segstream.serving.model_holder import ModelHolder
+    from segstream.serving.model_source import StaticSource
 
     out = []
     with kafka_broker() as bootstrap:
@@ -223,12 +224,12 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: sudo apt-get install -y wrk")
-    from segstream.stack import free_port, start_redis, stop_service
+    from segstream.sources.stack import free_port, start_redis, stop_service
 
     tmp = Path(tempfile.mkdtemp(prefix="segstream-bench-"))
     cluster = contextlib.ExitStack()
     if args.redis_cluster:
-        from segstream.clusters import redis_cluster
+        from segstream.sources.clusters import redis_cluster
 
         seeds = cluster.enter_context(redis_cluster(tmp / "cluster"))
         redis_url, redis_svc = f"redis://{seeds[0]}/0", None

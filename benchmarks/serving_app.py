@@ -34,9 +34,9 @@ def main() -> None:
         app = bare_app()
     else:
         from segstream.config import Settings
-        from segstream.segment_model import SegmentModel
-        from serving.app import create_app
-        from serving.model_source import StaticSource
+        from segstream.core.segment_model import SegmentModel
+        from segstream.serving.app import create_app
+        from segstream.serving.model_source import StaticSource
 
         settings = Settings(redis_url=args.redis_url, redis_cluster=args.redis_cluster,
                             data_dir=args.data_dir,

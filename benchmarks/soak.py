@@ -11,7 +11,7 @@ Python workers) and, after a warm-up, ``segstream train`` on the job's Parquet h
 and ``segstream serve`` (one uvicorn worker, API key on). Timeline, from the moment the
 job has read its first records:
 
-- the whole run: a producer thread sends generated events (segstream.generator, no
+- the whole run: a producer thread sends generated events (segstream.sources.generator, no
   malformed/duplicate/late records; one day of 5,000 users repeated a day later each
   chunk, so per-user event time only moves forward) at ``--events-per-s``;
 - after the warm-up (15 % of the run, 20-60 s): train (k=7), start the API, then wrk
@@ -212,7 +212,7 @@ class Run:
             ) -> subprocess.CompletedProcess[str]:
         log = self.tmp / "logs" / f"{name}.log"
         with open(log, "a") as out:
-            return subprocess.run([sys.executable, "-m", "segstream.cli", *argv], env=self.env,
+            return subprocess.run([sys.executable, "-m", "segstream.app.cli", *argv], env=self.env,
                                   stdout=out, stderr=subprocess.STDOUT, text=True,
                                   timeout=timeout_s, check=False)
 
@@ -257,7 +257,7 @@ def records(rate: int, minutes: float) -> Iterator[tuple[bytes | None, bytes]]:
     log, so each chunk's ids get the chunk's prefix: a repeated id is a duplicate when
     the user's previous records are recent, whatever its time (streaming/arrivals.py).
     The days end before today, so no event is ahead of the clock."""
-    from segstream.generator import GeneratorConfig, stream
+    from segstream.sources.generator import GeneratorConfig, stream
 
     chunk = max(USERS * 4, rate * 30)
     days = int(minutes * 2) + 5  # a chunk is 30 s of events: enough, with room
@@ -274,7 +274,7 @@ def records(rate: int, minutes: float) -> Iterator[tuple[bytes | None, bytes]]:
 
 def produce(run: Run, recs: Iterator[tuple[bytes | None, bytes]], rate: int,
             stop: threading.Event) -> None:
-    from segstream.kafka import KafkaUnavailable, Producer
+    from segstream.adapters.kafka import KafkaUnavailable, Producer
 
     producer = Producer(run.bootstrap)
     start, sent = time.monotonic(), 0
@@ -317,7 +317,7 @@ def wrk_slice(run: Run, seconds: int) -> dict[str, Any]:
 def known_users(redis_url: str, n: int = 2000) -> list[str]:
     import redis
 
-    from segstream.online_store import feature_key
+    from segstream.adapters.redis_keys import feature_key
 
     client = redis.Redis.from_url(redis_url)
     prefix = feature_key("")
@@ -331,8 +331,8 @@ def known_users(redis_url: str, n: int = 2000) -> list[str]:
 
 
 def champion(run: Run) -> str | None:
+    from segstream.adapters.registry import Registry
     from segstream.config import Settings
-    from training.registry import Registry
 
     version = Registry(Settings(data_dir=run.tmp / "data")).champion_version()
     return None if version is None else str(version)
@@ -359,7 +359,7 @@ def phases(run: Run, warmup_s: float, update_at_s: float, lookup_rps: int,
     """Train, start the API, write the lookup script; at ``update_at_s`` update the model."""
     import httpx
 
-    from segstream.stack import free_port
+    from segstream.sources.stack import free_port
 
     def wait_until(t: float) -> bool:
         return not done.wait(max(0.0, t - (time.monotonic() - run.t0)))
@@ -375,7 +375,7 @@ def phases(run: Run, warmup_s: float, update_at_s: float, lookup_rps: int,
     port = free_port()
     with open(run.tmp / "logs" / "api.log", "ab") as out:
         run.api = subprocess.Popen(
-            [sys.executable, "-m", "segstream.cli", "serve", "--host", "127.0.0.1",
+            [sys.executable, "-m", "segstream.app.cli", "serve", "--host", "127.0.0.1",
              "--port", str(port), "--workers", "1"], env=run.env, stdout=out,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -567,8 +567,8 @@ def main() -> int:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: sudo apt-get install -y wrk")
-    from segstream.kafka import count_records, ensure_topics
-    from segstream.stack import free_port, start_broker, start_redis, stop_service
+    from segstream.adapters.kafka import count_records, ensure_topics
+    from segstream.sources.stack import free_port, start_broker, start_redis, stop_service
 
     tmp = Path(tempfile.mkdtemp(prefix="segstream-soak-"))
     (tmp / "logs").mkdir()
@@ -597,12 +597,12 @@ def main() -> int:
                   f"http://127.0.0.1:{metrics_port}/metrics", args.interval)
         with open(tmp / "logs" / "stream.log", "ab") as out:
             stream = subprocess.Popen(
-                [sys.executable, "-m", "segstream.cli", "stream", "--trigger", "1s",
+                [sys.executable, "-m", "segstream.app.cli", "stream", "--trigger", "1s",
                  "--metrics-port", str(metrics_port)], env=env, stdout=out,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         recs = records(args.events_per_s, args.minutes)
         prime = run.prime = 1000  # t=0 once the job has read these: Spark's start-up is not soak
-        from segstream.kafka import Producer
+        from segstream.adapters.kafka import Producer
 
         producer = Producer(broker.address)
         for _ in range(prime):

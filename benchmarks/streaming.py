@@ -50,8 +50,8 @@ import orjson
 def _raw_consume(bootstrap: str, topic: str) -> tuple[int, float]:
     from kafka import TopicPartition
 
-    from segstream.kafka import exact_end_offsets, make_consumer
-    from streaming.kafka_source import KafkaRange, read_range
+    from segstream.adapters.kafka import exact_end_offsets, make_consumer
+    from segstream.streaming.kafka_source import KafkaRange, read_range
 
     consumer = make_consumer(bootstrap)
     parts = sorted(consumer.partitions_for_topic(topic) or [])
@@ -93,8 +93,8 @@ def _plain_loop(bootstrap: str, topic: str, n: int) -> tuple[int, float]:
 
 
 def _settings(tmp: Path, bootstrap: str, redis_url: str, tag: str, **kw: Any) -> Any:
+    from segstream.adapters.kafka import ensure_topics
     from segstream.config import Settings
-    from segstream.kafka import ensure_topics
 
     names = {f"topic_{t}": f"{t}-{tag}" for t in ("events", "dlq", "features")}
     ensure_topics(bootstrap, list(names.values()), 4)
@@ -104,9 +104,9 @@ def _settings(tmp: Path, bootstrap: str, redis_url: str, tag: str, **kw: Any) ->
 
 def throughput(spark: Any, tmp: Path, bootstrap: str, redis_url: str, events: int,
                users: int) -> dict[str, float]:
-    from segstream.generator import GeneratorConfig, generate
-    from segstream.kafka import Producer
-    from streaming.job import run, start
+    from segstream.adapters.kafka import Producer
+    from segstream.sources.generator import GeneratorConfig, generate
+    from segstream.streaming.job import run, start
 
     def produce(topic: str, n: int, n_users: int, seed: int) -> None:
         log = generate(GeneratorConfig(users=n_users, events=n, seed=seed))
@@ -144,7 +144,7 @@ def throughput(spark: Any, tmp: Path, bootstrap: str, redis_url: str, events: in
 
 
 def _send(bootstrap: str, topic: str, log: Any) -> None:
-    from segstream.kafka import Producer
+    from segstream.adapters.kafka import Producer
 
     producer = Producer(bootstrap)
     for key, value in zip(log.keys, log.values, strict=True):
@@ -175,8 +175,8 @@ def flat_cost(spark: Any, tmp: Path, bootstrap: str, redis_url: str, users: int,
     of restarts, not of steady batches)."""
     from datetime import UTC, datetime
 
-    from segstream.generator import GeneratorConfig, generate
-    from streaming.job import start
+    from segstream.sources.generator import GeneratorConfig, generate
+    from segstream.streaming.job import start
 
     out: dict[float, list[float]] = {}
     # every history ends on the same UTC midnight, early enough that the steady batches
@@ -218,9 +218,9 @@ def freshness(spark: Any, tmp: Path, bootstrap: str, redis_url: str, rate: int,
               seconds: float, users: int) -> dict[str, float]:
     import redis
 
-    from segstream.kafka import Producer
-    from segstream.online_store import feature_key
-    from streaming.job import start
+    from segstream.adapters.kafka import Producer
+    from segstream.adapters.redis_keys import feature_key
+    from segstream.streaming.job import start
 
     s = _settings(tmp, bootstrap, redis_url, "fresh", stream_starting_offsets="latest",
                   stream_trigger="1 second")
@@ -295,8 +295,8 @@ def main() -> None:
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     from segstream.config import Settings
-    from segstream.stack import free_port, start_broker, start_redis, stop_service
-    from streaming.session import get_spark
+    from segstream.sources.stack import free_port, start_broker, start_redis, stop_service
+    from segstream.streaming.session import get_spark
 
     tmp = Path(tempfile.mkdtemp(prefix="segstream-bench-"))
     broker = start_broker(free_port(), tmp / "tansu.log")

@@ -7,16 +7,17 @@
 Data: ``segstream generate`` logs (personas with known truth), cached as
 ``events.jsonl.gz`` + ``truth.csv`` under ``benchmarks/results/training-cache/<key>/``
 (gitignored, key = generator parameters). Features: the pure step that the stream and
-``segstream features`` run (``streaming.step.valid_frame`` + ``log_aggregates``:
+``segstream features`` run (``segstream.streaming.step.valid_frame`` + ``log_aggregates``:
 validator, arrival rules, aggregate fold), every user evaluated as of the log's newest
-event (``training.data.table_from_aggregates``), the snapshot ``segstream train``
+event (``segstream.training.data.table_from_aggregates``), the snapshot ``segstream train``
 fits on.
 
 1. ARI of the bootstrap fit (k=7, seed 42) vs the persona truth, on the main set and
    on a check set (``--check-*``). With ``--v1-tree DIR`` (a checkout of feature spec
    v1, e.g. ``git worktree add /tmp/v1 4f3c5de``), also v1's ARI on the SAME log
    files: a subprocess with ``PYTHONPATH=DIR`` runs v1's validator, arrival rules,
-   ``streaming.features.user_features`` and v1's ``training.fit.fit_model``.
+   ``streaming.features.user_features`` and v1's ``training.fit.fit_model`` (v1's own
+   layout).
 2. Incremental model: bootstrap on 10 % of the rows, then partial_fit (no
    forgetting) over the rest; inertia on all rows vs a full KMeans refit, both in
    the same preprocessed space.
@@ -49,12 +50,12 @@ from sklearn.metrics import adjusted_rand_score
 
 from benchmarks.common import machine, median
 from segstream.config import Settings
-from segstream.contract import FEATURE_SPEC
-from training.data import FeatureTable, read_truth, table_from_aggregates
-from training.fit import fit_model
-from training.kmeans import DecayingKMeans
-from training.scaling import within_scaled
-from training.update import drift_of
+from segstream.core.contract import FEATURE_SPEC
+from segstream.training.data import FeatureTable, read_truth, table_from_aggregates
+from segstream.training.fit import fit_model
+from segstream.training.kmeans import DecayingKMeans
+from segstream.training.scaling import within_scaled
+from segstream.training.update import drift_of
 
 CACHE = Path(__file__).resolve().parent / "results" / "training-cache"
 
@@ -87,7 +88,7 @@ def prepare(ds: Dataset) -> Path:
     out = ds.dir
     if all((out / f).exists() for f in ("events.jsonl.gz", "truth.csv", "meta.json")):
         return out
-    from segstream.generator import GeneratorConfig, generate
+    from segstream.sources.generator import GeneratorConfig, generate
 
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -113,8 +114,8 @@ def snapshot_of(ds: Dataset, *, before_ms: int | None = None, after_drift: bool 
     before it, as of ``before_ms``), labelled with the truth."""
     import gzip
 
-    from streaming.durations import duration_ms
-    from streaming.step import log_aggregates, valid_frame
+    from segstream.streaming.durations import duration_ms
+    from segstream.streaming.step import log_aggregates, valid_frame
 
     d = prepare(ds)
     settings = Settings()
@@ -263,8 +264,8 @@ def drift(ds: Dataset, half_life: float, batch: int, passes: int) -> None:
 def aging_control(ds: Dataset) -> None:
     """The drift check when nothing drifts: bootstrap as of the log's midpoint, then the
     same users as of its end. Time alone moves the as-of and lifetime features."""
-    from segstream.contract import FEATURE_SPEC
-    from training.baseline import feature_psi
+    from segstream.core.contract import FEATURE_SPEC
+    from segstream.training.baseline import feature_psi
 
     m = meta_of(ds)
     mid = (int(str(m["start_ms"])) + int(str(m["end_ms"]))) // 2

@@ -22,8 +22,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from segstream.aggregates import FeatureParams, Vocabulary
-from segstream.contract import (
+from segstream.core.aggregates import FeatureParams, Vocabulary
+from segstream.core.contract import (
     DEFAULT_DESKTOP_PLATFORMS,
     DEFAULT_EVENT_TYPE_ALIASES,
     DEFAULT_MOBILE_PLATFORMS,

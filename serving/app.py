@@ -13,37 +13,26 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from segstream.adapters.endpoints import redis_address
 from segstream.config import Settings
-from segstream.contract import FEATURE_SPEC
-from serving import metrics
-from serving.deps import key_checker
-from serving.drift import DriftWindow
-from serving.errors import ServingError, install_handlers
-from serving.middleware import ServingMiddleware
-from serving.model_holder import ModelHolder
-from serving.model_source import ModelSource, RegistrySource
-from serving.personalization import load_mapping
-from serving.redis_client import open_redis
-from serving.redis_pipe import RedisCommandError, RedisUnavailable
-from serving.rescore import CLOCK_STREAM, DETECTOR_KEY
-from serving.routes import experiments, health, personalization, segments, users
-from serving.state import AppState
+from segstream.core.contract import FEATURE_SPEC
+from segstream.serving import metrics
+from segstream.serving.deps import key_checker
+from segstream.serving.drift_window import DriftWindow
+from segstream.serving.errors import ServingError, install_handlers
+from segstream.serving.middleware import ServingMiddleware
+from segstream.serving.model_holder import ModelHolder
+from segstream.serving.model_source import ModelSource, RegistrySource
+from segstream.serving.personalization import load_mapping
+from segstream.serving.redis_client import open_redis
+from segstream.serving.redis_pipe import RedisCommandError, RedisUnavailable
+from segstream.serving.rescore import CLOCK_STREAM, DETECTOR_KEY
+from segstream.serving.routes import experiments, health, personalization, segments, users
+from segstream.serving.state import AppState
 
 log = logging.getLogger(__name__)
 DRIFT_INTERVAL_S = 1.0
 CLOCK_INTERVAL_S = 1.0
-
-
-def redis_url_of(settings: Settings) -> str:
-    if settings.redis_url:
-        return settings.redis_url
-    from segstream.stack import StackError, StackState, state_path
-
-    svc = StackState.load(state_path(settings)).services.get("redis")
-    if svc is None:
-        raise StackError("no Redis configured or running: `segstream stack up` or set "
-                         "SEGSTREAM_REDIS_URL")
-    return svc.address
 
 
 async def _drift_loop(state: AppState) -> None:
@@ -89,7 +78,8 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
                              settings.feature_params())
         state = AppState(
             settings=settings, holder=holder,
-            redis=open_redis(redis_url_of(settings), cluster=settings.redis_cluster),
+            redis=open_redis(redis_address(settings, must_answer=False),
+                             cluster=settings.redis_cluster),
             mapping=mapping, drift=DriftWindow(settings.api_drift_window, len(FEATURE_SPEC)),
         )
         app.state.serving = state

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.predict import Served
+from segstream.serving.predict import Served
 
 #: (user id, record write time ms, as-of time ms) of one lookup
 Meta = tuple[str, int | None, int | None]

@@ -10,12 +10,12 @@ restarted or replayed independently (its offsets are in Redis).
 Two triggers, one decision:
 
 * **event**: each `features` message (key = user id, value = the user's aggregates)
-  is evaluated as of the detector's clock (:class:`~serving.rescore.DetectorClock`:
+  is evaluated as of the detector's clock (:class:`~segstream.serving.rescore.DetectorClock`:
   the stream time of its partition, or the wall clock; never before the user's own
   newest event);
 * **time**: whenever the clock has moved ``rescore_interval_s`` since the last sweep,
   every record in Redis is re-evaluated as of the clock, so a user who stops coming
-  changes segment with no message at all (:mod:`serving.rescore`).
+  changes segment with no message at all (:mod:`segstream.serving.rescore`).
 
 Both assign under the champion and compare with the user's last published segment
 ``seg:segment:{user}`` (``sid``, ``since`` = clock time ms). Hysteresis: a different
@@ -41,24 +41,25 @@ from typing import Any
 import numpy as np
 import orjson
 
-from segstream.aggregates import evaluate
+from segstream.adapters.kafka import Producer, Record
+from segstream.adapters.redis_keys import segment_key
+from segstream.adapters.topic_reader import RedisOffsetReader
 from segstream.config import Settings
-from segstream.kafka import Producer, Record
-from serving import metrics
-from serving.model_holder import ModelHolder
-from serving.offsets import RedisOffsetReader
-from serving.predict import Served, iso_ms
-from serving.rescore import (
+from segstream.core.aggregates import decode_lenient, evaluate
+from segstream.core.times import format_time
+from segstream.serving import metrics
+from segstream.serving.model_holder import ModelHolder
+from segstream.serving.predict import Served
+from segstream.serving.rescore import (
     DETECTOR_NAME,
-    STATE_PREFIX,
     SWEEP_CHUNK,
     DetectorClock,
-    decode_lenient,
+    _count_skip,
     scan_chunks,
 )
 
 log = logging.getLogger(__name__)
-__all__ = ["STATE_PREFIX", "ChangeDetector"]
+__all__ = ["ChangeDetector"]
 
 
 @dataclass
@@ -116,7 +117,7 @@ class ChangeDetector:
         batch = served.model.assign(x)
         uniq = list(dict.fromkeys(users))
         if stored is None or len(uniq) != len(users):
-            stored = _mget(self.redis, [STATE_PREFIX + u for u in uniq])
+            stored = _mget(self.redis, [segment_key(u) for u in uniq])
         state = {u: (orjson.loads(v) if v else None) for u, v in zip(uniq, stored,
                                                                       strict=True)}
         changed: set[str] = set()
@@ -135,13 +136,13 @@ class ChangeDetector:
                     "change_id": f"{u}:{cur['sid']}:{cur['since']}:{sid}", "user_id": u,
                     "from_segment": cur["sid"], "to_segment": sid,
                     "persona": served.model.personas[int(batch.index[i])],
-                    "model_version": served.version, "at": iso_ms(at), "ts_ms": at,
+                    "model_version": served.version, "at": format_time(at), "ts_ms": at,
                     "trigger": trigger})
                 state[u] = {"sid": sid, "since": t}
                 changed.add(u)
             else:
                 metrics.SEGMENT_CHANGES_SUPPRESSED.inc()
-        return changes, {STATE_PREFIX + u: orjson.dumps(state[u]) for u in changed}
+        return changes, {segment_key(u): orjson.dumps(state[u]) for u in changed}
 
     def _publish(self, changes: list[dict[str, Any]]) -> None:
         for c in changes:
@@ -160,7 +161,8 @@ class ChangeDetector:
             metrics.CHANGE_RECORDS_SKIPPED.labels("no_key_or_value").inc(
                 len(records) - len(keyed))
         keys = [r.key.decode() for r in keyed]  # type: ignore[union-attr]
-        ok, aggs = decode_lenient(keys, [r.value for r in keyed], self.params)
+        ok, aggs = decode_lenient(keys, [r.value for r in keyed], self.params,
+                                  source=self.reader.topic, on_skip=_count_skip)
         users = [keys[i] for i in ok]
         parts = np.array([keyed[i].partition for i in ok], dtype=np.int64)
         now, local = self.clock.advance(aggs["last_ms"], parts)
@@ -233,7 +235,7 @@ class ChangeDetector:
         metrics.RESCORE_SWEEPS.inc()
         metrics.RESCORE_USERS.inc(sweep.users)
         metrics.RESCORE_DURATION.observe(elapsed)
-        log.info("sweep as of %s: %d users in %.2f s, %d changes", iso_ms(sweep.now),
+        log.info("sweep as of %s: %d users in %.2f s, %d changes", format_time(sweep.now),
                  sweep.users, elapsed, sweep.published)
 
     def step(self, timeout_ms: int = 500) -> tuple[int, int]:

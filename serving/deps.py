@@ -1,6 +1,6 @@
 """Annotated dependencies shared by the routers, and the API key check.
 
-The key itself is checked in :class:`serving.middleware.ServingMiddleware` (cheaper
+The key itself is checked in :class:`segstream.serving.middleware.ServingMiddleware` (cheaper
 than a dependency on the hot path); :data:`api_key_scheme` declares it in OpenAPI.
 """
 
@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
-from serving.state import AppState
+from segstream.serving.state import AppState
 
 api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False,
                               description="One of the keys in SEGSTREAM_API_KEYS.")

@@ -61,11 +61,6 @@ class MethodNotAllowed(ServingError):
     code = "method_not_allowed"
 
 
-class Conflict(ServingError):
-    status = 409
-    code = "conflict"
-
-
 class PayloadTooLarge(ServingError):
     status = 413
     code = "payload_too_large"

@@ -14,8 +14,11 @@ a Wald 95% interval, relative uplift with the delta method on log(rate ratio).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
+
+from segstream.adapters.redis_keys import experiment_key
 
 Z95 = 1.959963984540054
 
@@ -44,25 +47,20 @@ end
 return 1
 """
 
-ARMS = ("treatment", "control")
-
-
-def _key(exp: str, suffix: str) -> str:
-    return f"seg:exp:{{{exp}}}:{suffix}"
-
-
 def expose_command(exp: str, user: str, arm: str, segment: int) -> tuple[Any, ...]:
-    return ("EVAL", EXPOSE_LUA, 3, _key(exp, f"exposed:{arm}"), _key(exp, "segment"),
-            _key(exp, "stats"), user, arm, str(segment))
+    key = functools.partial(experiment_key, exp)
+    return ("EVAL", EXPOSE_LUA, 3, key(f"exposed:{arm}"), key("segment"), key("stats"),
+            user, arm, str(segment))
 
 
 def convert_command(exp: str, user: str, arm: str, value: float) -> tuple[Any, ...]:
-    return ("EVAL", CONVERT_LUA, 4, _key(exp, f"exposed:{arm}"), _key(exp, "segment"),
-            _key(exp, "stats"), _key(exp, f"converted:{arm}"), user, arm, repr(float(value)))
+    key = functools.partial(experiment_key, exp)
+    return ("EVAL", CONVERT_LUA, 4, key(f"exposed:{arm}"), key("segment"), key("stats"),
+            key(f"converted:{arm}"), user, arm, repr(float(value)))
 
 
 def stats_command(exp: str) -> tuple[Any, ...]:
-    return ("HGETALL", _key(exp, "stats"))
+    return ("HGETALL", experiment_key(exp, "stats"))
 
 
 def parse_stats(flat: list[bytes]) -> dict[str, float]:

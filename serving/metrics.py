@@ -21,7 +21,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from segstream.metric_names import sample_names
+from segstream.adapters.metric_names import sample_names
 
 PREFIX = "segstream"
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))

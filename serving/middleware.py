@@ -9,8 +9,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving import metrics
-from serving.errors import PayloadTooLarge, Unauthorized, error_response
+from segstream.serving import metrics
+from segstream.serving.errors import PayloadTooLarge, Unauthorized, error_response
 
 
 class ServingMiddleware:

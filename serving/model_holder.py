@@ -12,10 +12,10 @@ import asyncio
 import logging
 import time
 
-from segstream.aggregates import FeatureParams
-from serving import metrics
-from serving.model_source import ModelSource
-from serving.predict import Served
+from segstream.core.aggregates import FeatureParams
+from segstream.serving import metrics
+from segstream.serving.model_source import ModelSource
+from segstream.serving.predict import Served
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Where the API gets its model: a small protocol and its adapters.
 
-* :class:`RegistrySource` — the MLflow registry of training/ (``training.registry``):
+* :class:`RegistrySource` — the MLflow registry of training/ (``segstream.adapters.registry``):
   the champion alias, polled cheaply, and ``load(version)``. A registry that does not
   answer raises ``RegistryUnavailable`` (never "no champion"); the holder keeps the last
   good model.
@@ -14,7 +14,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Protocol
 
-from segstream.segment_model import SegmentModel
+from segstream.core.segment_model import SegmentModel
 
 if TYPE_CHECKING:
     from segstream.config import Settings
@@ -51,11 +51,11 @@ def use_poll_env_defaults() -> None:
 
 
 class RegistrySource:
-    """Adapter over ``training.registry.Registry`` (MLflow). It leaves MLflow's
+    """Adapter over ``segstream.adapters.registry.Registry`` (MLflow). It leaves MLflow's
     retries as the process has them: see :func:`use_poll_env_defaults`."""
 
     def __init__(self, settings: Settings) -> None:
-        from training.registry import Registry  # heavy (mlflow): only where it is used
+        from segstream.adapters.registry import Registry  # heavy (mlflow): only where it is used
 
         self._registry = Registry(settings)
 

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
-from segstream.aggregates import FeatureParams
-from segstream.contract import FEATURE_SPEC
-from segstream.segment_model import Assignment, SegmentModel, reason_dicts
-from serving.drift import Baseline, baseline_of
+from segstream.core.aggregates import FeatureParams
+from segstream.core.contract import FEATURE_SPEC
+from segstream.core.segment_model import Assignment, SegmentModel, reason_dicts
+from segstream.core.times import format_time
+from segstream.serving.drift_window import Baseline, baseline_of
 
 TOP_REASONS = 3
 
@@ -77,10 +77,6 @@ def assign(served: Served, x: np.ndarray) -> Assignment:
     return served.model.assign(x, reasons=TOP_REASONS)
 
 
-def iso_ms(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000.0, UTC).isoformat(timespec="milliseconds")
-
-
 def answer(served: Served, batch: Assignment, row: int, x: np.ndarray, *, user_id: str | None,
            as_of_ms: int | None, updated_ms: int | None, stale_after_s: float, now: float
            ) -> dict[str, Any]:
@@ -99,12 +95,12 @@ def answer(served: Served, batch: Assignment, row: int, x: np.ndarray, *, user_i
         "reasons": reasons,
         "model_version": served.version,
         "feature_spec": model.spec_version,
-        "as_of": None if as_of_ms is None else iso_ms(as_of_ms),
+        "as_of": None if as_of_ms is None else format_time(as_of_ms),
         "features_updated_at": None,
         "stale": False,
         "cold_start": False,
     }
     if updated_ms is not None:
-        out["features_updated_at"] = iso_ms(updated_ms)
+        out["features_updated_at"] = format_time(updated_ms)
         out["stale"] = now - updated_ms / 1000.0 > stale_after_s
     return out

@@ -1,5 +1,5 @@
 """The API's Redis client, chosen by settings: the own pipelined client
-(:mod:`serving.redis_pipe`) for one plain ``redis://`` server, where it is the fastest
+(:mod:`segstream.serving.redis_pipe`) for one plain ``redis://`` server, where it is the fastest
 (docs/serving.md), and redis-py's maintained asyncio clients for a Redis Cluster
 (``redis_cluster``) or TLS (``rediss://``), which the own client does not speak.
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from segstream.redis_connect import async_redis
-from serving.redis_pipe import PipelinedRedis, RedisCommandError, RedisUnavailable
+from segstream.adapters.redis_connect import async_redis
+from segstream.serving.redis_pipe import PipelinedRedis, RedisCommandError, RedisUnavailable
 
 
 class AsyncRedis(Protocol):

@@ -31,19 +31,23 @@ last published segments.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 import numpy as np
 
-from segstream.aggregates import FeatureParams, decode_each
-from segstream.online_store import KEY_PREFIX
-from serving import metrics
+from segstream.adapters.redis_keys import (
+    FEATURES_PATTERN,
+    offsets_key,
+    segment_key,
+    user_of_feature_key,
+)
+from segstream.core.aggregates import FeatureParams, decode_lenient
+from segstream.serving import metrics
 
 log = logging.getLogger(__name__)
-STATE_PREFIX = "seg:segment:"  # a user's last published segment: {"sid", "since"}
 DETECTOR_NAME = "segment-changes"  # its offsets and clock: ``seg:offsets:segment-changes``
-DETECTOR_KEY = f"seg:offsets:{DETECTOR_NAME}"  # (serving.offsets builds the same key)
+DETECTOR_KEY = offsets_key(DETECTOR_NAME)
 CLOCK_STREAM = "clock:stream_ms"
 CLOCK_PARTITION = "clock:partition:"
 CLOCK_SWEPT = "clock:swept_ms"
@@ -113,18 +117,8 @@ class DetectorClock:
         return out
 
 
-def decode_lenient(users: Sequence[str], blobs: Sequence[bytes | None],
-                   params: FeatureParams) -> tuple[list[int], np.ndarray]:
-    """(positions of the decodable records, their aggregates), vectorised. Absent ones
-    are dropped; ones of other params or layout are skipped, counted and logged (one
-    stray record must not stop the detector; a systematic mismatch shows in the
-    counter and the log)."""
-    keep = [i for i, b in enumerate(blobs) if b is not None]
-    ok, aggs, bad = decode_each([blobs[i] for i in keep], params)  # type: ignore[misc]
-    for j, exc in bad:
-        metrics.CHANGE_RECORDS_SKIPPED.labels("record_mismatch").inc()
-        log.warning("skipped the record of user %r: %s", users[keep[j]], exc)
-    return [keep[j] for j in ok], aggs
+def _count_skip() -> None:
+    metrics.CHANGE_RECORDS_SKIPPED.labels("record_mismatch").inc()
 
 
 def scan_chunks(redis: Any, params: FeatureParams, chunk: int = SWEEP_CHUNK
@@ -134,7 +128,7 @@ def scan_chunks(redis: Any, params: FeatureParams, chunk: int = SWEEP_CHUNK
     re-evaluated (the decision is idempotent). ``scan_iter`` walks every master of a
     Redis Cluster; one GET per state key, as a user's keys need not share a slot."""
     keys: list[bytes] = []
-    for key in redis.scan_iter(match=KEY_PREFIX + "*", count=chunk):
+    for key in redis.scan_iter(match=FEATURES_PATTERN, count=chunk):
         keys.append(key)
         if len(keys) >= chunk:
             yield from _chunk(redis, params, keys)
@@ -145,14 +139,14 @@ def scan_chunks(redis: Any, params: FeatureParams, chunk: int = SWEEP_CHUNK
 
 def _chunk(redis: Any, params: FeatureParams, keys: list[bytes]
            ) -> Iterator[tuple[list[str], np.ndarray, list[bytes | None]]]:
-    users = [k.decode()[len(KEY_PREFIX):] for k in keys]
+    users = [user_of_feature_key(k) for k in keys]
     pipe = redis.pipeline(transaction=False)
     for k in keys:
         pipe.hget(k, "agg")
     for u in users:
-        pipe.get(STATE_PREFIX + u)
+        pipe.get(segment_key(u))
     replies = pipe.execute()
     blobs, states = replies[:len(keys)], replies[len(keys):]
-    ok, aggs = decode_lenient(users, blobs, params)
+    ok, aggs = decode_lenient(users, blobs, params, source="Redis", on_skip=_count_skip)
     if ok:
         yield [users[i] for i in ok], aggs, [states[i] for i in ok]

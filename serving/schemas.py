@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from segstream.contract import FEATURE_SPEC, Feature
+from segstream.core.contract import FEATURE_SPEC, Feature
 
 
 def _feature_field(f: Feature) -> Any:
@@ -58,7 +58,7 @@ def error_responses(described: dict[int, str]) -> dict[int | str, dict[str, Any]
 
     Nothing is added: a route spreads the shared statuses it can answer
     (``**UNAUTHORIZED``, ``**BODY_TOO_LARGE``, ``**NO_MODEL``). Every /v1 operation's
-    401 is also declared when the schema is built (``serving.app._declare_api_key``),
+    401 is also declared when the schema is built (``segstream.serving.app._declare_api_key``),
     with or without ``UNAUTHORIZED`` here.
 
     >>> sorted(error_responses({404: "Unknown user."}))

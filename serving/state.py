@@ -1,5 +1,5 @@
 """What one API process holds, and the lookup service the routes share (records are
-read and evaluated as of a time by :mod:`serving.online`)."""
+read and evaluated as of a time by :mod:`segstream.serving.records`)."""
 
 from __future__ import annotations
 
@@ -10,21 +10,23 @@ from typing import Any
 
 import numpy as np
 
-from segstream.aggregates import FeatureParams
+from segstream.adapters.online_store import FIELDS, OnlineRecord
+from segstream.adapters.redis_keys import feature_key
 from segstream.config import Settings
-from segstream.contract import FEATURE_SPEC
-from segstream.online_store import FIELDS, OnlineRecord, feature_key
-from segstream.segment_model import Assignment
-from serving import metrics
-from serving.batcher import Meta, TurnBatcher
-from serving.drift import DriftWindow
-from serving.errors import InvalidInput, NotFound, Unavailable
-from serving.model_holder import ModelHolder
-from serving.online import as_of_times, decode_replies, evaluate_records, wall_ms
-from serving.personalization import Mapping
-from serving.predict import Served, answer, assign, iso_ms
-from serving.redis_client import AsyncRedis
-from serving.redis_pipe import RedisCommandError, RedisUnavailable
+from segstream.core.aggregates import FeatureParams
+from segstream.core.contract import FEATURE_SPEC
+from segstream.core.segment_model import Assignment
+from segstream.core.times import format_time
+from segstream.serving import metrics
+from segstream.serving.batcher import Meta, TurnBatcher
+from segstream.serving.drift_window import DriftWindow
+from segstream.serving.errors import InvalidInput, NotFound, Unavailable
+from segstream.serving.model_holder import ModelHolder
+from segstream.serving.personalization import Mapping
+from segstream.serving.predict import Served, answer, assign
+from segstream.serving.records import as_of_times, decode_replies, evaluate_records, wall_ms
+from segstream.serving.redis_client import AsyncRedis
+from segstream.serving.redis_pipe import RedisCommandError, RedisUnavailable
 
 _HMGET = ("HMGET",)
 
@@ -143,10 +145,10 @@ class AppState:
         if not found:
             raise NotFound(f"no features stored for user {user_id!r}", field="path.user_id")
         rec = found[0][1]
-        return {"user_id": user_id, "as_of": iso_ms(int(as_of[0])),
+        return {"user_id": user_id, "as_of": format_time(int(as_of[0])),
                 "spec_version": FEATURE_SPEC.version,
-                "last_event_at": iso_ms(rec.last_event_ms),
-                "updated_at": iso_ms(rec.updated_ms) if rec.updated_ms else None,
+                "last_event_at": format_time(rec.last_event_ms),
+                "updated_at": format_time(rec.updated_ms) if rec.updated_ms else None,
                 "features": dict(zip(FEATURE_SPEC.names, x[0].tolist(), strict=True))}
 
     def cold_start(self, user_id: str) -> dict[str, Any]:
@@ -177,7 +179,7 @@ class AppState:
 
 
 def check_batch_size(n: int, limit: int) -> None:
-    from serving.errors import PayloadTooLarge
+    from segstream.serving.errors import PayloadTooLarge
 
     if n > limit:
         raise PayloadTooLarge(f"{n} user ids in one batch; the limit is {limit} "

@@ -41,14 +41,15 @@ from urllib.parse import quote
 import httpx
 import orjson
 
+from segstream.adapters.redis_keys import WEBHOOK_DLQ_KEY
+from segstream.adapters.topic_reader import RedisOffsetReader
 from segstream.config import Settings
-from serving import metrics
-from serving.offsets import RedisOffsetReader
+from segstream.serving import metrics
 
 log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Segstream-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-DLQ_KEY = "seg:webhooks:dlq"
+DLQ_KEY = WEBHOOK_DLQ_KEY
 RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
 # printable ASCII but "%" (the escape itself: kept, "%C3%BC" and "ü" would share a key)
 _KEY_SAFE = string.punctuation.replace("%", "")

@@ -14,7 +14,7 @@ order:
 A resent record has its original's event time, so it is a duplicate as long as it is
 not late. An id reused with a time beyond the horizon is a new event, whatever the
 micro-batch boundaries: that is what lets the stream keep only the ids inside the
-horizon (``streaming.step``) and still decide as one call over the whole log does.
+horizon (``segstream.streaming.step``) and still decide as one call over the whole log does.
 
 The watermark is per user rather than global, so the decision depends only on the
 user's own record order, never on micro-batch boundaries or on how far other

@@ -4,9 +4,9 @@ evaluation as the streaming job (read -> pure transform -> write).
 1. ``read_event_log``: the log's lines as source records, line order = arrival order;
 2. ``valid_events``: the contract validator (rejects dropped), and with ``as_of_ms``
    only the records with ``ts <= as_of`` (a log cut at as_of, before any rule);
-3. ``user_records``: per state group, one ``streaming.step.advance`` over the group's
+3. ``user_records``: per state group, one ``segstream.streaming.step.advance`` over the group's
    whole log (arrival rules, then the fold), one aggregate record per user;
-4. ``evaluate_records``: ``streaming.step.record_features`` as of ``as_of`` (default:
+4. ``evaluate_records``: ``segstream.streaming.step.record_features`` as of ``as_of`` (default:
    the newest accepted event of the log), on the driver.
 
 Usage (needs a SparkSession; tests/streaming runs it for real)::
@@ -22,11 +22,11 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from segstream.aggregates import decode
 from segstream.config import Settings
-from streaming.durations import duration_ms
-from streaming.state import RECORD_DDL, record_rows, validated, with_bucket
-from streaming.step import log_aggregates, record_features
+from segstream.core.aggregates import decode
+from segstream.streaming.durations import duration_ms
+from segstream.streaming.spark_state import RECORD_DDL, record_rows, validated, with_bucket
+from segstream.streaming.step import log_aggregates, record_features
 
 
 def read_event_log(spark: SparkSession, path: Path) -> DataFrame:

@@ -24,13 +24,13 @@ from pyspark.sql.streaming.listener import StreamingQueryListener
 from pyspark.sql.streaming.query import StreamingQuery
 from pyspark.sql.streaming.state import GroupStateTimeout
 
+from segstream.adapters.dead_letters import DeadLetterStore
 from segstream.config import Settings
-from segstream.dead_letters import DeadLetterStore
-from streaming import metrics
-from streaming.durations import duration_ms
-from streaming.lag import LagMeter
-from streaming.sinks import KafkaMarker, Sinks
-from streaming.state import (
+from segstream.streaming import metrics
+from segstream.streaming.durations import duration_ms
+from segstream.streaming.lag import LagMeter
+from segstream.streaming.sinks import KafkaMarker, Sinks
+from segstream.streaming.spark_state import (
     DEAD_COLUMNS,
     OUTPUT_SCHEMA,
     RECORD_COLUMNS,
@@ -51,7 +51,7 @@ def read_events(spark: SparkSession, settings: Settings, bootstrap: str, source:
                 ) -> DataFrame:
     """The `events` topic as (key, value, topic, partition, offset, timestamp)."""
     if source == "python":
-        from streaming.kafka_source import FORMAT, KafkaSource
+        from segstream.streaming.kafka_source import FORMAT, KafkaSource
 
         spark.dataSource.register(KafkaSource)
         fmt = FORMAT

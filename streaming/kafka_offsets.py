@@ -13,7 +13,7 @@ that no topic can be named (``@`` is not allowed in a Kafka topic name):
   reset (``failOnDataLoss=false``). Kept in Spark's offset log, so a replayed batch
   reads the same ranges.
 
-The log end is measured exactly by ``segstream.kafka.exact_end_offsets`` (the embedded
+The log end is measured exactly by ``segstream.adapters.kafka.exact_end_offsets`` (the embedded
 broker's ListOffsets(latest) answers the base offset of the last record batch).
 """
 

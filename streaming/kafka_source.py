@@ -8,10 +8,10 @@ partition, offset, timestamp. Spark offsets are ``{"topic": {"partition": next}}
 * admission control: ``maxOffsetsPerTrigger`` -> ``ReadMaxRows``; the budget is shared
   across partitions in proportion to their backlog;
 * ``Trigger.AvailableNow``: the end is measured once when the run starts, exactly (see
-  :mod:`streaming.kafka_offsets`), so nothing is held back at the end of the run;
+  :mod:`segstream.streaming.kafka_offsets`), so nothing is held back at the end of the run;
 * partitions added to the topic are picked up from their beginning at the next batch;
 * ``failOnDataLoss`` (default ``true``, as Spark's connector): when the checkpoint's
-  offsets no longer point into the log (:func:`streaming.kafka_offsets.find_lost`: the
+  offsets no longer point into the log (:func:`segstream.streaming.kafka_offsets.find_lost`: the
   topic created again — a new topic id, as after a restart of the embedded broker, which
   keeps no log —, a log that ends before the checkpoint, records deleted before they
   were read, a partition gone), the query stops with :class:`DataLossError` naming each
@@ -55,8 +55,8 @@ from pyspark.sql.streaming.datasource import (
 )
 from pyspark.sql.types import StructType
 
-from segstream.kafka import KafkaUnavailable, exact_end_offsets, no_topic_auto_creation
-from streaming.kafka_offsets import (
+from segstream.adapters.kafka import KafkaUnavailable, exact_end_offsets, no_topic_auto_creation
+from segstream.streaming.kafka_offsets import (
     Lost,
     Offsets,
     cap_rows,
@@ -98,7 +98,7 @@ class DataLossError(RuntimeError):
 
 
 def _new_consumer(bootstrap: str, fetch_max_wait_ms: int) -> KafkaConsumer:
-    from segstream.kafka import make_consumer
+    from segstream.adapters.kafka import make_consumer
 
     # No silent offset reset: an out-of-range fetch raises instead of jumping to the end.
     return make_consumer(bootstrap, fetch_max_wait_ms=fetch_max_wait_ms,

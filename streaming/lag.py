@@ -5,7 +5,7 @@ batch's end) is non-zero only when ``stream_max_records_per_trigger`` cut the ba
 short: records that arrive while a batch runs never show in it. The soak found the
 gauge at 0 for a whole run while 1.4k–5.6k records waited (docs/benchmarks.md). So the
 listener asks the broker for each partition's end after the batch, exactly
-(``segstream.kafka.exact_end_offsets``, right on the embedded broker too), one call per
+(``segstream.adapters.kafka.exact_end_offsets``, right on the embedded broker too), one call per
 batch, and falls back to the source's figure if the broker does not answer in time.
 """
 
@@ -18,8 +18,8 @@ from typing import Any
 from kafka import TopicPartition
 from kafka.errors import KafkaError
 
-from segstream.kafka import exact_end_offsets, make_consumer
-from streaming.kafka_offsets import from_spark
+from segstream.adapters.kafka import exact_end_offsets, make_consumer
+from segstream.streaming.kafka_offsets import from_spark
 
 log = logging.getLogger("segstream.stream")
 Lag = dict[tuple[str, str], int]
@@ -28,7 +28,7 @@ Offsets = dict[TopicPartition, int]
 
 def batch_offsets(progress: Any) -> tuple[Offsets, Offsets]:
     """(the batch's end offsets, the source's latest offsets) per partition; the
-    source's bookkeeping entries (``@``-keys, streaming.kafka_offsets) are left out."""
+    source's bookkeeping entries (``@``-keys, segstream.streaming.kafka_offsets) are left out."""
     try:
         src = progress.sources[0]
         return (from_spark(json.loads(src.endOffset or "{}")),

@@ -4,7 +4,8 @@ The driver updates them once per micro-batch (:func:`observe_batch`, called by t
 query listener in streaming/job.py) from Spark's progress report (rows, durations, the
 source's offsets) and the batch function's counts (users written, dead letters by
 reason, duplicates, expired users, stale Redis writes). ``segstream stream
---metrics-port N`` serves them on ``metrics_host:N`` (``segstream.metric_names.serve_metrics``).
+--metrics-port N`` serves them on ``metrics_host:N``
+(``segstream.adapters.metrics_server.serve_metrics``).
 
 Own registry: the job's endpoint shows the job's metrics only, and nothing leaks into
 the API's registry when both run in one test process. Labels are bounded: ``reason``
@@ -19,8 +20,8 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from segstream.contract import DLQ_REASONS
-from segstream.metric_names import sample_names
+from segstream.adapters.metric_names import sample_names
+from segstream.core.contract import DLQ_REASONS
 
 PREFIX = "segstream_stream"
 REGISTRY = CollectorRegistry()

@@ -3,20 +3,18 @@
 What is written is each touched user's aggregate record (``aggregates.encode`` bytes),
 never evaluated features: readers evaluate it as of their own time.
 
-* Redis: the hash of ``segstream.online_store`` (``agg``, ``n``, ``ts``, ``upd``),
+* Redis: the hash of ``segstream.adapters.online_store`` (``agg``, ``n``, ``ts``, ``upd``),
   through ``online_store.UPSERT_LUA``, pipelined, with TTL.
 * `features` topic: key = user id, value = the ``agg`` bytes, header ``upd`` = the
   write time (``online_store.HEADER_UPDATED``).
-* Parquet history: one file per batch, columns ``HISTORY_COLUMNS``. A snapshot "every
-  user as of T" is the newest row per user with ``last_event_ms <= T`` (by
-  ``(last_event_ms, events)``, as the upsert orders), evaluated at T.
+* Parquet history: one file per batch (``segstream.adapters.history``).
 
 Idempotent per batch id, so a batch replayed after a crash changes nothing:
 
 * Redis: ``UPSERT_LUA`` skips an update older than the stored record by ``(ts, n)``;
   a replayed batch writes the same values again.
 * Parquet history: one file per batch id, written to a temporary name and renamed.
-* Dead letters: bounded on the topic (``segstream.dead_letters``); an oversized one's
+* Dead letters: bounded on the topic (``segstream.adapters.dead_letters``); an oversized one's
   full bytes go first to the dead-letter store, one file per batch id.
 * Kafka (`features`, `events.dlq`): a marker file under the checkpoint records the
   last batch id whose records were flushed; a replay of that batch or an older one
@@ -42,13 +40,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from segstream.dead_letters import DeadLetter, DeadLetterStore, bounded_records
-from segstream.online_store import FIELDS, HEADER_UPDATED, UPSERT_LUA, feature_key
+from segstream.adapters import history
+from segstream.adapters.dead_letters import DeadLetter, DeadLetterStore, bounded_records
+from segstream.adapters.online_store import FIELDS, HEADER_UPDATED, UPSERT_LUA
+from segstream.adapters.redis_keys import feature_key
 
 log = logging.getLogger("segstream.stream")
 REDIS_PIPELINE_SIZE = 2000
 REDIS_TIMEOUT_S = 10.0  # one pipelined round trip of 2000 upserts takes milliseconds
-HISTORY_COLUMNS = ("user_id", "agg", "events", "last_event_ms", "updated_ms", "batch_id")
 
 
 @dataclass
@@ -95,8 +94,8 @@ class Sinks:
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
-        from segstream.kafka import Producer
-        from segstream.redis_connect import sync_redis
+        from segstream.adapters.kafka import Producer
+        from segstream.adapters.redis_connect import sync_redis
 
         # a cluster pipeline sends each master its keys' upserts (one key per script call).
         # A timeout, so a hung Redis raises instead of blocking the batch forever, and
@@ -125,9 +124,9 @@ class Sinks:
         events = records["events"].astype(np.int64).tolist()
         last = records["last_event_ms"].astype(np.int64).tolist()
         self._redis(users, aggs, events, last, now_ms, result)
-        self._history(batch_id, pd.DataFrame({
+        history.write_batch(self.history_dir, batch_id, pd.DataFrame({
             "user_id": users, "agg": aggs, "events": events, "last_event_ms": last,
-            "updated_ms": now_ms, "batch_id": batch_id}, columns=list(HISTORY_COLUMNS)))
+            "updated_ms": now_ms, "batch_id": batch_id}, columns=list(history.COLUMNS)))
         if batch_id <= self.marker.get():
             result.kafka_skipped = True
             return result
@@ -190,15 +189,6 @@ class Sinks:
             written: list[Any] = pipe.execute()
             result.redis_written += sum(int(x) for x in written)
             result.redis_stale += sum(1 for x in written if int(x) == 0)
-
-    def _history(self, batch_id: int, rows: pd.DataFrame) -> None:
-        if rows.empty:
-            return
-        self.history_dir.mkdir(parents=True, exist_ok=True)
-        final = self.history_dir / f"batch={batch_id:09d}.parquet"
-        tmp = final.with_suffix(".tmp")
-        rows.to_parquet(tmp, index=False)
-        os.replace(tmp, final)
 
     def close(self, flush_timeout_s: float = 60.0) -> None:
         """Flush and free the clients; the clients are freed even when the flush fails

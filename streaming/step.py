@@ -1,7 +1,7 @@
 """The per-group step without Spark: arrival rules, then the aggregate fold.
 
 A group's state (:class:`GroupState`) is, per user, the aggregate record
-(``segstream.aggregates``), the newest event time, and the ids of the accepted
+(``segstream.core.aggregates``), the newest event time, and the ids of the accepted
 events still inside the watermark horizon (what duplicate detection needs: a record
 older than the horizon is ``late`` before it can be a duplicate, so older ids are
 never consulted). Its size per user is fixed: it does not grow with the user's
@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from segstream.aggregates import FeatureParams, empty, evaluate, fold
-from segstream.contract import FEATURE_SPEC
-from segstream.events import Rejection, validate_event
-from streaming.arrivals import classify
+from segstream.core.aggregates import FeatureParams, empty, evaluate, fold
+from segstream.core.contract import FEATURE_SPEC
+from segstream.core.events import Rejection, validate_event
+from segstream.streaming.arrivals import classify
 
 #: Event columns the fold and the arrival rules read.
 EVENT_COLUMNS: tuple[str, ...] = (

@@ -2,7 +2,7 @@
 
 ``validate_records`` is a ``mapInArrow`` function: Arrow batches of source records
 (``key``, ``value``, ``topic``, ``partition``, ``offset``) in, Arrow batches of
-``VALIDATED_SCHEMA`` out. Each value goes through ``segstream.events.validate_event``,
+``VALIDATED_SCHEMA`` out. Each value goes through ``segstream.core.events.validate_event``,
 the one definition of a valid event, so the stream, the batch command, ``replay`` and
 the tests all accept and reject exactly the same bytes for the same reasons. A rejected
 record keeps its original bytes and gets ``reason`` and ``detail`` (field and why) for
@@ -21,8 +21,8 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from segstream.events import Rejection, validate_event
-from streaming.step import EVENT_COLUMNS
+from segstream.core.events import Rejection, validate_event
+from segstream.streaming.step import EVENT_COLUMNS
 
 _TYPES = {"ts": pa.int64(), "dwell_ms": pa.float64(), "amount": pa.float64()}
 #: Source columns carried along for the dead-letter topic and the arrival order.
@@ -39,9 +39,6 @@ _SPARK_TYPES = {pa.string(): "string", pa.int64(): "long", pa.float64(): "double
                 pa.binary(): "binary", pa.int32(): "int"}
 #: The same schema as a Spark DDL string (for ``mapInArrow``).
 VALIDATED_DDL = ", ".join(f"`{f.name}` {_SPARK_TYPES[f.type]}" for f in VALIDATED_SCHEMA)
-#: Just the event columns, as a Spark DDL string.
-EVENTS_DDL = ", ".join(f"`{c}` {_SPARK_TYPES[VALIDATED_SCHEMA.field(c).type]}"
-                       for c in EVENT_COLUMNS)
 
 _NULL_VALUE = Rejection("invalid_json", None, "the record has no value (a tombstone)")
 

@@ -1,6 +1,6 @@
-"""The drift baseline stored in each model, and PSI against it.
+"""The drift baseline stored in each model, and PSI against it (``segstream.core.drift``).
 
-Shape (what serving/drift.py reads)::
+Shape (what serving/drift_window.py reads)::
 
     {"features": {name: {"edges": [e0..en], "proportions": [p1..pn]}},
      "segment_shares": {"<segment id>": share},
@@ -12,9 +12,8 @@ bins are open-ended, so a row below ``e0`` counts in the first bin.
 
 Features that grow with a user's age (``Feature.grows_with_age``: tenure, lifetime
 totals) get no baseline, so neither the update's drift trigger nor the API's PSI
-metrics see them: with the same behaviour, an older user base shifts them (tenure's PSI
-was 2.7 between day 24 and day 30 of one stationary generated log, every other
-feature's under 0.2; tests/training/test_drift_baseline.py).
+metrics see them: with the same behaviour, an older user base shifts them
+(tests/training/test_drift_baseline.py shows tenure drifting on a stationary log).
 """
 
 from __future__ import annotations
@@ -23,20 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from segstream.contract import FEATURE_SPEC, FeatureSpec
-
-BINS = 10
-EPS = 1e-4
+from segstream.core.contract import FEATURE_SPEC, FeatureSpec
+from segstream.core.drift import bin_counts, psi, quantile_bins
 
 
-def _bins(values: np.ndarray, bins: int = BINS) -> dict[str, list[float]]:
-    edges = np.unique(np.quantile(values, np.linspace(0.0, 1.0, bins + 1)))
-    if len(edges) < 3:  # (almost) constant: one split at the value
-        v = float(edges[0])
-        edges = np.array([v - 1.0, v, v + 1.0])
-    counts = np.bincount(np.searchsorted(edges[1:-1], values, side="right"),
-                         minlength=len(edges) - 1).astype(float)
-    return {"edges": edges.tolist(), "proportions": (counts / counts.sum()).tolist()}
+def _bins(values: np.ndarray) -> dict[str, list[float]]:
+    edges, proportions = quantile_bins(values)
+    return {"edges": edges, "proportions": proportions}
 
 
 def build_baseline(X: np.ndarray, labels: np.ndarray, distances: np.ndarray,
@@ -54,13 +46,6 @@ def build_baseline(X: np.ndarray, labels: np.ndarray, distances: np.ndarray,
     }
 
 
-def psi(expected: np.ndarray, actual: np.ndarray) -> float:
-    e = np.maximum(np.asarray(expected, float), EPS)
-    a = np.maximum(np.asarray(actual, float), EPS)
-    e, a = e / e.sum(), a / a.sum()
-    return float(((a - e) * np.log(a / e)).sum())
-
-
 def feature_psi(baseline: dict[str, Any], X: np.ndarray,
                 spec: FeatureSpec = FEATURE_SPEC) -> dict[str, float]:
     """PSI of each baselined feature of ``X`` (raw units) against the baseline."""
@@ -69,8 +54,5 @@ def feature_psi(baseline: dict[str, Any], X: np.ndarray,
         b = (baseline.get("features") or {}).get(name)
         if not b:
             continue
-        edges = np.asarray(b["edges"])
-        counts = np.bincount(np.searchsorted(edges[1:-1], X[:, j], side="right"),
-                             minlength=len(edges) - 1).astype(float)
-        out[name] = psi(np.asarray(b["proportions"]), counts)
+        out[name] = psi(b["proportions"], bin_counts(b["edges"], X[:, j]))
     return out

@@ -33,13 +33,25 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segstream.aggregates import FeatureParams, RecordMismatch, decode, decode_each, evaluate
-from segstream.contract import FEATURE_SPEC, FeatureSpec
+from segstream.adapters import history
+from segstream.core.aggregates import (
+    FeatureParams,
+    RecordMismatch,
+    decode,
+    decode_lenient,
+    evaluate,
+)
+from segstream.core.contract import FEATURE_SPEC, FeatureSpec
+from segstream.core.times import format_time
 
 if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
+
+
+def _iso(ms: int) -> str:
+    return format_time(ms, "seconds")
 
 
 
@@ -101,20 +113,6 @@ def table_from_aggregates(user_ids: Sequence[str] | np.ndarray, aggs: np.ndarray
                         params.describe(), aggs)
 
 
-def latest_rows(user_ids: np.ndarray, last_ms: np.ndarray, events: np.ndarray,
-                as_of_ms: int) -> np.ndarray:
-    """Positions of each user's newest record with ``last_ms <= as_of_ms`` (newest by
-    ``(last_ms, events)``, then by position: a later row wins a tie)."""
-    import pandas as pd
-
-    pos = np.flatnonzero(np.asarray(last_ms, dtype=np.int64) <= as_of_ms)
-    df = pd.DataFrame({"u": np.asarray(user_ids, dtype=object)[pos],
-                       "t": np.asarray(last_ms, dtype=np.int64)[pos],
-                       "n": np.asarray(events, dtype=np.int64)[pos], "pos": pos})
-    df = df.sort_values(["u", "t", "n", "pos"], kind="stable")
-    return np.sort(df.drop_duplicates("u", keep="last")["pos"].to_numpy(np.int64))
-
-
 def snapshot(user_ids: np.ndarray, aggs: np.ndarray, as_of_ms: int | None,
              params: FeatureParams, source: str) -> FeatureTable:
     """Every user as of ``as_of_ms`` (default: the newest event time among ``aggs``)
@@ -123,7 +121,7 @@ def snapshot(user_ids: np.ndarray, aggs: np.ndarray, as_of_ms: int | None,
         raise ValueError(f"{source} holds no aggregate records; run the streaming job first")
     stream_ms = int(aggs["last_ms"].max())
     T = stream_ms if as_of_ms is None else int(as_of_ms)
-    rows = latest_rows(user_ids, aggs["last_ms"], aggs["events"], T)
+    rows = history.latest_rows(user_ids, aggs["last_ms"], aggs["events"], T)
     if len(rows) == 0:
         raise ValueError(
             f"{source} has no record with last_event_ms <= as_of {_iso(T)}: its records "
@@ -160,11 +158,7 @@ def decode_messages(messages: Iterable[tuple[bytes | None, bytes | None]],
             continue
         keys.append(key.decode("utf-8", "replace"))
         blobs.append(value)
-    ok, aggs, bad = decode_each(blobs, params)
-    if bad and not ok and require_one:
-        raise RecordMismatch(f"a message on {source}: {bad[0][1]}")
-    for i, exc in bad:
-        log.warning("skipped the message of user %r on %s: %s", keys[i], source, exc)
+    ok, aggs = decode_lenient(keys, blobs, params, source=source, require_one=require_one)
     return np.array([keys[i] for i in ok], dtype=object), aggs
 
 
@@ -179,42 +173,16 @@ def table_from_messages(messages: Iterable[tuple[bytes | None, bytes | None]],
 # ------------------------------------------------------------------ files
 
 
-def _iso(ms: int) -> str:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
-
-
 def read_history(path: Path, params: FeatureParams, as_of_ms: int | None = None
                  ) -> FeatureTable:
     """Snapshot as of ``as_of_ms`` of a Parquet history (a directory of per-batch files,
     or one such file)."""
-    import pandas as pd
-
-    files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
-    if not files:
-        raise ValueError(f"{path} holds no Parquet history files; run `segstream stream` first")
-    # the selection reads the small columns only; records are decoded for the chosen rows
-    meta = pd.concat([pd.read_parquet(f, columns=["user_id", "events", "last_event_ms"])
-                      .assign(_file=i, _row=lambda d: np.arange(len(d)))
-                      for i, f in enumerate(files)], ignore_index=True)
-    T = int(meta["last_event_ms"].max()) if as_of_ms is None else int(as_of_ms)
-    rows = latest_rows(meta["user_id"].to_numpy(dtype=object),
-                       meta["last_event_ms"].to_numpy(np.int64),
-                       meta["events"].to_numpy(np.int64), T)
-    if len(rows) == 0:
-        raise ValueError(f"{path} has no record with last_event_ms <= as_of {_iso(T)}: the "
-                         f"history starts at {_iso(int(meta['last_event_ms'].min()))}")
-    chosen = meta.iloc[rows]
-    blobs: list[bytes] = []
-    users: list[str] = []
-    for _, part in chosen.groupby("_file", sort=True):
-        file = files[int(part["_file"].iloc[0])]
-        agg = pd.read_parquet(file, columns=["agg"])["agg"].to_numpy(dtype=object)
-        blobs.extend(bytes(b) for b in agg[part["_row"].to_numpy(np.int64)])
-        users.extend(part["user_id"].astype(str))
-    aggs = decode_records(blobs, params, str(path))
-    return table_from_aggregates(np.array(users, dtype=object), aggs, T, params, str(path))
+    snap = history.read_snapshot(path, as_of_ms)
+    if len(snap.blobs) == 0:
+        raise ValueError(f"{path} has no record with last_event_ms <= as_of "
+                         f"{_iso(snap.as_of_ms)}: the history starts at {_iso(snap.first_ms)}")
+    aggs = decode_records(snap.blobs, params, str(path))
+    return table_from_aggregates(snap.user_ids, aggs, snap.as_of_ms, params, str(path))
 
 
 def table_from_frame(df: pd.DataFrame, params: FeatureParams, source: str = "",
@@ -278,9 +246,7 @@ def read_table(path: Path, params: FeatureParams, as_of_ms: int | None = None,
         columns = set(pq.read_schema(path).names)
     except Exception as exc:  # pyarrow raises several types for a non-Parquet file
         raise ValueError(f"{path} is not a Parquet file ({exc})") from exc
-    from streaming.sinks import HISTORY_COLUMNS
-
-    if not set(spec.names) & columns and set(HISTORY_COLUMNS) <= columns:
+    if not set(spec.names) & columns and history.is_history(columns):
         return read_history(path, params, as_of_ms)
     df = pd.read_parquet(path)
     if len(df) == 0:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from training.metrics import silhouette_of
+from segstream.training.scores import silhouette_of
 
 
 def compare(Z: np.ndarray, k: int, *, truth: np.ndarray | None = None, seed: int = 0,

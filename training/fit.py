@@ -2,7 +2,7 @@
 
 ``fit_model`` is the bootstrap/refit path (fit the within-segment-scaled
 preprocessor and the full-batch k-means bootstrap on the table, see
-:mod:`training.scaling`); ``model_from_centroids`` finishes a model from centroids that incremental
+:mod:`segstream.training.scaling`); ``model_from_centroids`` finishes a model from centroids that incremental
 updates produced (the parent's preprocessor is kept). Both go through
 :func:`finish`, which matches stable ids to the parent, builds profiles, persona
 names, the drift baseline and the metrics.
@@ -15,15 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from segstream.contract import FEATURE_SPEC
-from segstream.segment_model import Preprocessor, SegmentModel
-from training.baseline import build_baseline
-from training.data import FeatureTable
-from training.ids import match_ids
-from training.metrics import quality
-from training.preprocess import inverse_transform
-from training.profiles import build_profiles, name_segments
-from training.scaling import within_scaled
+from segstream.core.contract import FEATURE_SPEC
+from segstream.core.segment_model import Preprocessor, SegmentModel, squared_distances
+from segstream.training.baseline import build_baseline
+from segstream.training.data import FeatureTable
+from segstream.training.ids import match_ids
+from segstream.training.preprocess import inverse_transform
+from segstream.training.profiles import build_profiles, name_segments
+from segstream.training.scaling import within_scaled
+from segstream.training.scores import quality
 
 #: a new centroid farther than this many cluster radii (RMS distance of rows to
 #: their centroid) from its best parent match is a new segment
@@ -54,7 +54,7 @@ def _check_params(table: FeatureTable) -> None:
     if table.feature_params is None:
         raise ValueError(f"the feature table {table.source!r} does not say which feature params "
                          "(half-lives, session gap, vocabulary) its rows were computed with; "
-                         "read it with training.data, which checks and records them")
+                         "read it with segstream.training.data, which checks and records them")
 
 
 def finish(table: FeatureTable, pre: Preprocessor, centroids: np.ndarray, weights: np.ndarray,
@@ -63,8 +63,7 @@ def finish(table: FeatureTable, pre: Preprocessor, centroids: np.ndarray, weight
     _check_params(table)
     Z = pre.transform(table.X)
     c = np.asarray(centroids, dtype=np.float64)
-    d2 = (Z * Z).sum(1)[:, None] - 2.0 * Z @ c.T + (c * c).sum(1)[None, :]
-    np.maximum(d2, 0.0, out=d2)
+    d2 = squared_distances(Z, c)
     labels = d2.argmin(1)
     own = d2[np.arange(len(Z)), labels]
     temperature = float(max(own.mean(), 1e-6))

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from segstream.contract import FEATURE_SPEC, FeatureSpec
-from segstream.segment_model import SegmentModel
-from training.metrics import silhouette_of
-from training.registry import GateResult
+from segstream.adapters.registry import GateResult
+from segstream.core.contract import FEATURE_SPEC, FeatureSpec
+from segstream.core.segment_model import SegmentModel, squared_distances
+from segstream.training.scores import silhouette_of
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def check_gates(candidate: SegmentModel, X: np.ndarray, champion: SegmentModel |
         elif share < policy.min_share:
             reasons.append(f"segment {sid} collapsed: share {share:.4f} < {policy.min_share}")
     c = candidate.centroids
-    d = np.sqrt(((c[:, None, :] - c[None, :, :]) ** 2).sum(-1)) + np.eye(len(c)) * 1e9
+    d = np.sqrt(squared_distances(c, c)) + np.eye(len(c)) * 1e9
     i, j = np.unravel_index(int(d.argmin()), d.shape)
     checks["closest_centroids"] = float(d[i, j])
     if d[i, j] < policy.collapse_distance:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from segstream.core.segment_model import squared_distances
+
 
 @dataclass(frozen=True)
 class IdMatch:
@@ -41,7 +43,7 @@ def match_ids(old_centroids: np.ndarray, old_ids: tuple[int, ...], new_centroids
     ids: list[int | None] = [None] * k_new
     shifts: dict[int, float] = {}
     if len(old_centroids):
-        d = np.sqrt(((new_centroids[:, None, :] - old_centroids[None, :, :]) ** 2).sum(-1))
+        d = np.sqrt(squared_distances(new_centroids, old_centroids))
         rows, cols = linear_sum_assignment(d)
         for r, c in zip(rows, cols, strict=True):
             if d[r, c] <= max_distance:

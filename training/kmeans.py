@@ -36,6 +36,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import KMeans, MiniBatchKMeans, kmeans_plusplus
 
+from segstream.core.segment_model import squared_distances
+
 
 class DecayingKMeans(ClusterMixin, BaseEstimator):  # type: ignore[misc]
     """MiniBatch K-Means bootstrap + Spark-style decayed incremental updates.
@@ -152,11 +154,7 @@ class DecayingKMeans(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         self.counts_[big] = self.counts_[small] = half
 
     def distances(self, X: Any) -> np.ndarray:
-        arr = np.asarray(X, dtype=np.float64)
-        c = self.cluster_centers_
-        d2 = (arr * arr).sum(1)[:, None] - 2.0 * arr @ c.T + (c * c).sum(1)[None, :]
-        out: np.ndarray = np.maximum(d2, 0.0)
-        return out
+        return squared_distances(np.asarray(X, dtype=np.float64), self.cluster_centers_)
 
     def predict(self, X: Any) -> np.ndarray:
         out: np.ndarray = self.distances(X).argmin(1)

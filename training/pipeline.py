@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from segstream.adapters.registry import GateResult, Registry
 from segstream.config import Settings
-from segstream.contract import FEATURE_SPEC
-from segstream.segment_model import SegmentModel
-from training.gates import GatePolicy, check_gates
-from training.registry import GateResult, Registry
+from segstream.core.contract import FEATURE_SPEC
+from segstream.core.segment_model import SegmentModel
+from segstream.training.gates import GatePolicy, check_gates
 
 
 def policy_of(settings: Settings) -> GatePolicy:

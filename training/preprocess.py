@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from segstream.contract import FEATURE_SPEC, FeatureSpec
-from segstream.segment_model import Preprocessor
+from segstream.core.contract import FEATURE_SPEC, FeatureSpec
+from segstream.core.segment_model import Preprocessor
 
 
 def fit_preprocessor(X: np.ndarray, spec: FeatureSpec = FEATURE_SPEC,

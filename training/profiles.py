@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from segstream.contract import FEATURE_SPEC, FeatureSpec
-from segstream.segment_model import Preprocessor
-from training.preprocess import inverse_transform
+from segstream.core.contract import FEATURE_SPEC, FeatureSpec
+from segstream.core.segment_model import Preprocessor
+from segstream.training.preprocess import inverse_transform
 
 TOP = 3
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from segstream.segment_model import SegmentModel
-from training.data import FeatureTable
-from training.registry import VersionInfo
+from segstream.adapters.registry import VersionInfo
+from segstream.core.segment_model import SegmentModel
+from segstream.training.data import FeatureTable
 
 
 def _png(fig: Any) -> str:

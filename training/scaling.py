@@ -2,7 +2,7 @@
 
 K-means scores a partition by squared Euclidean distance, so it assumes every
 feature has the same spread inside a segment. Robust population scaling (median /
-IQR, :mod:`training.preprocess`) does not give that on real features: a feature
+IQR, :mod:`segstream.training.preprocess`) does not give that on real features: a feature
 that separates segments well (spend, dwell, session depth) has a large IQR *because*
 segments differ on it, and is shrunk; a feature that is mostly noise inside every
 segment (a share computed from a dozen events, the 7-day trend) keeps a large
@@ -42,10 +42,10 @@ from dataclasses import replace
 import numpy as np
 from sklearn.cluster import KMeans
 
-from segstream.contract import FEATURE_SPEC, FeatureSpec
-from segstream.segment_model import Preprocessor
-from training.kmeans import DecayingKMeans
-from training.preprocess import fit_preprocessor, robust_preprocessor
+from segstream.core.contract import FEATURE_SPEC, FeatureSpec
+from segstream.core.segment_model import Preprocessor
+from segstream.training.kmeans import DecayingKMeans
+from segstream.training.preprocess import fit_preprocessor, robust_preprocessor
 
 #: the refinement rounds run on at most this many rows (a seeded sample)
 SAMPLE_ROWS = 20_000

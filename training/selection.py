@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from training.kmeans import DecayingKMeans
-from training.metrics import quality
+from segstream.training.kmeans import DecayingKMeans
+from segstream.training.scores import quality
 
 
 @dataclass

@@ -12,37 +12,29 @@ as of the stream time when a candidate is built, so a user whose records stopped
 coming has aged in it like everyone else. Candidates go through the gates; a passing
 one becomes the champion and the parent of the next.
 
-:func:`consume` reads the topic without a consumer group: it assigns all
-partitions and keeps its own offsets in ``<data_dir>/checkpoints/training``,
-saved after each published candidate, so a restart resumes where it left off.
+``training/feed.py`` feeds it from the topic.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from segstream.aggregates import RecordMismatch
+from segstream.adapters.registry import Registry
 from segstream.config import Settings
-from segstream.segment_model import SegmentModel
-from training.baseline import feature_psi
-from training.data import FeatureTable, decode_messages, snapshot, table_from_aggregates
-from training.fit import fit_model, model_from_centroids
-from training.kmeans import DecayingKMeans
-from training.pipeline import Published, next_segment_id, params_fingerprint, publish
-from training.registry import Registry
+from segstream.core.segment_model import SegmentModel
+from segstream.training.baseline import feature_psi
+from segstream.training.data import FeatureTable, table_from_aggregates
+from segstream.training.fit import fit_model, model_from_centroids
+from segstream.training.kmeans import DecayingKMeans
+from segstream.training.pipeline import Published, next_segment_id, params_fingerprint, publish
 
 log = logging.getLogger(__name__)
-#: Messages read with none decodable: past this, a setting differs (the params of the
-#: streaming job), not a stray message; the update stops and says so.
-SYSTEMATIC_MISMATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -173,83 +165,3 @@ class Updater:
             self.rows_since_publish = 0
             self.last_publish = self.clock()
         return result
-
-
-# ------------------------------------------------------------------- Kafka side
-def checkpoint_path(settings: Settings) -> Path:
-    return settings.data_dir / "checkpoints" / "training" / "offsets.json"
-
-
-def consume(settings: Settings, updater: Updater, *, once: bool, bootstrap: str,
-            poll_ms: int = 500, on_batch: Callable[[int], None] | None = None,
-            stop: Callable[[], bool] = lambda: False) -> int:
-    """Feed ``updater`` from the features topic; with ``once``, stop at the current end.
-
-    Returns the number of messages read. Offsets are checkpointed after each
-    published candidate and at the end (with ``once``, after publishing what was learned
-    since the last candidate). A registry failure while publishing propagates before the
-    offsets are saved, so nothing read since the last candidate is skipped on a rerun.
-    """
-    from kafka import TopicPartition
-
-    from segstream.kafka import exact_end_offsets, make_consumer, partitions_of
-
-    topic = settings.topic_features
-    path = checkpoint_path(settings)
-    saved: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
-    consumer = make_consumer(bootstrap)
-    read = decoded = 0
-    try:
-        tps = partitions_of(consumer, topic)
-        end = exact_end_offsets(consumer, tps) if once else {}
-        begin = consumer.beginning_offsets(tps)
-        consumer.assign(tps)
-        for tp in tps:
-            consumer.seek(tp, max(saved.get(str(tp.partition), 0), begin[tp]))
-
-        def save() -> None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            pos = {str(tp.partition): consumer.position(tp) for tp in tps}
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(pos))
-            tmp.replace(path)
-
-        def done() -> bool:
-            return once and all(consumer.position(tp) >= end[tp] for tp in tps)
-
-        params = updater.params
-        while not done() and not stop():
-            batches = consumer.poll(timeout_ms=poll_ms,
-                                    max_records=settings.update_batch_rows)
-            messages: list[tuple[bytes | None, bytes | None]] = []
-            for tp, msgs in batches.items():
-                limit = end.get(TopicPartition(tp.topic, tp.partition))
-                messages.extend((m.key, m.value) for m in msgs
-                                if m.value is not None and (limit is None or m.offset < limit))
-            if not messages:
-                continue
-            read += len(messages)
-            users, aggs = decode_messages(messages, params, topic, require_one=False)
-            decoded += len(users)
-            if decoded == 0 and read >= SYSTEMATIC_MISMATCH:
-                raise RecordMismatch(
-                    f"none of the first {read:,} messages on {topic} is a record of this "
-                    "process's feature params or layout (see the warnings): align the "
-                    "updater's settings with the streaming job's")
-            if not len(users):
-                continue
-            # as of the stream time: the newest event time read so far, this batch included
-            as_of = max(updater.stream_ms, int(aggs["last_ms"].max()))
-            published = updater.feed(snapshot(users, aggs, as_of, params, topic))
-            if on_batch is not None:
-                on_batch(len(messages))
-            if published:
-                save()
-        if once and updater.rows_since_publish > 0 and len(updater.window) >= 10 * updater.parent.k:
-            # what this run learned since its last candidate, published before the offsets
-            # move past it: if the registry fails here, a rerun reads those rows again
-            updater.publish()
-        save()
-    finally:
-        consumer.close()
-    return read

@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 
-from serving import experiments
-from serving.deps import State
-from serving.errors import NotFound
-from serving.schemas import (
+from segstream.serving import experiments
+from segstream.serving.deps import State
+from segstream.serving.errors import NotFound
+from segstream.serving.schemas import (
     BODY_TOO_LARGE,
     UNAUTHORIZED,
     ConversionIn,

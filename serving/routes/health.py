@@ -8,10 +8,10 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from serving import metrics
-from serving.deps import State
-from serving.redis_pipe import RedisCommandError, RedisUnavailable
-from serving.schemas import Health, Ready
+from segstream.serving import metrics
+from segstream.serving.deps import State
+from segstream.serving.redis_pipe import RedisCommandError, RedisUnavailable
+from segstream.serving.schemas import Health, Ready
 
 router = APIRouter(tags=["operations"])
 

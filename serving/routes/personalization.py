@@ -6,11 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
-from serving import experiments
-from serving.deps import State
-from serving.errors import InvalidInput
-from serving.routes.raw import MAX_USER_ID
-from serving.schemas import NO_MODEL, UNAUTHORIZED, Personalization, error_responses
+from segstream.serving import experiments
+from segstream.serving.deps import State
+from segstream.serving.errors import InvalidInput
+from segstream.serving.routes.raw import MAX_USER_ID
+from segstream.serving.schemas import NO_MODEL, UNAUTHORIZED, Personalization, error_responses
 
 router = APIRouter(prefix="/v1", tags=["personalization"])
 

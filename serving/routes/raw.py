@@ -6,7 +6,7 @@ microseconds of arithmetic (docs/serving.md, "Where the time goes"). A
 :class:`RawRoute` keeps the endpoint's signature for OpenAPI (parameters, bounds,
 response model) but serves a request by calling the endpoint with the arguments its
 ``parse`` function reads straight from the request. ``parse`` must apply the same
-bounds as the signature and raise :class:`~serving.errors.InvalidInput` naming the
+bounds as the signature and raise :class:`~segstream.serving.errors.InvalidInput` naming the
 field; a test posts bad values to both kinds of route.
 """
 
@@ -19,7 +19,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
-from serving.errors import InvalidInput
+from segstream.serving.errors import InvalidInput
 
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Coroutine[Any, Any, Response]])
 Parse = Callable[[Request], dict[str, Any]]

@@ -6,11 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 
-from serving.deps import State
-from serving.errors import NotFound
-from serving.predict import Served
-from serving.schemas import UNAUTHORIZED, Catalogue, SegmentInfo, error_responses
-from serving.state import AppState
+from segstream.serving.deps import State
+from segstream.serving.errors import NotFound
+from segstream.serving.predict import Served
+from segstream.serving.schemas import UNAUTHORIZED, Catalogue, SegmentInfo, error_responses
+from segstream.serving.state import AppState
 
 router = APIRouter(prefix="/v1", tags=["catalogue"])
 

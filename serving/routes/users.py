@@ -11,11 +11,11 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from segstream.contract import FEATURE_SPEC
-from serving.deps import State
-from serving.online import parse_as_of
-from serving.routes.raw import MAX_USER_ID, RawRoute, bool_of, parsed_by, user_id_of
-from serving.schemas import (
+from segstream.core.contract import FEATURE_SPEC
+from segstream.serving.deps import State
+from segstream.serving.records import parse_as_of
+from segstream.serving.routes.raw import MAX_USER_ID, RawRoute, bool_of, parsed_by, user_id_of
+from segstream.serving.schemas import (
     AS_OF_DOC,
     BODY_TOO_LARGE,
     NO_MODEL,
@@ -27,7 +27,7 @@ from serving.schemas import (
     UserFeatures,
     error_responses,
 )
-from serving.state import AppState, check_batch_size
+from segstream.serving.state import AppState, check_batch_size
 
 router = APIRouter(prefix="/v1", tags=["segments"])
 
