@@ -3,6 +3,9 @@ redis-server, one local SparkSession. Each starts once per test session, on free
 loopback ports, and is stopped at the end. Set SEGSTREAM_TEST_KAFKA_BOOTSTRAP /
 SEGSTREAM_TEST_REDIS_URL to run the suite against services that already run.
 
+Fixtures that tests of several directories use are here too (a redis-server the test
+owns, webhook receivers); the helpers behind all fixtures are in tests/support/.
+
 The caller's own ``SEGSTREAM_*`` settings (a user's stack exported in the shell) are
 removed before any test runs: tests build their settings explicitly and must not
 depend on the environment they are started from.
@@ -14,7 +17,7 @@ import itertools
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -23,7 +26,11 @@ for _name in [n for n in os.environ if n.startswith("SEGSTREAM_")
     del os.environ[_name]
 
 from segstream.config import Settings  # noqa: E402  (after the environment is cleaned)
-from segstream.stack import free_port, start_broker, start_redis, stop_service  # noqa: E402
+from segstream.sources.stack import free_port, start_broker, start_redis, stop_service  # noqa: E402
+from tests.support.servers import OwnRedis, flushed_redis  # noqa: E402
+
+if TYPE_CHECKING:
+    from tests.support.webhooks import Receiver
 
 
 @pytest.fixture(scope="session")
@@ -50,20 +57,30 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     stop_service(svc)
 
 
-def flushed_redis(url: str) -> Iterator[Any]:
-    """A client on the database at ``url``, flushed first (body of the client fixtures)."""
-    import redis
-
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    yield client
-    client.close()
-
-
 @pytest.fixture
 def redis_client(redis_url: str) -> Iterator[Any]:
     """A client on a freshly flushed database."""
     yield from flushed_redis(redis_url)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[OwnRedis]:
+    """A plain redis-server owned by the test, to stop, hang and start again on the same
+    port and data (started; stopped at the end)."""
+    server = OwnRedis(free_port(), tmp_path / "own-redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def receivers() -> Iterator[list[Receiver]]:
+    """Webhook receivers a test starts (``receivers.append(Receiver(port))``), stopped at
+    the end."""
+    started: list[Receiver] = []
+    yield started
+    for r in started:
+        r.stop()
 
 
 _topic_serial = itertools.count()
@@ -72,7 +89,7 @@ _topic_serial = itertools.count()
 @pytest.fixture
 def topic_factory(kafka_bootstrap: str) -> Callable[..., str]:
     """Create a uniquely named topic: ``topic_factory("events", partitions=4)``."""
-    from segstream.kafka import ensure_topics
+    from segstream.adapters.kafka import ensure_topics
 
     def make(prefix: str = "t", partitions: int = 4) -> str:
         name = f"{prefix}-{os.getpid()}-{next(_topic_serial)}"

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from segstream.config import Settings, render_configuration_doc
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_env_vars_with_prefix_are_read(monkeypatch: pytest.MonkeyPatch) -> None:

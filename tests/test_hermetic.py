@@ -15,7 +15,7 @@ def test_exported_stack_settings_do_not_leak_into_tests(tmp_path: Path) -> None:
     env = {**os.environ, "SEGSTREAM_KAFKA_BOOTSTRAP": "127.0.0.1:1",
            "SEGSTREAM_REDIS_URL": "redis://127.0.0.1:1/0",
            "SEGSTREAM_DATA_DIR": str(tmp_path / "elsewhere")}
-    test = "tests/segstream/test_stack.py::test_a_dead_pid_in_the_state_file_is_restarted"
+    test = "tests/sources/test_stack.py::test_a_dead_pid_in_the_state_file_is_restarted"
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                           test], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=300)

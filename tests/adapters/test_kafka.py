@@ -8,14 +8,14 @@ from collections.abc import Callable
 
 import pytest
 
-from segstream.kafka import (
+from segstream.adapters.kafka import (
     Producer,
     count_records,
     exact_end_offsets,
     make_consumer,
     partitions_of,
-    read_topic,
 )
+from segstream.adapters.topic_reader import read_topic
 
 pytestmark = pytest.mark.kafka
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from segstream.cli import app
+from segstream.adapters.kafka import count_records
+from segstream.app.cli import app
 from segstream.config import Settings
-from segstream.generator import GeneratorConfig, generate, iter_jsonl
-from segstream.kafka import count_records
+from segstream.sources.generator import GeneratorConfig, generate, iter_jsonl
 
 runner = CliRunner()
 

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from segstream.aggregates import (
+from segstream.core.aggregates import (
     AGG_DTYPE,
     RECORD_DTYPE,
     RECORD_VERSION,
@@ -35,9 +35,9 @@ from segstream.aggregates import (
     evaluate_one,
     fold,
 )
-from segstream.contract import FEATURE_SPEC, KNOWN_EVENT_TYPES, PURCHASE_RECENCY_CAP_DAYS
-from segstream.generator import GeneratorConfig, generate
-from streaming.step import valid_frame
+from segstream.core.contract import FEATURE_SPEC, KNOWN_EVENT_TYPES, PURCHASE_RECENCY_CAP_DAYS
+from segstream.sources.generator import GeneratorConfig, generate
+from segstream.streaming.step import valid_frame
 
 DAY = 86_400_000
 PARAMS = FeatureParams()

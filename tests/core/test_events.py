@@ -12,16 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segstream.contract import DLQ_REASONS, MAX_EVENT_NUMBER, MAX_RECORD_BYTES
-from segstream.events import (
-    EPOCH_BANDS,
-    Rejection,
-    TimestampError,
-    derive_event_id,
-    parse_timestamp,
-    read_timestamp,
-    validate_event,
-)
+from segstream.core.contract import DLQ_REASONS, MAX_EVENT_NUMBER, MAX_RECORD_BYTES
+from segstream.core.events import Rejection, derive_event_id, validate_event
+from segstream.core.times import EPOCH_BANDS, TimestampError, parse_timestamp, read_timestamp
 
 NOW = 1_790_000_000_000  # 2026-09-21
 
@@ -101,7 +94,7 @@ def test_a_number_past_the_bound_is_rejected(name: str, value: float) -> None:
 def test_numbers_up_to_the_bound_fold_to_finite_features() -> None:
     """The bound is low enough: the largest accepted dwell and amount, many times over,
     leave every feature finite."""
-    from segstream.aggregates import FeatureParams, empty, evaluate, fold
+    from segstream.core.aggregates import FeatureParams, empty, evaluate, fold
 
     n = 1000
     events = [validate_event({"user_id": "u", "ts": NOW - n + i, "event_type": "purchase",
@@ -156,7 +149,7 @@ def test_timestamp_forms(value: object, expected: int) -> None:
 
 @pytest.mark.parametrize(("value", "words"), [
     ("1969-12-31T23:59:59Z", ["ISO-8601", "1969-12-31T23:59:59Z", "before 1970-01-01"]),
-    ("1970-01-01T00:30:00+01:00", ["1969-12-31T23:30:00Z", "before 1970"]),
+    ("1970-01-01T00:30:00+01:00", ["1969-12-31T23:30:00+00:00", "before 1970"]),
     (-1, ["negative"]), ("-1767225600", ["negative"]),
     (10**17, ["beyond the microsecond range"]), (1.5e18, ["nanoseconds"]),
     (19_970_101, ["ambiguous", "1997-01-01", "1970-08-20", "--ts-format %Y%m%d"]),

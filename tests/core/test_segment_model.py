@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segstream.contract import FEATURE_SPEC
-from segstream.segment_model import Preprocessor, SegmentModel
+from segstream.core.contract import FEATURE_SPEC
+from segstream.core.segment_model import Preprocessor, SegmentModel
 
 D = len(FEATURE_SPEC)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from streaming.metrics import exported_names as streaming_names
-from tests.deploy.support import PROMETHEUS, load_yaml, promtool, run
+from segstream.streaming.metrics import exported_names as streaming_names
+from tests.support.deploy import PROMETHEUS, load_yaml, promtool, run
 
 pytestmark = pytest.mark.prometheus
 

@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 import pydantic
 import pytest
 
-from tests.deploy import compose
-from tests.deploy.support import (
+from tests.support import compose
+from tests.support.deploy import (
     CONNECTOR,
     ENV_EXAMPLE,
     ROOT,

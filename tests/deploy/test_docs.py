@@ -7,9 +7,8 @@ import itertools
 import re
 import shlex
 
-from tests.deploy import compose
-from tests.deploy.support import ROOT, check_segstream_argv, setting_names
-from tests.deploy.test_k8s import objects, render
+from tests.support import compose
+from tests.support.deploy import ROOT, check_segstream_argv, objects, render, setting_names
 
 DOC = (ROOT / "docs" / "deploy.md").read_text()
 SERVICES = compose.services()

@@ -9,7 +9,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from tests.deploy.support import ROOT
+from tests.support.deploy import ROOT
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 ENTRYPOINT = ROOT / "deploy" / "docker" / "entrypoint.sh"

@@ -16,14 +16,13 @@ import referencing
 import yaml
 from kubernetes_validate import utils as kv
 
-from tests.deploy.support import (
+from tests.support.deploy import (
     K8S,
     build_settings,
     check_segstream_argv,
     expected_connector,
-    load_all_yaml,
-    run,
-    tool,
+    objects,
+    render,
     unknown_settings,
 )
 
@@ -34,17 +33,6 @@ SCHEMAS = Path(__file__).parent / "schemas"
 CUSTOM = {("sparkoperator.k8s.io/v1beta2", "SparkApplication"): "sparkapplication-v1beta2.yaml",
           ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-v1.yaml"}
 UID = 10001  # the Dockerfile's USER
-
-
-@functools.cache
-def render(overlay: str) -> tuple[dict[str, Any], ...]:
-    out = run([tool("kubectl"), "kustomize", K8S / "overlays" / overlay])
-    assert out.returncode == 0, out.stderr
-    return tuple(load_all_yaml(out.stdout))
-
-
-def objects(overlay: str, kind: str) -> dict[str, dict[str, Any]]:
-    return {o["metadata"]["name"]: o for o in render(overlay) if o["kind"] == kind}
 
 
 def one(overlay: str, kind: str, name: str) -> dict[str, Any]:

@@ -26,10 +26,11 @@ from typing import Any
 import pytest
 import redis
 
-from segstream.generator import GeneratorConfig, generate
-from segstream.kafka import KafkaUnavailable, ensure_topics
-from segstream.stack import Service, free_port, start_broker, stop_service
-from tests.streaming.conftest import job_env
+from segstream.adapters.endpoints import Service
+from segstream.adapters.kafka import KafkaUnavailable, ensure_topics
+from segstream.sources.generator import GeneratorConfig, generate
+from segstream.sources.stack import free_port, start_broker, stop_service
+from tests.support.streaming import job_env
 
 pytestmark = [pytest.mark.kafka]
 
@@ -58,7 +59,7 @@ class OwnBroker:
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[OwnBroker]:
-    from streaming.kafka_source import close_clients
+    from segstream.streaming.kafka_source import close_clients
 
     own = OwnBroker(tmp_path)
     yield own
@@ -67,14 +68,14 @@ def broker(tmp_path: Path) -> Iterator[OwnBroker]:
 
 
 def _reader(bootstrap: str, topic: str, **options: str) -> Any:
-    from streaming.kafka_source import KafkaStreamReader
+    from segstream.streaming.kafka_source import KafkaStreamReader
 
     return KafkaStreamReader({"kafka.bootstrap.servers": bootstrap, "subscribe": topic,
                               **options})
 
 
 def _send(bootstrap: str, topic: str, n: int, tag: str) -> None:
-    from segstream.kafka import Producer
+    from segstream.adapters.kafka import Producer
 
     p = Producer(bootstrap)
     for i in range(n):
@@ -86,8 +87,8 @@ def test_source_reports_a_stopped_then_reset_broker_and_resets_on_request(
         broker: OwnBroker) -> None:
     from pyspark.sql.streaming.datasource import ReadAllAvailable
 
-    from streaming.kafka_offsets import from_spark
-    from streaming.kafka_source import DataLossError
+    from segstream.streaming.kafka_offsets import from_spark
+    from segstream.streaming.kafka_source import DataLossError
 
     ensure_topics(broker.address, ["ev"], 2)
     _send(broker.address, "ev", 40, "old")
@@ -131,7 +132,7 @@ def test_source_reports_a_stopped_then_reset_broker_and_resets_on_request(
 def _produce_log(bootstrap: str, topic: str, log: Any) -> None:
     """Send a generated log in order, keyed as generated, and close the client (a
     lingering one reconnects to the restarted broker)."""
-    from segstream.kafka import Producer
+    from segstream.adapters.kafka import Producer
 
     p = Producer(bootstrap)
     for key, value in zip(log.keys, log.values, strict=True):
@@ -143,7 +144,7 @@ def _committed_rows(checkpoint: Path) -> int:
     """Records up to the end offsets of the newest committed batch."""
     import json
 
-    from streaming.kafka_offsets import from_spark
+    from segstream.streaming.kafka_offsets import from_spark
 
     commits = sorted(int(p.name) for p in (checkpoint / "commits").glob("[0-9]*"))
     if not commits:
@@ -173,10 +174,10 @@ def _wait_exit(job: subprocess.Popen[bytes], timeout_s: float) -> int:
 @pytest.mark.slow  # a job subprocess (Spark start-up) and a second run: ~1 min
 def test_job_through_a_broker_restart_stops_on_data_loss_then_resets_losing_nothing(
         broker: OwnBroker, redis_server: Any, spark: Any, tmp_path: Path) -> None:
-    from segstream.generator import DEFAULT_START
-    from streaming.batch import compute_features_pandas
-    from streaming.job import run
-    from tests.streaming.test_job import assert_redis_equals_batch, job_settings
+    from segstream.sources.generator import DEFAULT_START
+    from segstream.streaming.batch import compute_features_pandas
+    from segstream.streaming.job import run
+    from tests.support.streaming import assert_redis_equals_batch, job_settings
 
     settings = job_settings(tmp_path, broker.address, redis_server.url, "brk",
                             stream_max_records_per_trigger=300)
@@ -249,8 +250,8 @@ def test_a_broker_too_slow_for_a_minute_is_waited_for_not_a_failed_batch(
     import signal
     import threading
 
-    import streaming.kafka_source as ks
-    from segstream.kafka import Producer, ensure_topics
+    import segstream.streaming.kafka_source as ks
+    from segstream.adapters.kafka import Producer, ensure_topics
 
     ensure_topics(broker.address, ["slow"], 1)
     producer = Producer(broker.address)

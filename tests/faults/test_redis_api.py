@@ -18,11 +18,13 @@ import pytest
 import redis
 
 from segstream.config import Settings
-from segstream.stack import free_port
-from serving import metrics
-from serving.model_source import StaticSource
-from tests.faults.conftest import OwnRedis
-from tests.serving.conftest import API_KEY, make_model, put_users, run_api
+from segstream.serving import metrics
+from segstream.serving.model_source import StaticSource
+from segstream.sources.stack import free_port
+from tests.support.api import API_KEY, run_api
+from tests.support.archetypes import put_users
+from tests.support.models import make_model
+from tests.support.servers import OwnRedis
 
 pytestmark = pytest.mark.redis
 HEADERS = {"X-API-Key": API_KEY}
@@ -96,11 +98,11 @@ def _wait_served(url: str, timeout_s: float = 15.0) -> float:
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OwnRedis]:
     tls = None
     if request.param == "redis-py-tls":
-        from tests.serving.test_redis_tls import _certs
+        from tests.support.tls import tls_files
 
         certs = tmp_path / "certs"
         certs.mkdir()
-        tls = _certs(certs)
+        tls = tls_files(certs)
     own = OwnRedis(free_port(), tmp_path / "own-redis", tls)
     own.start()
     yield own

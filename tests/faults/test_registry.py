@@ -34,10 +34,12 @@ import httpx
 import pytest
 
 from segstream.config import Settings
-from segstream.stack import free_port
-from serving.model_source import POLL_ENV_DEFAULTS, RegistrySource, use_poll_env_defaults
-from tests.faults.conftest import MlflowServer
-from tests.serving.conftest import API_KEY, make_model, put_users, run_api
+from segstream.serving.model_source import POLL_ENV_DEFAULTS, RegistrySource, use_poll_env_defaults
+from segstream.sources.stack import free_port
+from tests.support.api import API_KEY, run_api
+from tests.support.archetypes import put_users
+from tests.support.models import make_model, model_registry
+from tests.support.servers import MlflowServer
 
 pytestmark = [pytest.mark.mlflow, pytest.mark.redis]
 HEADERS = {"X-API-Key": API_KEY}
@@ -49,12 +51,6 @@ def _poll_env(monkeypatch: pytest.MonkeyPatch) -> None:
     process (``use_poll_env_defaults``): the in-process APIs here are such processes."""
     for name, value in POLL_ENV_DEFAULTS.items():
         monkeypatch.setenv(name, value)
-
-
-def _registry(settings: Settings) -> Any:
-    from training.registry import Registry
-
-    return Registry(settings)
 
 
 def _registry_up(url: str) -> float:
@@ -86,7 +82,7 @@ def test_registry_down_keeps_the_last_good_model_then_follows_the_champion_again
         redis_client: Any) -> None:
     settings = settings_factory(registry_uri=mlflow_server.uri, api_keys=[API_KEY],
                                 api_model_poll_s=0.2)
-    registry = _registry(settings)
+    registry = model_registry(settings)
     v1 = registry.register(make_model())
     registry.set_alias(v1, "champion")
     put_users(redis_client, {"u": 1})
@@ -121,7 +117,7 @@ def test_api_started_while_the_registry_is_down_starts_then_becomes_ready(
         redis_client: Any) -> None:
     settings = settings_factory(registry_uri=mlflow_server.uri, api_keys=[API_KEY],
                                 api_model_poll_s=0.2)
-    registry = _registry(settings)
+    registry = model_registry(settings)
     registry.set_alias(registry.register(make_model()), "champion")
     put_users(redis_client, {"u": 1})
     mlflow_server.stop()
@@ -160,7 +156,7 @@ def test_update_against_a_stopped_registry_reports_then_retries_until_it_is_back
         topic_factory: Callable[..., str], kafka_bootstrap: str) -> None:
     settings = settings_factory(registry_uri=mlflow_server.uri,
                                 topic_features=topic_factory("features", partitions=1))
-    registry = _registry(settings)
+    registry = model_registry(settings)
     registry.set_alias(registry.register(make_model()), "champion")
     mlflow_server.stop()
 
@@ -193,13 +189,13 @@ def test_update_against_a_stopped_registry_reports_then_retries_until_it_is_back
 def test_registry_credentials_never_reach_a_message_readyz_or_the_logs(
         settings_factory: Callable[..., Settings], redis_client: Any,
         caplog: pytest.LogCaptureFixture) -> None:
-    from training.registry import RegistryUnavailable
+    from segstream.adapters.registry import RegistryUnavailable
 
     password, port = "s3cret-pw-42", free_port()  # nothing listens on the port
     settings = settings_factory(registry_uri=f"http://segstream:{password}@127.0.0.1:{port}",
                                 api_keys=[API_KEY], api_model_poll_s=0.2)
     with pytest.raises(RegistryUnavailable) as raised:
-        _registry(settings).champion_version()
+        model_registry(settings).champion_version()
     message = str(raised.value)
     assert f"the model registry at http://127.0.0.1:{port} failed" in message, message
     assert password not in message and "segstream:" not in message, message

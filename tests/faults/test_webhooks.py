@@ -19,17 +19,13 @@ by the ``Idempotency-Key`` header.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -38,74 +34,20 @@ import httpx
 import orjson
 import pytest
 
+from segstream.adapters.kafka import Producer
+from segstream.adapters.topic_reader import RedisOffsetReader
 from segstream.config import Settings
-from segstream.kafka import Producer
-from segstream.stack import free_port
-from serving import metrics, webhooks
-from serving.changes import ChangeDetector
-from serving.model_holder import ModelHolder
-from serving.model_source import StaticSource
-from serving.offsets import RedisOffsetReader
-from serving.webhooks import DLQ_KEY, IDEMPOTENCY_HEADER, SIGNATURE_HEADER, Dispatcher
-from tests.serving.conftest import PARAMS, WEBHOOK_SECRET, make_model, users_state
-from tests.serving.test_webhooks import T0, produce_records
+from segstream.serving import metrics, webhooks
+from segstream.serving.changes import ChangeDetector
+from segstream.serving.model_holder import ModelHolder
+from segstream.serving.model_source import StaticSource
+from segstream.serving.webhooks import DLQ_KEY, Dispatcher
+from segstream.sources.stack import free_port
+from tests.support.archetypes import PARAMS, users_state
+from tests.support.models import make_model
+from tests.support.webhooks import T0, WEBHOOK_SECRET, Receiver, drain, produce_records
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
-
-
-class DedupingReceiver:
-    """A CMS endpoint: checks the signature, keeps every delivery it stored, and applies
-    a change only the first time its ``Idempotency-Key`` is seen. The first
-    ``slow_first`` stored deliveries are answered after ``slow_s`` (past the sender's
-    timeout), so the sender retries a change that was in fact stored."""
-
-    def __init__(self, port: int, *, slow_first: int = 0, slow_s: float = 0.0) -> None:
-        self.port = port
-        self.deliveries: list[tuple[str, dict[str, Any]]] = []  # (key, body), repeats too
-        self.applied: dict[str, dict[str, Any]] = {}  # key -> body, first time only
-        self.bad_signatures = 0
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                sig = dict(p.split("=", 1) for p in self.headers[SIGNATURE_HEADER].split(","))
-                expect = hmac.new(WEBHOOK_SECRET.encode(), f"{sig['t']}.".encode() + body,
-                                  hashlib.sha256).hexdigest()
-                if not hmac.compare_digest(expect, sig["v1"]):
-                    with receiver.lock:
-                        receiver.bad_signatures += 1
-                    self.send_response(401)
-                    self.end_headers()
-                    return
-                key, change = self.headers[IDEMPOTENCY_HEADER], orjson.loads(body)
-                with receiver.lock:
-                    receiver.deliveries.append((key, change))
-                    receiver.applied.setdefault(key, change)
-                    slow = len(receiver.deliveries) <= slow_first
-                if slow:
-                    time.sleep(slow_s)
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receivers() -> Iterator[list[DedupingReceiver]]:
-    started: list[DedupingReceiver] = []
-    yield started
-    for r in started:
-        r.stop()
 
 
 def make_changes(settings: Settings, kafka_bootstrap: str, redis: Any, users: list[str],
@@ -181,7 +123,7 @@ def _stop(proc: subprocess.Popen[str]) -> str:
 def test_receiver_down_then_up_gets_every_change_once_by_key(
         settings_factory: Callable[..., Settings], topic_factory: Callable[..., str],
         kafka_bootstrap: str, redis_url: str, redis_client: Any,
-        receivers: list[DedupingReceiver]) -> None:
+        receivers: list[Receiver]) -> None:
     port, metrics_port = free_port(), free_port()  # nothing listens: the receiver is down
     settings = _settings(settings_factory, topic_factory, port, webhook_max_attempts=60,
                          webhook_backoff_s=0.05, webhook_backoff_max_s=0.2,
@@ -201,7 +143,7 @@ def test_receiver_down_then_up_gets_every_change_once_by_key(
         _wait("retrying", retrying)
         assert proc.poll() is None, "the dispatcher died while the receiver was down"
         # back; the first two changes it stores are answered after the sender's timeout
-        receiver = DedupingReceiver(port, slow_first=2, slow_s=1.0)
+        receiver = Receiver(port, slow_first=2, slow_s=1.0)
         receivers.append(receiver)
         later = make_changes(settings, kafka_bootstrap, redis_client,
                              [f"v{i}" for i in range(3)], T0 + 60_000)
@@ -224,7 +166,7 @@ def test_receiver_down_then_up_gets_every_change_once_by_key(
 def test_receiver_down_past_max_attempts_is_dead_lettered_reported_and_redriven(
         settings_factory: Callable[..., Settings], topic_factory: Callable[..., str],
         kafka_bootstrap: str, redis_url: str, redis_client: Any,
-        receivers: list[DedupingReceiver]) -> None:
+        receivers: list[Receiver]) -> None:
     port, metrics_port = free_port(), free_port()
     settings = _settings(settings_factory, topic_factory, port, webhook_max_attempts=3,
                          webhook_backoff_s=0.01, webhook_backoff_max_s=0.02)
@@ -242,7 +184,7 @@ def test_receiver_down_past_max_attempts_is_dead_lettered_reported_and_redriven(
         assert {e["attempts"] for e in entries} == {3}
         assert all("ConnectError" in e["error"] for e in entries), entries
 
-        receiver = DedupingReceiver(port)  # back
+        receiver = Receiver(port)  # back
         receivers.append(receiver)
         later = make_changes(settings, kafka_bootstrap, redis_client,
                              [f"v{i}" for i in range(2)], T0 + 60_000)
@@ -264,18 +206,11 @@ def test_receiver_down_past_max_attempts_is_dead_lettered_reported_and_redriven(
     assert receiver.bad_signatures == 0
 
 
-def _drain(dispatcher: Dispatcher, reader: RedisOffsetReader, n: int) -> None:
-    done, deadline = 0, time.monotonic() + 60
-    while done < n:
-        assert time.monotonic() < deadline, f"only {done} of {n} records consumed"
-        done += dispatcher.run_once(reader, 300)
-
-
 def test_non_ascii_user_ids_are_delivered_with_an_ascii_key_stable_on_replay(
         settings_factory: Callable[..., Settings], topic_factory: Callable[..., str],
-        kafka_bootstrap: str, redis_client: Any, receivers: list[DedupingReceiver]) -> None:
+        kafka_bootstrap: str, redis_client: Any, receivers: list[Receiver]) -> None:
     port = free_port()
-    receiver = DedupingReceiver(port)
+    receiver = Receiver(port)
     receivers.append(receiver)
     settings = _settings(settings_factory, topic_factory, port, webhook_max_attempts=2,
                          webhook_backoff_s=0.01, webhook_backoff_max_s=0.02)
@@ -288,7 +223,7 @@ def test_non_ascii_user_ids_are_delivered_with_an_ascii_key_stable_on_replay(
         reader = RedisOffsetReader(kafka_bootstrap, settings.topic_segment_changes,
                                    redis_client, "webhooks-test")
         try:
-            _drain(dispatcher, reader, len(ids))
+            drain(dispatcher, reader, len(ids))
         finally:
             reader.close()
             dispatcher.close()
@@ -306,7 +241,7 @@ def test_non_ascii_user_ids_are_delivered_with_an_ascii_key_stable_on_replay(
 
 def test_a_delivery_that_cannot_be_sent_is_dead_lettered_not_a_dead_dispatcher(
         settings_factory: Callable[..., Settings], topic_factory: Callable[..., str],
-        kafka_bootstrap: str, redis_client: Any, receivers: list[DedupingReceiver],
+        kafka_bootstrap: str, redis_client: Any, receivers: list[Receiver],
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The key of before the ASCII fix (the raw change id) stands in for any request
     httpx cannot build: with it the real httpx raises UnicodeEncodeError, no
@@ -314,7 +249,7 @@ def test_a_delivery_that_cannot_be_sent_is_dead_lettered_not_a_dead_dispatcher(
     ascii_key = webhooks.idempotency_key
     monkeypatch.setattr(webhooks, "idempotency_key", lambda body: unquote(ascii_key(body)))
     port = free_port()
-    receiver = DedupingReceiver(port)
+    receiver = Receiver(port)
     receivers.append(receiver)
     settings = _settings(settings_factory, topic_factory, port, webhook_max_attempts=3,
                          webhook_backoff_s=0.01, webhook_backoff_max_s=0.02)
@@ -331,7 +266,7 @@ def test_a_delivery_that_cannot_be_sent_is_dead_lettered_not_a_dead_dispatcher(
     reader = RedisOffsetReader(kafka_bootstrap, settings.topic_segment_changes,
                                redis_client, "webhooks-test")
     try:
-        _drain(dispatcher, reader, 3)  # raised before: the restarted one died here again
+        drain(dispatcher, reader, 3)  # raised before: the restarted one died here again
     finally:
         reader.close()
         dispatcher.close()

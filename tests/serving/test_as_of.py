@@ -11,21 +11,17 @@ import httpx
 import numpy as np
 import pytest
 
-from segstream.aggregates import FeatureParams, evaluate
-from segstream.contract import FEATURE_SPEC
-from segstream.online_store import encode_record, feature_key
-from serving.model_source import StaticSource
-from serving.online import parse_as_of
-from serving.predict import ModelParamsMismatch, Served, iso_ms
-from tests.serving.conftest import (
-    DAY,
-    HOUR,
-    PARAMS,
-    SEGMENT_IDS,
-    Api,
-    make_model,
-    put_users,
-)
+from segstream.adapters.online_store import encode_record
+from segstream.adapters.redis_keys import feature_key
+from segstream.core.aggregates import FeatureParams, evaluate
+from segstream.core.contract import FEATURE_SPEC
+from segstream.core.times import format_time
+from segstream.serving.model_source import StaticSource
+from segstream.serving.predict import ModelParamsMismatch, Served
+from segstream.serving.records import parse_as_of
+from tests.support.api import Api
+from tests.support.archetypes import DAY, HOUR, PARAMS, put_users
+from tests.support.models import SEGMENT_IDS, make_model
 
 pytestmark = pytest.mark.redis
 END = 1_748_811_600_000  # 2025-06-01T21:00Z: every user's newest event
@@ -50,18 +46,19 @@ def test_features_as_of_equal_aggregates_evaluate(api_factory: Callable[..., Api
     api = api_factory()
     for i, user in enumerate(stored.users):
         for t in ASKED:
-            r = _features(api, str(user), iso_ms(t))
+            r = _features(api, str(user), format_time(t))
             assert r.status_code == 200, r.text
             body = r.json()
-            assert body["user_id"] == user and body["as_of"] == iso_ms(t)
+            assert body["user_id"] == user and body["as_of"] == format_time(t)
             assert body["spec_version"] == FEATURE_SPEC.version
-            assert body["last_event_at"] == iso_ms(END)
+            assert body["last_event_at"] == format_time(END)
             assert list(body["features"]) == list(FEATURE_SPEC.names)
             expect = evaluate(stored.aggs[i:i + 1], t, PARAMS)[0]
             got = np.array([body["features"][n] for n in FEATURE_SPEC.names])
             np.testing.assert_allclose(got, expect, rtol=1e-12, atol=1e-12)
     # time passes with no event: recency grows day for day, the trend keeps falling
-    far = [_features(api, "owl", iso_ms(END + d * DAY)).json()["features"] for d in (1, 30, 90)]
+    far = [_features(api, "owl", format_time(END + d * DAY)).json()["features"]
+           for d in (1, 30, 90)]
     assert [round(f["recency_days"], 9) for f in far] == [1.0, 30.0, 90.0]
     trend = [f["engagement_trend"] for f in far]
     assert trend[0] > trend[1] > trend[2] > -1.0
@@ -83,19 +80,19 @@ def test_default_as_of_is_now_and_answers_follow_as_of(
                                rtol=1e-12, atol=1e-12)
     model = make_model()
     for t in (END + HOUR, END + 200 * DAY):
-        r = httpx.get(f"{api.url}/v1/users/spender/segment", params={"as_of": iso_ms(t)},
+        r = httpx.get(f"{api.url}/v1/users/spender/segment", params={"as_of": format_time(t)},
                       headers=api.headers)
         assert r.status_code == 200, r.text
         a = model.assign(evaluate(stored.aggs[i:i + 1], t, PARAMS))
-        assert r.json()["as_of"] == iso_ms(t)
+        assert r.json()["as_of"] == format_time(t)
         assert r.json()["segment_id"] == int(a.segment_ids[0])
         assert r.json()["distance"] == pytest.approx(float(a.distances[0]), rel=1e-9)
     batch = httpx.post(f"{api.url}/v1/users/segments:batch", headers=api.headers,
                        json={"user_ids": ["owl", "nobody", "shopper"],
-                             "as_of": iso_ms(END + HOUR)}).json()
+                             "as_of": format_time(END + HOUR)}).json()
     assert batch["missing"] == ["nobody"]
     assert [a["segment_id"] for a in batch["results"]] == [SEGMENT_IDS[2], SEGMENT_IDS[0]]
-    assert {a["as_of"] for a in batch["results"]} == {iso_ms(END + HOUR)}
+    assert {a["as_of"] for a in batch["results"]} == {format_time(END + HOUR)}
 
 
 def test_an_event_ahead_of_the_clock_is_evaluated_at_its_own_time(
@@ -107,15 +104,15 @@ def test_an_event_ahead_of_the_clock_is_evaluated_at_its_own_time(
     put_users(redis_client, {"early-bird": 0}, end_ms=ahead)
     api = api_factory()
     body = _features(api, "early-bird").json()
-    assert body["as_of"] == iso_ms(ahead) and body["features"]["recency_days"] == 0.0
+    assert body["as_of"] == format_time(ahead) and body["features"]["recency_days"] == 0.0
     assert httpx.get(f"{api.url}/v1/users/early-bird/segment",
                      headers=api.headers).status_code == 200
 
 
 @pytest.mark.parametrize("route", ["features", "segment"])
 @pytest.mark.parametrize(("as_of", "why"), [
-    (iso_ms(END - 1), "before the newest event"), ("yesterday", "not an ISO 8601"),
-    ("2026-13-01T00:00:00Z", "not an ISO 8601"), ("1969-12-31T23:59:59Z", "before 1970"),
+    (format_time(END - 1), "before the newest event"), ("yesterday", "neither ISO-8601"),
+    ("2026-13-01T00:00:00Z", "neither ISO-8601"), ("1969-12-31T23:59:59Z", "before 1970"),
 ])
 def test_bad_as_of_is_422_naming_the_field(api_factory: Callable[..., Api], stored: Any,
                                            route: str, as_of: str, why: str) -> None:
@@ -127,17 +124,17 @@ def test_bad_as_of_is_422_naming_the_field(api_factory: Callable[..., Api], stor
     assert err["field"] == "query.as_of" and why in err["message"]
     if why.startswith("before the newest"):
         # an unencoded '+' offset arrives as a space: the 422 says so
-        r = httpx.get(f"{api.url}/v1/users/spender/{route}?as_of={iso_ms(END)}",
+        r = httpx.get(f"{api.url}/v1/users/spender/{route}?as_of={format_time(END)}",
                       headers=api.headers)
         assert r.status_code == 422 and "%2B" in r.json()["error"]["message"]
-        assert "'spender'" in err["message"] and iso_ms(END) in err["message"]
+        assert "'spender'" in err["message"] and format_time(END) in err["message"]
 
 
 def test_batch_as_of_before_a_users_event_is_422_naming_the_body_field(
     api_factory: Callable[..., Api], stored: Any,
 ) -> None:
     api = api_factory()
-    for as_of in (iso_ms(END - DAY), "soon"):
+    for as_of in (format_time(END - DAY), "soon"):
         r = httpx.post(f"{api.url}/v1/users/segments:batch", headers=api.headers,
                        json={"user_ids": ["owl", "shopper"], "as_of": as_of})
         assert r.status_code == 422 and r.json()["error"]["field"] == "body.as_of"
@@ -194,17 +191,17 @@ def test_event_clock_evaluates_at_the_detectors_stream_time(
 ) -> None:
     import time
 
-    from serving.rescore import CLOCK_STREAM, DETECTOR_KEY
+    from segstream.serving.rescore import CLOCK_STREAM, DETECTOR_KEY
 
     api = api_factory(clock="event")
     # no stream time yet: each user as of their own newest event, not the wall clock
-    assert _features(api, "owl").json()["as_of"] == iso_ms(END)
+    assert _features(api, "owl").json()["as_of"] == format_time(END)
     redis_client.hset(DETECTOR_KEY, CLOCK_STREAM, END + 30 * DAY)  # the detector's clock
     deadline = time.monotonic() + 10
-    while _features(api, "owl").json()["as_of"] != iso_ms(END + 30 * DAY):
+    while _features(api, "owl").json()["as_of"] != format_time(END + 30 * DAY):
         assert time.monotonic() < deadline, "the API did not follow the stream time"
         time.sleep(0.1)
     body = _features(api, "owl").json()
     assert body["features"]["recency_days"] == 30.0
     seg = httpx.get(f"{api.url}/v1/users/owl/segment", headers=api.headers).json()
-    assert seg["as_of"] == iso_ms(END + 30 * DAY)
+    assert seg["as_of"] == format_time(END + 30 * DAY)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.serving.conftest import Api
+from tests.support.api import Api
 
 pytestmark = pytest.mark.redis
 

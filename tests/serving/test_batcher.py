@@ -10,9 +10,12 @@ import httpx
 import numpy as np
 import pytest
 
-from serving.batcher import Meta, TurnBatcher
-from serving.predict import Served, iso_ms
-from tests.serving.conftest import PARAMS, Api, make_model, put_users
+from segstream.core.times import format_time
+from segstream.serving.batcher import Meta, TurnBatcher
+from segstream.serving.predict import Served
+from tests.support.api import Api
+from tests.support.archetypes import PARAMS, put_users
+from tests.support.models import make_model
 
 
 def test_one_run_per_turn_grouped_by_model_errors_to_every_waiter() -> None:
@@ -50,7 +53,7 @@ def test_concurrent_lookups_answer_as_alone(api_factory: Callable[..., Api],
     users = {f"u{i}": i % 3 for i in range(12)}
     state = put_users(redis_client, users)
     api = api_factory()
-    at = iso_ms(int(state.aggs["last_ms"].max()) + 3_600_000)
+    at = format_time(int(state.aggs["last_ms"].max()) + 3_600_000)
 
     def path(u: str) -> str:
         return f"/v1/users/{u}/segment?as_of={at.replace('+', '%2B')}"

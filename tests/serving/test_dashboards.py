@@ -5,21 +5,17 @@ parse and return series from the running services: test_prometheus.py.)"""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
-from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-from serving.metrics import exported_names as serving_names
-from streaming.metrics import exported_names as streaming_names
+from segstream.serving.metrics import exported_names as serving_names
+from segstream.streaming.metrics import exported_names as streaming_names
+from tests.support.deploy import PROMETHEUS, dashboard_targets, dashboards
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-DASHBOARDS = sorted((DEPLOY / "grafana").glob("*.json"))
 METRIC = re.compile(r"\bsegstream_[a-z0-9_]+")
 STREAMING = "segstream_stream_"
 # Which dashboard shows which module's metrics.
@@ -27,18 +23,8 @@ SHOWN_ON = {"segstream-serving": "serving", "segstream-drift": "serving",
             "segstream-streaming": "streaming"}
 
 
-def dashboards() -> dict[str, dict[str, Any]]:
-    return {p.stem: json.loads(p.read_text()) for p in DASHBOARDS}
-
-
-def dashboard_targets() -> list[tuple[str, str, str]]:
-    """(dashboard, panel title, expr) of every query of every dashboard."""
-    return [(name, panel["title"], t["expr"]) for name, d in dashboards().items()
-            for panel in d["panels"] for t in panel.get("targets", [])]
-
-
 def _alert_exprs() -> list[str]:
-    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    rules = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())
     return [r["expr"] for g in rules["groups"] for r in g["rules"]]
 
 
@@ -85,6 +71,6 @@ def test_every_exported_family_is_on_its_dashboards() -> None:
 def test_alert_rules_pass_promtool() -> None:
     promtool = shutil.which("promtool")
     assert promtool, "promtool (Debian package prometheus) is not installed"
-    out = subprocess.run([promtool, "check", "rules", str(DEPLOY / "prometheus/alerts.yml")],
+    out = subprocess.run([promtool, "check", "rules", str(PROMETHEUS / "alerts.yml")],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr

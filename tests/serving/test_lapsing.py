@@ -23,27 +23,21 @@ import orjson
 import pandas as pd
 import pytest
 
-from segstream.aggregates import decode, encode, evaluate
+from segstream.adapters.kafka import Producer
+from segstream.adapters.online_store import HEADER_UPDATED, encode_record
+from segstream.adapters.redis_keys import feature_key
+from segstream.adapters.topic_reader import RedisOffsetReader, read_topic
 from segstream.config import Settings
-from segstream.kafka import Producer, read_topic
-from segstream.online_store import HEADER_UPDATED, encode_record, feature_key
-from segstream.stack import free_port
-from serving.changes import ChangeDetector
-from serving.model_holder import ModelHolder
-from serving.model_source import RegistrySource
-from serving.offsets import RedisOffsetReader
-from serving.webhooks import Dispatcher
-from streaming.step import EVENT_COLUMNS, GroupState, advance, log_aggregates
-from tests.serving.conftest import (
-    DAY,
-    HOUR,
-    MINUTE,
-    PARAMS,
-    WATERMARK_MS,
-    WEBHOOK_SECRET,
-    Api,
-    Receiver,
-)
+from segstream.core.aggregates import decode, encode, evaluate
+from segstream.serving.changes import ChangeDetector
+from segstream.serving.model_holder import ModelHolder
+from segstream.serving.model_source import RegistrySource
+from segstream.serving.webhooks import Dispatcher
+from segstream.sources.stack import free_port
+from segstream.streaming.step import EVENT_COLUMNS, GroupState, advance, log_aggregates
+from tests.support.api import Api
+from tests.support.archetypes import DAY, HOUR, MINUTE, PARAMS, WATERMARK_MS
+from tests.support.webhooks import WEBHOOK_SECRET, Receiver
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.mlflow, pytest.mark.slow]
 T0 = 1_767_225_600_000  # 2026-01-01
@@ -78,9 +72,9 @@ def the_log() -> pd.DataFrame:
 
 def fit_champion(log: pd.DataFrame, settings: Settings) -> tuple[str, Any]:
     """training's fit on every user as of days 10, 20, 40 and 60; registered as champion."""
-    from training.data import table_from_aggregates
-    from training.fit import fit_model
-    from training.registry import Registry
+    from segstream.adapters.registry import Registry
+    from segstream.training.data import table_from_aggregates
+    from segstream.training.fit import fit_model
 
     tables = []
     for day in (SILENT_AFTER, 20, 40, DAYS):
@@ -181,7 +175,7 @@ def test_a_user_who_stops_coming_changes_segment_and_the_webhook_is_delivered(
     # the demo's view of it, through the API: features at the last event and at the change
     from rich.console import Console
 
-    from serving.demo import show_lapsed
+    from segstream.app.demo_serving import show_lapsed
 
     api = api_factory(RegistrySource(settings), api_auth_enabled=False, **overrides)
     console = Console(record=True, width=200)

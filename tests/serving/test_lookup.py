@@ -8,19 +8,14 @@ from typing import Any
 import httpx
 import pytest
 
-from segstream.aggregates import evaluate
-from segstream.contract import FEATURE_SPEC
-from segstream.online_store import FIELDS, decode_record, feature_key
-from serving.online import parse_as_of
-from tests.serving.conftest import (
-    PARAMS,
-    PERSONAS,
-    SEGMENT_IDS,
-    Api,
-    make_model,
-    put_users,
-    users_state,
-)
+from segstream.adapters.online_store import FIELDS, decode_record
+from segstream.adapters.redis_keys import feature_key
+from segstream.core.aggregates import evaluate
+from segstream.core.contract import FEATURE_SPEC
+from segstream.serving.records import parse_as_of
+from tests.support.api import Api
+from tests.support.archetypes import PARAMS, put_users, users_state
+from tests.support.models import PERSONAS, SEGMENT_IDS, make_model
 
 pytestmark = pytest.mark.redis
 ROWS = {"user-0": 0, "user-1": 1, "user-2": 2}
@@ -220,7 +215,7 @@ def test_health_ready_docs(api: Api) -> None:
 
 
 def test_readyz_503_without_redis(api_factory: Callable[..., Api]) -> None:
-    from segstream.stack import free_port
+    from segstream.sources.stack import free_port
 
     api = api_factory(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     r = httpx.get(f"{api.url}/readyz")
@@ -231,7 +226,7 @@ def test_readyz_503_without_redis(api_factory: Callable[..., Api]) -> None:
 
 
 def test_no_model_means_not_ready() -> None:
-    from serving.model_source import StaticSource
+    from segstream.serving.model_source import StaticSource
 
     assert StaticSource().champion_version() is None
 

@@ -9,9 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
-from serving.experiments import uplift
-from serving.personalization import MappingError, assign_arm, load_mapping
-from tests.serving.conftest import Api, put_users
+from segstream.serving.experiments import uplift
+from segstream.serving.personalization import MappingError, assign_arm, load_mapping
+from tests.support.api import Api
+from tests.support.archetypes import put_users
 
 pytestmark = pytest.mark.redis
 

@@ -17,12 +17,13 @@ import httpx
 import orjson
 import pytest
 
+from segstream.adapters.kafka import Producer
 from segstream.config import Settings
-from segstream.kafka import Producer
-from segstream.stack import free_port
-from tests.serving.conftest import Api, put_users, recent_ends
-from tests.serving.test_dashboards import dashboard_targets
-from tests.streaming.conftest import job_env
+from segstream.sources.stack import free_port
+from tests.support.api import Api
+from tests.support.archetypes import put_users, recent_ends
+from tests.support.deploy import dashboard_targets
+from tests.support.streaming import job_env
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.redis]
 

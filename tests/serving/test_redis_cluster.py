@@ -14,25 +14,20 @@ import orjson
 import pytest
 import redis
 
-from segstream.clusters import redis_cluster
+from segstream.adapters.redis_keys import feature_key
+from segstream.adapters.topic_reader import read_topic
 from segstream.config import Settings
-from segstream.kafka import read_topic
-from segstream.online_store import feature_key
-from serving.changes import ChangeDetector
-from serving.model_holder import ModelHolder
-from serving.model_source import StaticSource
-from serving.redis_client import MaintainedRedis, open_redis
-from serving.redis_pipe import PipelinedRedis, RedisUnavailable
-from serving.rescore import CLOCK_STREAM
-from tests.serving.conftest import (
-    PARAMS,
-    Api,
-    lapsing_model,
-    put_users,
-    users_state,
-    write_records,
-)
-from tests.serving.test_webhooks import T0, produce_records
+from segstream.serving.changes import ChangeDetector
+from segstream.serving.model_holder import ModelHolder
+from segstream.serving.model_source import StaticSource
+from segstream.serving.redis_client import MaintainedRedis, open_redis
+from segstream.serving.redis_pipe import PipelinedRedis, RedisUnavailable
+from segstream.serving.rescore import CLOCK_STREAM
+from segstream.sources.clusters import redis_cluster
+from tests.support.api import Api
+from tests.support.archetypes import PARAMS, put_users, users_state, write_records
+from tests.support.models import lapsing_model
+from tests.support.webhooks import T0, produce_records
 
 pytestmark = [pytest.mark.redis, pytest.mark.kafka, pytest.mark.slow]
 ROWS = {f"user-{i}": i % 3 for i in range(30)}  # 30 keys: slots on all three masters
@@ -84,7 +79,7 @@ def test_client_is_chosen_by_url_and_setting(seeds: list[str]) -> None:
 
 
 def test_cluster_client_down_raises_redis_unavailable(tmp_path: Path) -> None:
-    from segstream.stack import free_port
+    from segstream.sources.stack import free_port
 
     client = open_redis(f"redis://127.0.0.1:{free_port()}", cluster=True, timeout_s=0.5)
 

@@ -13,33 +13,19 @@ import httpx
 import pytest
 import redis
 
-from segstream.stack import free_port, port_answers, redis_binary
-from tests.serving.conftest import Api, put_users
+from segstream.adapters.endpoints import port_answers
+from segstream.sources.stack import free_port, redis_binary
+from tests.support.api import Api
+from tests.support.archetypes import put_users
+from tests.support.tls import tls_files
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
-
-
-def _certs(d: Path) -> tuple[Path, Path, Path]:
-    ca_key, ca, key, csr, crt = (d / n for n in ("ca.key", "ca.crt", "r.key", "r.csr",
-                                                 "r.crt"))
-    ext = d / "ext.cnf"
-    ext.write_text("subjectAltName=IP:127.0.0.1\n")
-    for argv in (
-        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
-         "-days", "1", "-subj", "/CN=segstream-test-ca"],
-        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj",
-         "/CN=127.0.0.1"],
-        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
-         "-out", crt, "-days", "1", "-extfile", ext],
-    ):
-        subprocess.run(["openssl", *map(str, argv)], check=True, capture_output=True)
-    return ca, crt, key
 
 
 @pytest.fixture(scope="module")
 def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     d = tmp_path_factory.mktemp("tls")
-    ca, crt, key = _certs(d)
+    ca, crt, key = tls_files(d)
     port = free_port()
     with open(d / "redis.log", "ab") as log:
         proc = subprocess.Popen([redis_binary(), "--port", "0", "--tls-port", str(port),

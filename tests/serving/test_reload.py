@@ -11,10 +11,12 @@ import httpx
 import pytest
 
 from segstream.config import Settings
-from segstream.segment_model import SegmentModel
-from serving import metrics
-from serving.model_source import RegistrySource
-from tests.serving.conftest import Api, make_model, put_users
+from segstream.core.segment_model import SegmentModel
+from segstream.serving import metrics
+from segstream.serving.model_source import RegistrySource
+from tests.support.api import Api
+from tests.support.archetypes import put_users
+from tests.support.models import make_model, model_registry
 
 pytestmark = [pytest.mark.redis, pytest.mark.mlflow]
 
@@ -39,18 +41,12 @@ class FlakySource:
         return self.inner.load(version)
 
 
-def _registry(settings: Settings) -> Any:
-    from training.registry import Registry
-
-    return Registry(settings)
-
-
 def test_hot_reload_under_concurrent_requests(
     api_factory: Callable[..., Api], settings_factory: Callable[..., Settings],
     redis_client: Any, tmp_path: Path,
 ) -> None:
     settings = settings_factory()
-    registry = _registry(settings)
+    registry = model_registry(settings)
     v1 = registry.register(make_model())
     registry.set_alias(v1, "champion")
     put_users(redis_client, {f"user-{row}": row for row in range(3)})
@@ -104,7 +100,7 @@ def test_registry_down_keeps_last_good_model(
     redis_client: Any,
 ) -> None:
     settings = settings_factory()
-    registry = _registry(settings)
+    registry = model_registry(settings)
     v1 = registry.register(make_model())
     registry.set_alias(v1, "champion")
     put_users(redis_client, {"u": 1})

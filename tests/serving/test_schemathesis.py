@@ -27,11 +27,13 @@ import schemathesis
 from schemathesis import Case
 
 from segstream.config import Settings
-from segstream.contract import FEATURE_SPEC
-from serving.app import create_app
-from serving.model_source import StaticSource
-from tests.conftest import flushed_redis
-from tests.serving.conftest import API_KEY, SEGMENT_IDS, make_model, put_users, run_api
+from segstream.core.contract import FEATURE_SPEC
+from segstream.serving.app import create_app
+from segstream.serving.model_source import StaticSource
+from tests.support.api import API_KEY, run_api
+from tests.support.archetypes import put_users
+from tests.support.models import SEGMENT_IDS, make_model
+from tests.support.servers import flushed_redis
 
 pytestmark = [pytest.mark.redis]
 

@@ -10,29 +10,23 @@ from typing import Any
 import orjson
 import pytest
 
-from segstream.aggregates import encode
+from segstream.adapters.kafka import Producer
+from segstream.adapters.topic_reader import RedisOffsetReader, read_topic
 from segstream.config import Settings
-from segstream.kafka import Producer, read_topic
-from segstream.online_store import HEADER_UPDATED
-from segstream.stack import free_port
-from serving import metrics
-from serving.changes import ChangeDetector
-from serving.model_holder import ModelHolder
-from serving.model_source import StaticSource
-from serving.offsets import RedisOffsetReader
-from serving.rescore import CLOCK_STREAM
-from serving.webhooks import DLQ_KEY, Dispatcher
-from tests.serving.conftest import (
-    PARAMS,
-    WEBHOOK_SECRET,
-    Receiver,
-    make_model,
-    users_state,
-)
+from segstream.core.aggregates import encode
+from segstream.serving import metrics
+from segstream.serving.changes import ChangeDetector
+from segstream.serving.model_holder import ModelHolder
+from segstream.serving.model_source import StaticSource
+from segstream.serving.rescore import CLOCK_STREAM
+from segstream.serving.webhooks import DLQ_KEY, Dispatcher
+from segstream.sources.stack import free_port
+from tests.support.archetypes import PARAMS, users_state, write_records
+from tests.support.models import lapsing_model, make_model
+from tests.support.webhooks import T0, WEBHOOK_SECRET, Receiver, drain, produce_records
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 SECRET = WEBHOOK_SECRET
-T0 = 1_780_000_000_000  # 2026-05-28: the stream's event times start here
 
 
 def _changes(n: int, start: int = 0) -> list[dict[str, Any]]:
@@ -44,23 +38,6 @@ def _produce(bootstrap: str, topic: str, values: list[bytes], keys: list[str]) -
     p = Producer(bootstrap)
     for k, v in zip(keys, values, strict=True):
         p.send(topic, v, key=k.encode())
-    p.flush()
-
-
-def _drain(dispatcher: Dispatcher, reader: RedisOffsetReader, n: int) -> None:
-    done, deadline = 0, time.monotonic() + 60
-    while done < n:
-        assert time.monotonic() < deadline, f"only {done} of {n} records consumed"
-        done += dispatcher.run_once(reader, 300)
-
-
-def produce_records(bootstrap: str, topic: str, records: list[tuple[str, Any]]) -> None:
-    """`features` messages as the streaming job writes them: key = user id, value = the
-    aggregates' bytes, header ``upd``."""
-    p = Producer(bootstrap)
-    for user, agg in records:
-        p.send(topic, encode(agg, PARAMS)[0], key=user.encode(),
-               headers={HEADER_UPDATED: str(int(agg["last_ms"])).encode()})
     p.flush()
 
 
@@ -110,7 +87,7 @@ def test_a_record_of_other_params_is_skipped_not_fatal(
     settings_factory: Callable[..., Settings], topic_factory: Callable[..., str],
     kafka_bootstrap: str, redis_client: Any,
 ) -> None:
-    from segstream.aggregates import FeatureParams
+    from segstream.core.aggregates import FeatureParams
 
     features, changes = topic_factory("features", partitions=1), topic_factory("changes")
     settings = settings_factory(topic_features=features, topic_segment_changes=changes,
@@ -147,7 +124,7 @@ def test_retries_until_the_receiver_answers_signed_and_in_order(
     retries = metrics.WEBHOOK_RETRIES._value.get()
     dispatcher = Dispatcher(settings, redis_client)
     reader = RedisOffsetReader(kafka_bootstrap, topic, redis_client, "webhooks-test")
-    _drain(dispatcher, reader, 5)
+    drain(dispatcher, reader, 5)
     reader.close()
     assert receivers[0].received == sent  # all, once, in order
     assert receivers[0].bad_signatures == 0
@@ -170,7 +147,7 @@ def test_receiver_down_then_up_dead_letters_then_redrive_loses_nothing(
     dead = metrics.WEBHOOK_DEAD_LETTERS._value.get()
     dispatcher = Dispatcher(settings, redis_client)
     reader = RedisOffsetReader(kafka_bootstrap, topic, redis_client, "webhooks-test")
-    _drain(dispatcher, reader, 4)
+    drain(dispatcher, reader, 4)
     assert redis_client.llen(DLQ_KEY) == 4
     assert metrics.WEBHOOK_DEAD_LETTERS._value.get() == dead + 4
     entry = orjson.loads(redis_client.lindex(DLQ_KEY, 0))
@@ -180,7 +157,7 @@ def test_receiver_down_then_up_dead_letters_then_redrive_loses_nothing(
     second = _changes(2, start=4)
     _produce(kafka_bootstrap, topic, [orjson.dumps(c) for c in second],
              [c["user_id"] for c in second])
-    _drain(dispatcher, reader, 2)
+    drain(dispatcher, reader, 2)
     reader.close()
     assert dispatcher.redrive() == (4, 0)
     assert redis_client.llen(DLQ_KEY) == 0
@@ -190,7 +167,7 @@ def test_receiver_down_then_up_dead_letters_then_redrive_loses_nothing(
 
 
 def test_signature_helpers_reject_tampering_and_old_timestamps() -> None:
-    from serving.webhooks import sign, verify
+    from segstream.serving.webhooks import sign, verify
 
     header = sign(b"s", b'{"a":1}', 1000)
     assert verify(b"s", header, b'{"a":1}', now=1001)
@@ -204,8 +181,6 @@ def test_a_sweep_interrupted_by_a_crash_is_finished_after_restart_each_change_on
     settings_factory: Callable[..., Settings], topic_factory: Callable[..., str],
     kafka_bootstrap: str, redis_client: Any,
 ) -> None:
-    from tests.serving.conftest import lapsing_model, write_records
-
     features, changes = topic_factory("features", partitions=1), topic_factory("changes")
     settings = settings_factory(topic_features=features, topic_segment_changes=changes,
                                 clock="event", rescore_interval_s=3600,
@@ -258,7 +233,7 @@ def test_detect_available_now_command_ends_after_the_topic(
     import sys
     from pathlib import Path
 
-    from training.registry import Registry
+    from segstream.adapters.registry import Registry
 
     features, changes = topic_factory("features", partitions=2), topic_factory("changes")
     settings = settings_factory(topic_features=features, topic_segment_changes=changes)

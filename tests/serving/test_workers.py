@@ -14,8 +14,9 @@ import httpx
 import pytest
 
 from segstream.config import Settings
-from segstream.stack import free_port
-from tests.serving.conftest import make_model, put_users
+from segstream.sources.stack import free_port
+from tests.support.archetypes import put_users
+from tests.support.models import make_model
 
 pytestmark = [pytest.mark.redis, pytest.mark.mlflow, pytest.mark.slow]
 
@@ -27,7 +28,7 @@ ROUTE_200 = re.compile(
 def test_two_workers_report_every_request_in_every_scrape(
     settings_factory: Callable[..., Settings], redis_client: Any,
 ) -> None:
-    from training.registry import Registry
+    from segstream.adapters.registry import Registry
 
     settings = settings_factory()
     registry = Registry(settings)

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segstream.events import Rejection, validate_event
-from segstream.generator import GeneratorConfig, generate, iter_jsonl
-from segstream.personas import DRIFT_MOVES, PERSONAS
+from segstream.core.events import Rejection, validate_event
+from segstream.sources.generator import GeneratorConfig, generate, iter_jsonl
+from segstream.sources.personas import DRIFT_MOVES, PERSONAS
 
 
 @pytest.fixture(scope="module")

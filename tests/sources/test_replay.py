@@ -13,11 +13,11 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from segstream.cli import app
+from segstream.adapters.topic_reader import read_topic
+from segstream.app.cli import app
 from segstream.config import Settings
-from segstream.events import validate_event
-from segstream.kafka import read_topic
-from segstream.replay import Recognised, ReplayError, make_mapper, parse_mapping, read_rows
+from segstream.core.events import validate_event
+from segstream.sources.replay import Recognised, ReplayError, make_mapper, parse_mapping, read_rows
 
 pytestmark = pytest.mark.kafka
 
@@ -61,7 +61,7 @@ def test_csv_replay_sends_each_accepted_row_once_and_dead_letters_the_rest(
     sent = list(read_topic(settings.kafka_bootstrap or "", events))
     bodies = [orjson.loads(r.value or b"") for r in sent]
     assert len(bodies) == 4  # exactly once: no row twice, none missing
-    from segstream.events import parse_timestamp
+    from segstream.core.times import parse_timestamp
 
     expected = {(u, parse_timestamp(d.replace(" ", "T") + ":00Z"), a) for u, d, a in ACCEPTED}
     assert {(b["user_id"], b["ts"], b.get("amount")) for b in bodies} == expected
@@ -107,7 +107,7 @@ def test_parquet_rows_and_format_detection(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from segstream.replay import detect_format
+    from segstream.sources.replay import detect_format
 
     path = tmp_path / "log.parquet"
     pq.write_table(pa.table({"cust": ["a", "b"], "ts": [1_767_225_600_000, 1_767_225_700_000],
@@ -220,8 +220,8 @@ def test_replay_reports_values_the_vocabulary_does_not_recognise(
     assert "'mobile'" not in report and "'web'" not in report and "'desktop'" not in report
 
     # what was recognised counts as such: `mobile` is mobile, `view` a page view
-    from segstream.aggregates import FeatureParams
-    from streaming.step import features_frame, log_aggregates, valid_frame
+    from segstream.core.aggregates import FeatureParams
+    from segstream.streaming.step import features_frame, log_aggregates, valid_frame
 
     values = [r.value or b"" for r in read_topic(str(settings.kafka_bootstrap), events)]
     state = log_aggregates(valid_frame(values, now_ms=1_900_000_000_000),
@@ -255,8 +255,8 @@ def test_oversized_rows_are_dead_lettered_bounded_and_the_replay_goes_on(
         topic_factory: Callable[..., str]) -> None:
     """A 3 MB row (over the producer's 1 MB limit) used to stop replay with
     MSG_SIZE_TOO_LARGE, and a CSV cell over 128 KiB with csv's field limit."""
-    from segstream.contract import DLQ_HEADER_ORIGINAL_BYTES, DLQ_HEADER_STORED
-    from segstream.dead_letters import DLQ_EXCERPT_BYTES, DeadLetterStore
+    from segstream.adapters.dead_letters import DLQ_EXCERPT_BYTES, DeadLetterStore
+    from segstream.core.contract import DLQ_HEADER_ORIGINAL_BYTES, DLQ_HEADER_STORED
 
     big_row = {"user_id": "u2", "ts": 1767323045000, "event_type": "view",
                "properties": {"blob": "x" * 3_000_000}}
@@ -295,7 +295,7 @@ def test_what_replay_sends_the_stream_accepts_as_it_was(
     """``properties`` arrives as the object it was (it went as a JSON string, which the
     stream rejects as wrong_type); a record the stream would find too large is rejected
     by replay already, counting the whole record as sent (escapes included)."""
-    from segstream.contract import MAX_RECORD_BYTES
+    from segstream.core.contract import MAX_RECORD_BYTES
 
     props = {"campaign": "spring", "tags": ["a", "b"], "depth": {"x": 1}}
     quoted = {"note": '"' * (MAX_RECORD_BYTES // 2)}  # under the limit as characters

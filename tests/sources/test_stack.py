@@ -11,18 +11,10 @@ from pathlib import Path
 import pytest
 import redis
 
+from segstream.adapters.endpoints import StackError, StackState, endpoints, pid_runs, state_path
+from segstream.adapters.kafka import count_records
 from segstream.config import Settings
-from segstream.kafka import count_records
-from segstream.stack import (
-    StackError,
-    StackState,
-    down,
-    endpoints,
-    pid_runs,
-    state_path,
-    status,
-    up,
-)
+from segstream.sources.stack import down, status, up
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 
@@ -101,7 +93,8 @@ def test_added_services_show_in_status_and_down_stops_them(
     import subprocess
     import sys
 
-    from segstream.stack import Service, add_service, free_port, port_answers, running_service
+    from segstream.adapters.endpoints import Service, port_answers, running_service
+    from segstream.sources.stack import add_service, free_port
 
     settings = settings_factory()
     port = free_port()

@@ -39,8 +39,10 @@ import redis
 from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 
+from segstream.adapters.kafka import Producer
+from segstream.adapters.topic_reader import read_topic
 from segstream.config import Settings
-from segstream.contract import (
+from segstream.core.contract import (
     DLQ_HEADER_DETAIL,
     DLQ_HEADER_REASON,
     DLQ_HEADER_SOURCE,
@@ -48,14 +50,13 @@ from segstream.contract import (
     MAX_EVENT_NUMBER,
     MAX_RECORD_BYTES,
 )
-from segstream.events import Rejection, validate_event
-from segstream.kafka import Producer, read_topic
-from streaming import metrics
-from streaming.arrivals import classify
-from streaming.batch import compute_features_pandas
-from streaming.durations import duration_ms
-from streaming.job import start
-from tests.streaming.test_job import assert_redis_equals_batch, job_settings, redis_records
+from segstream.core.events import Rejection, validate_event
+from segstream.streaming import metrics
+from segstream.streaming.arrivals import classify
+from segstream.streaming.batch import compute_features_pandas
+from segstream.streaming.durations import duration_ms
+from segstream.streaming.job import start
+from tests.support.streaming import assert_redis_equals_batch, job_settings, redis_records
 
 pytestmark = [pytest.mark.spark, pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 

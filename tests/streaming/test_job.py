@@ -6,7 +6,6 @@ the same records; every rejected or late record is on the DLQ with its reason.""
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,33 +17,34 @@ import pandas as pd
 import pytest
 import redis
 
-from segstream.aggregates import AGG_DTYPE, FeatureParams, decode, empty, encode, fold
+from segstream.adapters.dead_letters import DeadLetterStore
+from segstream.adapters.history import COLUMNS as HISTORY_COLUMNS
+from segstream.adapters.kafka import Producer
+from segstream.adapters.online_store import (
+    FIELDS,
+    HEADER_UPDATED,
+    decode_record,
+    encode_record,
+)
+from segstream.adapters.redis_keys import feature_key
+from segstream.adapters.topic_reader import read_topic
 from segstream.config import Settings
-from segstream.contract import (
+from segstream.core.aggregates import FeatureParams, decode, empty, encode, fold
+from segstream.core.contract import (
     DLQ_HEADER_DETAIL,
     DLQ_HEADER_REASON,
     DLQ_HEADER_SOURCE,
     FEATURE_SPEC,
 )
-from segstream.dead_letters import DeadLetterStore
-from segstream.events import Rejection, validate_event
-from segstream.generator import GeneratedLog, GeneratorConfig, generate
-from segstream.kafka import Producer, ensure_topics, read_topic
-from segstream.online_store import (
-    FIELDS,
-    HEADER_UPDATED,
-    OnlineRecord,
-    decode_record,
-    encode_record,
-    feature_key,
-)
-from streaming.arrivals import classify
-from streaming.batch import compute_features_pandas
-from streaming.durations import duration_ms
-from streaming.job import run
-from streaming.sinks import HISTORY_COLUMNS, KafkaMarker, Sinks
-from streaming.step import record_features
-from tests.streaming.conftest import produce
+from segstream.core.events import Rejection, validate_event
+from segstream.sources.generator import GeneratedLog, GeneratorConfig, generate
+from segstream.streaming.arrivals import classify
+from segstream.streaming.batch import compute_features_pandas
+from segstream.streaming.durations import duration_ms
+from segstream.streaming.job import run
+from segstream.streaming.sinks import KafkaMarker, Sinks
+from segstream.streaming.step import record_features
+from tests.support.streaming import assert_redis_equals_batch, job_settings, produce, redis_records
 
 pytestmark = [pytest.mark.spark, pytest.mark.kafka, pytest.mark.redis]
 PARAMS = FeatureParams()
@@ -56,51 +56,6 @@ class Streamed:
     settings: Settings
     batch: pd.DataFrame  # features computed in batch from the same log, default as_of
     log_path: Path
-
-
-def job_settings(tmp: Path, bootstrap: str, redis_url: str, tag: str, **kw: Any) -> Settings:
-    names = {f"topic_{t}": f"{t}-{tag}-{os.getpid()}" for t in ("events", "dlq", "features")}
-    ensure_topics(bootstrap, list(names.values()), 3)
-    return Settings(data_dir=tmp / "data", kafka_bootstrap=bootstrap, redis_url=redis_url,
-                    spark_shuffle_partitions=2, **names, **kw)
-
-
-def redis_records(client: Any, settings: Settings) -> dict[str, OnlineRecord]:
-    params = settings.feature_params()
-    out = {}
-    for key in client.scan_iter("seg:features:*"):
-        rec = decode_record(client.hmget(key, *FIELDS), params)
-        assert rec is not None
-        out[key.decode().removeprefix("seg:features:")] = rec
-    return out
-
-
-def assert_same_records(a: np.ndarray, b: np.ndarray) -> None:
-    """Integer fields bit for bit, float fields (decayed sums) to 1e-9 relative."""
-    for name in AGG_DTYPE.names or ():
-        if a[name].dtype.kind == "f":
-            np.testing.assert_allclose(a[name], b[name], rtol=1e-9, atol=0, err_msg=name)
-        else:
-            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
-
-
-def assert_redis_equals_batch(client: Any, batch: pd.DataFrame, settings: Settings) -> None:
-    """Every user's Redis record, evaluated at the batch's as_of, has the batch's
-    features (decayed ones to 1e-9 relative), and the same aggregates."""
-    params = settings.feature_params()
-    online = redis_records(client, settings)
-    assert sorted(online) == batch["user_id"].tolist()
-    users = batch["user_id"].tolist()
-    aggs = np.array([online[u].aggregates for u in users])
-    as_of = int(batch["as_of_ms"].iloc[0])
-    stream = record_features(users, aggs, as_of, params)
-    assert stream["user_id"].tolist() == users
-    assert (stream["last_event_ms"] == batch["last_event_ms"]).all()
-    assert [online[u].last_event_ms for u in users] == batch["last_event_ms"].tolist()
-    np.testing.assert_allclose(stream[list(FEATURE_SPEC.names)].to_numpy(),
-                               batch[list(FEATURE_SPEC.names)].to_numpy(), rtol=1e-9, atol=0)
-    assert_same_records(aggs, decode([bytes(b) for b in batch["agg"]], params))
-    assert [online[u].events for u in users] == aggs["events"].tolist()
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,12 @@ from typing import Any
 import pytest
 import redis
 
-from segstream.generator import GeneratorConfig, generate
-from segstream.kafka import ensure_topics
-from streaming.batch import compute_features_pandas
-from streaming.job import run
-from streaming.kafka_offsets import from_spark
-from streaming.kafka_source import KafkaStreamReader
-from tests.streaming.conftest import produce
-from tests.streaming.test_job import assert_redis_equals_batch, job_settings
+from segstream.adapters.kafka import ensure_topics
+from segstream.sources.generator import GeneratorConfig, generate
+from segstream.streaming.job import run
+from segstream.streaming.kafka_offsets import from_spark
+from segstream.streaming.kafka_source import KafkaStreamReader
+from tests.support.streaming import assert_redis_equals_log, job_settings, produce
 
 pytestmark = [pytest.mark.spark, pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 PARTITIONS = 8
@@ -63,7 +61,5 @@ def test_eight_partitions_plan_read_tasks_and_stream_equals_batch(
     redis.Redis.from_url(stream_redis_url).flushdb()
     run(spark, settings, bootstrap=kafka_bootstrap, redis_url=stream_redis_url,
         available_now=True)
-    path = tmp_path / "events.jsonl"
-    log.write_jsonl(path)
-    batch = compute_features_pandas(spark, path, settings)
-    assert_redis_equals_batch(redis.Redis.from_url(stream_redis_url), batch, settings)
+    assert_redis_equals_log(spark, redis.Redis.from_url(stream_redis_url), log, tmp_path,
+                            settings)

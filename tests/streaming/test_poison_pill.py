@@ -18,18 +18,19 @@ import orjson
 import pytest
 import redis
 
-from segstream.contract import (
+from segstream.adapters.dead_letters import DLQ_EXCERPT_BYTES, DeadLetterStore
+from segstream.adapters.kafka import Producer
+from segstream.adapters.topic_reader import read_topic
+from segstream.core.contract import (
     DLQ_HEADER_ORIGINAL_BYTES,
     DLQ_HEADER_REASON,
     DLQ_HEADER_SHA256,
     DLQ_HEADER_STORED,
 )
-from segstream.dead_letters import DLQ_EXCERPT_BYTES, DeadLetterStore
-from segstream.events import Rejection, validate_event
-from segstream.generator import GeneratorConfig, generate
-from segstream.kafka import Producer, read_topic
-from streaming.job import run
-from tests.streaming.test_job import job_settings, redis_records
+from segstream.core.events import Rejection, validate_event
+from segstream.sources.generator import GeneratorConfig, generate
+from segstream.streaming.job import run
+from tests.support.streaming import job_settings, redis_records
 
 pytestmark = [pytest.mark.spark, pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 

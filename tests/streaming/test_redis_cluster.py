@@ -10,12 +10,10 @@ from typing import Any
 import pytest
 import redis
 
-from segstream.clusters import redis_cluster
-from segstream.generator import GeneratorConfig, generate
-from streaming.batch import compute_features_pandas
-from streaming.job import run
-from tests.streaming.conftest import produce
-from tests.streaming.test_job import assert_redis_equals_batch, job_settings
+from segstream.sources.clusters import redis_cluster
+from segstream.sources.generator import GeneratorConfig, generate
+from segstream.streaming.job import run
+from tests.support.streaming import assert_redis_equals_log, job_settings, produce
 
 pytestmark = [pytest.mark.spark, pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 
@@ -34,8 +32,6 @@ def test_stream_sinks_on_a_cluster_equal_batch(spark: Any, kafka_bootstrap: str,
         per_master = [redis.Redis(host=h, port=int(p)).dbsize()
                       for h, p in (s.split(":") for s in seeds)]
         assert all(n > 0 for n in per_master), per_master  # every master holds records
-        path = tmp_path / "events.jsonl"
-        log.write_jsonl(path)
-        batch = compute_features_pandas(spark, path, settings)
-        assert_redis_equals_batch(client, batch, settings)  # scan_iter covers every master
+        # scan_iter covers every master
+        assert_redis_equals_log(spark, client, log, tmp_path, settings)
         client.close()

@@ -15,18 +15,17 @@ from typing import Any
 import pytest
 import redis
 
-from segstream.generator import GeneratorConfig, generate
-from streaming.batch import compute_features_pandas
-from streaming.job import run
-from tests.streaming.conftest import job_env, produce
-from tests.streaming.test_job import assert_redis_equals_batch, job_settings
+from segstream.sources.generator import GeneratorConfig, generate
+from segstream.streaming.job import run
+from tests.support.streaming import (
+    assert_redis_equals_log,
+    committed_batches,
+    job_env,
+    job_settings,
+    produce,
+)
 
 pytestmark = [pytest.mark.spark, pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
-
-
-def _committed_batches(checkpoint: Path) -> int:
-    commits = checkpoint / "commits"
-    return len([p for p in commits.glob("[0-9]*")]) if commits.is_dir() else 0
 
 
 def test_sigkill_mid_stream_then_restart_loses_and_doubles_nothing(
@@ -45,18 +44,16 @@ def test_sigkill_mid_stream_then_restart_loses_and_doubles_nothing(
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 240
-        while _committed_batches(settings.checkpoint_dir) < 2:
+        while committed_batches(settings.checkpoint_dir) < 2:
             assert job.poll() is None, "the job exited before it was killed"
             assert time.monotonic() < deadline, "no batch committed within 240 s"
             time.sleep(0.2)
     finally:
         os.killpg(job.pid, signal.SIGKILL)  # the job, its JVM and Python workers
         job.wait()
-    done = _committed_batches(settings.checkpoint_dir)
+    done = committed_batches(settings.checkpoint_dir)
     assert done < -(-len(log.values) // 300), "the job finished before the kill"
     run(spark, settings, bootstrap=kafka_bootstrap, redis_url=stream_redis_url,
         available_now=True)
-    path = tmp_path / "events.jsonl"
-    log.write_jsonl(path)
-    batch = compute_features_pandas(spark, path, settings)
-    assert_redis_equals_batch(redis.Redis.from_url(stream_redis_url), batch, settings)
+    assert_redis_equals_log(spark, redis.Redis.from_url(stream_redis_url), log, tmp_path,
+                            settings)

@@ -13,11 +13,9 @@ from typing import Any
 import pytest
 import redis
 
-from segstream.clusters import spark_standalone
-from segstream.generator import GeneratorConfig, generate
-from streaming.batch import compute_features_pandas
-from tests.streaming.conftest import job_env, produce
-from tests.streaming.test_job import assert_redis_equals_batch, job_settings
+from segstream.sources.clusters import spark_standalone
+from segstream.sources.generator import GeneratorConfig, generate
+from tests.support.streaming import assert_redis_equals_log, job_env, job_settings, produce
 
 pytestmark = [pytest.mark.spark, pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 
@@ -48,7 +46,5 @@ def test_available_now_on_a_standalone_cluster_equals_batch(
             logs = list((tmp_path / "cluster" / f"worker{i}").glob("app-*/*/stderr"))
             assert logs, f"no executor ran on worker {i}"
             assert any("Finished task" in p.read_text() for p in logs), f"worker {i} idle"
-    path = tmp_path / "events.jsonl"
-    log.write_jsonl(path)
-    batch = compute_features_pandas(spark, path, settings)
-    assert_redis_equals_batch(redis.Redis.from_url(stream_redis_url), batch, settings)
+    assert_redis_equals_log(spark, redis.Redis.from_url(stream_redis_url), log, tmp_path,
+                            settings)

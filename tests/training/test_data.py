@@ -9,23 +9,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from segstream.aggregates import FeatureParams, RecordMismatch, Vocabulary, encode
-from segstream.contract import FEATURE_SPEC, FeatureSpecMismatch
-from streaming.step import log_aggregates
-from tests.training.real import (
+from segstream.adapters.history import latest_rows
+from segstream.core.aggregates import FeatureParams, RecordMismatch, Vocabulary, encode
+from segstream.core.contract import FEATURE_SPEC, FeatureSpecMismatch
+from segstream.streaming.step import log_aggregates
+from segstream.training.data import (
+    FeatureTable,
+    read_table,
+    table_from_aggregates,
+    table_from_messages,
+)
+from tests.support.real_logs import (
     PARAMS,
     WATERMARK_MS,
     RealLog,
     features_file,
     messages,
     write_history,
-)
-from training.data import (
-    FeatureTable,
-    latest_rows,
-    read_table,
-    table_from_aggregates,
-    table_from_messages,
 )
 
 DAY_MS = 86_400_000
@@ -125,7 +125,7 @@ def test_messages_snapshot_keeps_each_users_newest_record(log_a: RealLog) -> Non
     T = log_a.end_ms - 10 * DAY_MS
     past = table_from_messages(msgs, PARAMS, "features", T)
     assert set(past.user_ids) == set(early.users) and (past.last_event_ms <= T).all()
-    with pytest.raises(RecordMismatch, match="a message on features"):
+    with pytest.raises(RecordMismatch, match="a record on features"):
         table_from_messages(messages(early.users, early.aggs, OTHER), PARAMS, "features")
     with pytest.raises(ValueError, match="holds no aggregate records"):
         table_from_messages([], PARAMS, "features")

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
+from segstream.app.demo_training import detected, drift_over_time
 from segstream.config import Settings
-from segstream.generator import GeneratorConfig, generate
-from streaming.step import log_aggregates, valid_frame
-from tests.training.real import PARAMS, WATERMARK_MS, write_history
-from training.data import table_from_aggregates
-from training.demo import detected, drift_over_time
-from training.fit import fit_model
+from segstream.sources.generator import GeneratorConfig, generate
+from segstream.streaming.step import log_aggregates, valid_frame
+from segstream.training.data import table_from_aggregates
+from segstream.training.fit import fit_model
+from tests.support.real_logs import PARAMS, WATERMARK_MS, write_history
 
 DAY_MS = 86_400_000
 

@@ -14,11 +14,11 @@ from dataclasses import replace
 import numpy as np
 
 from segstream.config import Settings
-from segstream.contract import FEATURE_SPEC, FeatureSpec
-from streaming.step import log_aggregates
-from tests.training.real import PARAMS, WATERMARK_MS, RealLog, real_log
-from training.baseline import build_baseline, feature_psi
-from training.data import table_from_aggregates
+from segstream.core.contract import FEATURE_SPEC, FeatureSpec
+from segstream.streaming.step import log_aggregates
+from segstream.training.baseline import build_baseline, feature_psi
+from segstream.training.data import table_from_aggregates
+from tests.support.real_logs import PARAMS, WATERMARK_MS, RealLog, real_log
 
 THRESHOLD = Settings().drift_psi_threshold
 AGES = {f.name for f in FEATURE_SPEC.features if f.grows_with_age}

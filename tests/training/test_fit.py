@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from segstream.contract import FEATURE_SPEC, FeatureSpecMismatch
-from tests.training.real import PARAMS, RealLog, features_file
-from training.data import FeatureTable, table_from_frame
-from training.fit import fit_model
-from training.kmeans import DecayingKMeans
-from training.preprocess import fit_preprocessor, inverse_transform
-from training.profiles import read_overrides
-from training.scaling import pooled_within_std, within_scaled
-from training.selection import select_k
+from segstream.core.contract import FEATURE_SPEC, FeatureSpecMismatch
+from segstream.training.data import FeatureTable, table_from_frame
+from segstream.training.fit import fit_model
+from segstream.training.kmeans import DecayingKMeans
+from segstream.training.preprocess import fit_preprocessor, inverse_transform
+from segstream.training.profiles import read_overrides
+from segstream.training.scaling import pooled_within_std, within_scaled
+from segstream.training.selection import select_k
+from tests.support.real_logs import PARAMS, RealLog, features_file
 
 
 def test_preprocessor_follows_the_spec_and_clips() -> None:

@@ -16,9 +16,9 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from segstream.config import Settings
-from tests.training.real import PARAMS, real_log
-from training.data import read_table
-from training.fit import fit_model
+from segstream.training.data import read_table
+from segstream.training.fit import fit_model
+from tests.support.real_logs import PARAMS, real_log
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -28,7 +28,7 @@ ARI_BAR = 0.93
 
 def test_the_batch_commands_file_trains_like_the_pure_step(
         spark: Any, tmp_path: Path) -> None:
-    from streaming.batch import compute_features_pandas, write_features
+    from segstream.streaming.batch import compute_features_pandas, write_features
 
     real = real_log(400, 40_000, seed=3)
     events = tmp_path / "events.jsonl"

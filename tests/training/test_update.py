@@ -12,20 +12,20 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
+from segstream.adapters.kafka import Producer
+from segstream.adapters.registry import Registry
 from segstream.config import Settings
-from segstream.contract import FEATURE_SPEC
-from segstream.kafka import Producer
-from tests.training.real import PARAMS, RealLog, features_file, real_log, write_history
-from training.data import read_table
-from training.registry import Registry
+from segstream.core.contract import FEATURE_SPEC
+from segstream.training.data import read_table
+from tests.support.real_logs import PARAMS, RealLog, features_file, real_log, write_history
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mlflow, pytest.mark.redis]
 
 
 def produce(bootstrap: str, topic: str, log: RealLog, prefix: str = "") -> int:
     """Every user's record at the end of ``log``, as the streaming job publishes it."""
-    from segstream.aggregates import encode
-    from segstream.online_store import HEADER_UPDATED
+    from segstream.adapters.online_store import HEADER_UPDATED
+    from segstream.core.aggregates import encode
 
     producer = Producer(bootstrap)
     users = [prefix + str(u) for u in log.state.users]
@@ -36,7 +36,7 @@ def produce(bootstrap: str, topic: str, log: RealLog, prefix: str = "") -> int:
 
 
 def invoke(settings: Settings, *args: str, **env: str) -> Result:
-    from segstream.cli import app
+    from segstream.app.cli import app
 
     base = {f"SEGSTREAM_{k.upper()}": str(v) for k, v in
             settings.model_dump(mode="json").items()
@@ -154,8 +154,8 @@ def test_cli_models_and_report(settings_factory: Callable[..., Settings],
     assert [v.aliases for v in registry.versions()] == [(), ("champion",)]
     assert "champion" in out
     # a deliberately bad candidate: rejected by the gates, stays registered with its reason
-    from training.fit import fit_model
-    from training.pipeline import publish
+    from segstream.training.fit import fit_model
+    from segstream.training.pipeline import publish
 
     table = read_table(path, PARAMS)
     bad = fit_model(table, 7, seed=1)
@@ -196,8 +196,8 @@ def test_a_stray_message_on_the_features_topic_is_skipped_not_a_stop(
         caplog: pytest.LogCaptureFixture) -> None:
     """Before, one undecodable message raised in the update loop: the run died and the
     next one re-read the same offset and died again."""
-    from segstream.aggregates import FeatureParams, encode
-    from training.update import SYSTEMATIC_MISMATCH
+    from segstream.core.aggregates import FeatureParams, encode
+    from segstream.training.feed import SYSTEMATIC_MISMATCH
 
     topic = topic_factory("features")
     settings = settings_factory(topic_features=topic, update_publish_rows=300,
@@ -212,13 +212,13 @@ def test_a_stray_message_on_the_features_topic_is_skipped_not_a_stop(
     strays.send(topic, encode(same.state.aggs[:1], other)[0], key=b"u-other-params")
     strays.close()
     n = produce(kafka_bootstrap, topic, same, prefix="s")
-    with caplog.at_level("WARNING", logger="training.data"):
+    with caplog.at_level("WARNING", logger="segstream.core.aggregates"):
         out = run(settings, "update", "--once")
     registry = Registry(settings)
     newest = registry.versions()[0]
     assert newest.tags["kind"] == "incremental", out
     assert registry.load(newest.version).info["rows_seen"] == n  # the strays are not rows
-    skipped = [r.getMessage() for r in caplog.records if "skipped the message" in r.getMessage()]
+    skipped = [r.getMessage() for r in caplog.records if "skipped the record" in r.getMessage()]
     assert len(skipped) == 2 and "'u-junk'" in skipped[0] and "'u-other-params'" in skipped[1]
 
     # a caught-up topic that then gets one stray: a poll of nothing but it, skipped
