@@ -1,6 +1,6 @@
 """Fitting: preprocessing, k selection, profiles, names, baseline, quality on known personas.
 
-The tables are REAL v2 features (tests/training/real.py): a generated log of 600 users
+The tables are REAL v2 features (tests/support/real_logs.py): a generated log of 600 users
 and 60,000 events through the stream's pure step, every user as of the log's end.
 """
 

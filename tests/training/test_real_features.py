@@ -1,7 +1,7 @@
 """Training on the batch command's output: `segstream features` (Spark) -> the file ->
 the training table -> fit.
 
-The other training tests take their features from the pure step (tests/training/real.py);
+The other training tests take their features from the pure step (tests/support/real_logs.py);
 this one checks that what `segstream features --out` writes through Spark is read into
 the same table, and fits on it (400 users, 40,000 events, ~100 events per user).
 """
