@@ -6,9 +6,8 @@ Fills one partition with single-record batches (librdkafka, linger 0, one messag
 batch), and after each step fetches the last 10 records with a fresh consumer per max
 wait (10, 100, 500 ms), for up to 3 s. The embedded broker (tansu) lists the partition's
 batches on every fetch until the wait is over, so a short wait returns nothing once the
-listing takes longer than it (docs/benchmarks.md, session 5; the reader's
-READ_MAX_WAIT_MS). On real Kafka (SEGSTREAM_KAFKA_BOOTSTRAP) every wait returns the
-records at once.
+listing takes longer than it (docs/benchmarks.md; the reader's READ_MAX_WAIT_MS).
+On real Kafka (SEGSTREAM_KAFKA_BOOTSTRAP) every wait returns the records at once.
 """
 
 from __future__ import annotations

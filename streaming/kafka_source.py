@@ -80,7 +80,7 @@ STALL_TIMEOUT_S = 60.0
 # A fetch's max wait is also the embedded broker's time to find the offset: tansu lists
 # every record batch of the partition on each fetch and stops listing when the wait is
 # over, so with 10 ms a fetch returned no records at all once a partition held ~20k
-# batches (the 10-minute soak's reader stuck at ~400 s; docs/benchmarks.md, session 5).
+# batches (tests/streaming/test_kafka_source.py reads deep in a 40k-batch log).
 # Kafka's default 500 ms covers ~300k batches there (40k list in ~60 ms: python -m
 # benchmarks.fetch_wait), and costs nothing on real Kafka, which answers a fetch below
 # the high watermark at once.

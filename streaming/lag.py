@@ -2,11 +2,11 @@
 
 The source's own figure (its latest offset when it planned the batch, minus the
 batch's end) is non-zero only when ``stream_max_records_per_trigger`` cut the batch
-short: records that arrive while a batch runs never show in it. The soak found the
-gauge at 0 for a whole run while 1.4k–5.6k records waited (docs/benchmarks.md). So the
-listener asks the broker for each partition's end after the batch, exactly
-(``segstream.adapters.kafka.exact_end_offsets``, right on the embedded broker too), one call per
-batch, and falls back to the source's figure if the broker does not answer in time.
+short: records that arrive while a batch runs never show in it, so under a steady
+load it reads 0 while thousands wait. The listener therefore asks the broker for each
+partition's end after the batch, exactly (``segstream.adapters.kafka.exact_end_offsets``,
+right on the embedded broker too), one call per batch, and falls back to the source's
+figure if the broker does not answer in time.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ Offsets = dict[TopicPartition, int]
 
 def batch_offsets(progress: Any) -> tuple[Offsets, Offsets]:
     """(the batch's end offsets, the source's latest offsets) per partition; the
-    source's bookkeeping entries (``@``-keys, segstream.streaming.kafka_offsets) are left out."""
+    source's bookkeeping entries (``@``-keys, ``kafka_offsets``) are left out."""
     try:
         src = progress.sources[0]
         return (from_spark(json.loads(src.endOffset or "{}")),

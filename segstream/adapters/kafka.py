@@ -93,8 +93,8 @@ def make_consumer(bootstrap: str, **overrides: Any) -> KafkaConsumer:
 def no_topic_auto_creation(cluster: Any) -> None:
     """kafka-python 3.0 builds its metadata requests without the client's
     allow_auto_create_topics, so every refresh asks the broker to create the topics the
-    client follows (seen on tansu: the stream's readers got `events` back on a restarted
-    broker). Pass a client's ClusterMetadata (``consumer._cluster``,
+    client follows (a restarted embedded broker would get `events` back, with its default
+    partition count, from the first reader). Pass a client's ClusterMetadata (``consumer._cluster``,
     ``admin._manager.cluster``)."""
     cluster.config["allow_auto_create_topics"] = False
 

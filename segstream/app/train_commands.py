@@ -1,4 +1,5 @@
-"""``segstream train | update | evaluate | report | models ...`` (registered by segstream.app.cli)."""
+"""``segstream train | update | evaluate | report | models ...`` (registered by
+``segstream.app.cli``)."""
 
 from __future__ import annotations
 

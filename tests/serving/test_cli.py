@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from segstream.cli import app
+from segstream.app.cli import app
 
 runner = CliRunner()
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from segstream.stack import Service, free_port, start_redis, stop_service
-from serving.redis_pipe import PipelinedRedis, RedisCommandError, RedisUnavailable
+from segstream.adapters.endpoints import Service
+from segstream.serving.redis_pipe import PipelinedRedis, RedisCommandError, RedisUnavailable
+from segstream.sources.stack import free_port, start_redis, stop_service
 
 pytestmark = pytest.mark.redis
 

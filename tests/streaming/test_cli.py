@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from segstream.cli import app
+from segstream.app.cli import app
 from segstream.config import Settings
-from segstream.contract import FEATURE_SPEC
-from segstream.generator import GeneratorConfig, generate
-from streaming.batch import compute_features_pandas
+from segstream.core.contract import FEATURE_SPEC
+from segstream.sources.generator import GeneratorConfig, generate
+from segstream.streaming.batch import compute_features_pandas
 
 runner = CliRunner()
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from segstream.kafka import Producer
-from streaming.kafka_source import FORMAT, KafkaSource
+from segstream.adapters.kafka import Producer
+from segstream.streaming.kafka_source import FORMAT, KafkaSource
 
 pytestmark = [pytest.mark.spark, pytest.mark.kafka]
 
@@ -85,7 +85,7 @@ def test_partition_unknown_to_the_checkpoint_is_read_from_its_beginning(
     # partition is shown the way the reader meets one: absent from the start offsets.
     from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadMaxRows
 
-    from streaming.kafka_source import KafkaStreamReader
+    from segstream.streaming.kafka_source import KafkaStreamReader
 
     topic = topic_factory("src", partitions=3)
     _send(kafka_bootstrap, topic, [f"d{i}".encode() for i in range(99)], flushes=3)
@@ -107,7 +107,7 @@ def test_a_range_deep_in_a_long_log_is_read(
     batches on every fetch and stops when the fetch's max wait is over: with the 10 ms
     wait the reader had, a fetch deep in a log of ~20k batches returned no records, and
     the reader waited for them forever while the broker answered every offset query."""
-    from streaming.kafka_source import KafkaRange, read_range
+    from segstream.streaming.kafka_source import KafkaRange, read_range
 
     topic = topic_factory("deep", partitions=1)
     producer = Producer(kafka_bootstrap, **{"linger.ms": 0, "batch.num.messages": 1})

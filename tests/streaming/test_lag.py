@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 from confluent_kafka import Producer
 
-from streaming.lag import LagMeter, batch_offsets, behind
+from segstream.streaming.lag import LagMeter, batch_offsets, behind
 
 pytestmark = pytest.mark.kafka
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from segstream.events import Rejection, validate_event
-from segstream.generator import GeneratorConfig, generate
-from streaming.validate import VALIDATED_DDL, validate_records
+from segstream.core.events import Rejection, validate_event
+from segstream.sources.generator import GeneratorConfig, generate
+from segstream.streaming.validate import VALIDATED_DDL, validate_records
 
 pytestmark = pytest.mark.spark
 

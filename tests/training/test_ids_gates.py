@@ -6,10 +6,10 @@ import dataclasses
 
 import numpy as np
 
-from segstream.contract import FEATURE_SPEC
-from training.data import FeatureTable
-from training.fit import fit_model
-from training.gates import GatePolicy, check_gates
+from segstream.core.contract import FEATURE_SPEC
+from segstream.training.data import FeatureTable
+from segstream.training.fit import fit_model
+from segstream.training.gates import GatePolicy, check_gates
 
 
 def test_refit_on_the_same_distribution_keeps_ids(

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segstream.aggregates import FeatureParams
+from segstream.adapters.registry import CHAMPION, GateResult, Registry, RegistryError
 from segstream.config import Settings
-from segstream.contract import FEATURE_SPEC
-from segstream.segment_model import Preprocessor, SegmentModel
-from training.registry import CHAMPION, GateResult, Registry, RegistryError
+from segstream.core.aggregates import FeatureParams
+from segstream.core.contract import FEATURE_SPEC
+from segstream.core.segment_model import Preprocessor, SegmentModel
 
 pytestmark = pytest.mark.mlflow
 
