@@ -41,7 +41,7 @@ def test_two_workers_report_every_request_in_every_scrape(
     log = settings.data_dir / "serve.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "segstream.cli", "serve", "--host", "127.0.0.1",
+            [sys.executable, "-m", "segstream.app.cli", "serve", "--host", "127.0.0.1",
              "--port", str(port), "--workers", "2"], stdout=out, stderr=subprocess.STDOUT,
             env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"

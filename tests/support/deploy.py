@@ -121,7 +121,7 @@ def _walk(root: Any, prog: str, args: list[str]) -> str:
 
 
 def check_segstream_argv(argv: list[str]) -> str:
-    """``argv`` (starting with "segstream") parses as a command of segstream.cli.app."""
+    """``argv`` (starting with "segstream") parses as a command of segstream.app.cli.app."""
     import typer
 
     from segstream.app.cli import app
