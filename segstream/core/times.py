@@ -95,7 +95,7 @@ def read_timestamp(value: Any) -> tuple[int, str]:
     >>> read_timestamp("19970101")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    segstream.core.times.TimestampError: 19970101 is ambiguous: a yyyymmdd date (1997-01-01) ...
+    segstream.core.times.TimestampError: 19970101 is ambiguous: a yyyymmdd date (1997-01-01; ...
     """
     if isinstance(value, bool):
         raise TimestampError(f"{value!r} is a boolean, not ISO-8601 or an epoch number")
@@ -130,9 +130,9 @@ def _epoch_ms(number: int | float, text: str) -> tuple[int, str]:
             str(number)):
         d = str(number)
         raise TimestampError(
-            f"{number} is ambiguous: a yyyymmdd date ({d[:4]}-{d[4:6]}-{d[6:]}) or epoch "
-            f"seconds ({format_time(number * 1000, 'seconds')}); send ISO-8601 (replay: "
-            "--ts-format %Y%m%d)")
+            f"{number} is ambiguous: a yyyymmdd date ({d[:4]}-{d[4:6]}-{d[6:]}; replay: "
+            f"--ts-format %Y%m%d) or epoch seconds ({format_time(number * 1000, 'seconds')}); "
+            "send ISO-8601")
     for below, how, ms_per_unit in EPOCH_BANDS:
         if number < below:
             if isinstance(number, int):  # exact: no float rounding of large integers
