@@ -13,10 +13,13 @@ from segstream.core.contract import FEATURE_SPEC, Feature
 def _feature_field(f: Feature) -> Any:
     ge: float | None = None
     le: float | None = None
-    if f.kind == "ratio":
+    if f.kind in ("ratio", "flag"):
         ge, le = 0.0, 1.0
     elif f.kind in ("count", "money", "duration", "days"):
         ge = 0.0
+    if f.nullable:  # no value without its flag: null, never a made-up number
+        return (float | None, Field(None, ge=ge, le=le, description=f"{f.description} "
+                                    f"Unit: {f.unit}. Null or not posted: no value."))
     return (float, Field(f.default, ge=ge, le=le, description=f"{f.description} Unit: "
                          f"{f.unit}. Default when not posted: {f.default}."))
 
@@ -128,8 +131,9 @@ class BatchAnswer(BaseModel):
 #: The named feature values of one user (spec order), generated from FEATURE_SPEC.
 FeatureValues: type[BaseModel] = create_model(  # type: ignore[call-overload]
     "FeatureValues",
-    **{f.name: (float, Field(description=f"{f.description} Unit: {f.unit}. Time basis: "
-                             f"{f.time}.")) for f in FEATURE_SPEC.features},
+    **{f.name: (float | None if f.nullable else float, Field(
+        description=f"{f.description} Unit: {f.unit}. Time basis: {f.time}."))
+       for f in FEATURE_SPEC.features},
 )
 
 

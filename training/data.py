@@ -100,6 +100,15 @@ def as_matrix(X: Any, spec: FeatureSpec = FEATURE_SPEC) -> np.ndarray:
     return arr
 
 
+def missing_allowed(X: np.ndarray, spec: FeatureSpec = FEATURE_SPEC) -> np.ndarray:
+    """Where a feature may be missing: a nullable feature of a user without its flag."""
+    out = np.zeros(X.shape, dtype=bool)
+    for j, (f, flag) in enumerate(zip(spec.features, spec.given_columns, strict=True)):
+        if f.nullable:
+            out[:, j] = np.isnan(X[:, j]) & (X[:, flag] == 0.0)
+    return out
+
+
 # ------------------------------------------------------------ aggregate records
 
 
@@ -219,11 +228,12 @@ def table_from_frame(df: pd.DataFrame, params: FeatureParams, source: str = "",
                          "row per user")
     aggs = decode_records([bytes(b) for b in df["agg"]], params, what)
     X = as_matrix(df, spec)
-    bad = ~np.isfinite(X)
+    bad = ~np.isfinite(X) & ~missing_allowed(X, spec)
     if bad.any():
         r, c = np.argwhere(bad)[0]
         raise ValueError(f"{what}: feature {spec.names[c]} of user {df['user_id'].iloc[r]!r} "
-                         f"is {X[r, c]}; features are finite")
+                         f"is {X[r, c]}; features are finite (null only where the spec "
+                         "says a feature has no value)")
     return FeatureTable(df["user_id"].astype(str).to_numpy(dtype=object), X,
                         df["last_event_ms"].to_numpy(dtype=np.int64), source, times[0],
                         params.describe(), aggs)

@@ -2,8 +2,8 @@
 
 ``fit_model`` is the bootstrap/refit path (fit the within-segment-scaled
 preprocessor and the full-batch k-means bootstrap on the table, see
-:mod:`segstream.training.scaling`); ``model_from_centroids`` finishes a model from centroids that incremental
-updates produced (the parent's preprocessor is kept). Both go through
+:mod:`segstream.training.scaling`); ``model_from_centroids`` finishes a model from
+centroids that incremental updates produced (the parent's preprocessor is kept). Both go through
 :func:`finish`, which matches stable ids to the parent, builds profiles, persona
 names, the drift baseline and the metrics.
 """
@@ -15,13 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from segstream.core.contract import FEATURE_SPEC
+from segstream.core import rfm
+from segstream.core.contract import FEATURE_SPEC, PURCHASED
 from segstream.core.segment_model import Preprocessor, SegmentModel, squared_distances
 from segstream.training.baseline import build_baseline
 from segstream.training.data import FeatureTable
 from segstream.training.ids import match_ids
+from segstream.training.naming import name_segments
 from segstream.training.preprocess import inverse_transform
-from segstream.training.profiles import build_profiles, name_segments
+from segstream.training.profiles import build_profiles
 from segstream.training.scaling import within_scaled
 from segstream.training.scores import quality
 
@@ -81,8 +83,12 @@ def finish(table: FeatureTable, pre: Preprocessor, centroids: np.ndarray, weight
         ids = tuple(range(next_id, next_id + len(c)))
         new_ids, shifts = ids, {}
         next_id += len(c)
-    profiles = build_profiles(table.X, Z, labels, c, ids, pre)
-    personas = name_segments(profiles, overrides)
+    edges = rfm_edges(table.X)
+    groups = [g for *_, g in rfm.score(edges, *_rfm_columns(table.X))] if edges else (
+        [rfm.PROSPECT] * len(table))
+    profiles = build_profiles(table.X, Z, labels, c, ids, groups)
+    personas = name_segments(profiles, table.X, overrides,
+                             parent.profiles if parent is not None else None)
     metrics = quality(Z, labels, c, seed=seed)
     start, end = table.data_range
     info: dict[str, Any] = {
@@ -101,5 +107,17 @@ def finish(table: FeatureTable, pre: Preprocessor, centroids: np.ndarray, weight
         spec_version=FEATURE_SPEC.version, feature_names=FEATURE_SPEC.names, preprocessor=pre,
         centroids=c.copy(), segment_ids=ids, personas=personas, temperature=temperature,
         profiles=profiles, baseline=build_baseline(table.X, labels, np.sqrt(own), ids),
-        metrics=metrics, info=info,
+        metrics=metrics, info=info, rfm_edges=edges,
     )
+
+
+def _rfm_columns(X: np.ndarray) -> tuple[np.ndarray, ...]:
+    return tuple(X[:, FEATURE_SPEC.index(n)] for n in (
+        rfm.R_FEATURE, rfm.F_FEATURE, rfm.M_FEATURE, PURCHASED))
+
+
+def rfm_edges(X: np.ndarray) -> dict[str, list[float]]:
+    """RFM quintile edges fitted on the purchasers of ``X`` (none: no edges)."""
+    r, f, m, bought = _rfm_columns(X)
+    buyers = bought == 1.0
+    return rfm.fit_edges(r[buyers], f[buyers], m[buyers]) if buyers.sum() >= 5 else {}

@@ -1,11 +1,18 @@
-"""Per-segment profiles and generated persona names.
+"""Per-segment profiles: what the members are, in the units a marketer uses.
 
-A profile: stable id, size and share, the centroid in original units, the member
-median, and the features that set the segment apart: z-scores of the segment mean
-against the population, in scaled space. Names are generated from the top
-distinguishing features and the spec's own feature names (no feature name is typed
-here), e.g. "Low purchase recency days & high avg order value - users"; a YAML file can
-override the name (and add a description) per segment id::
+A profile is member statistics, never a centroid pushed back through the scaler:
+
+* ``members``: per feature the median and quartiles of the raw values of the members
+  it describes (a purchase feature: the members who bought), with how many they are;
+* ``kpis``: share of users, share who bought, median orders / spend / order value of
+  the buyers, median days since the last visit and the last purchase, sessions a week;
+* ``rfm_groups``: how many members are in each RFM group (``segstream.core.rfm``);
+* ``centroid_z``: the centroid in the model's scaled space, beside the medians, and
+  ``distinguishing``: the features whose member mean sets the segment apart (z-scores
+  against the population in scaled space), which the persona name draws on.
+
+Names and descriptions come from :mod:`segstream.training.naming`; a YAML file can
+override the name (and the description) per segment id::
 
     3: {name: "High-spend loyalists", description: "..."}
     5: "Decaying browsers"
@@ -13,44 +20,89 @@ override the name (and add a description) per segment id::
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from segstream.core import rfm
 from segstream.core.contract import FEATURE_SPEC, FeatureSpec
-from segstream.core.segment_model import Preprocessor
-from segstream.training.preprocess import inverse_transform
 
 TOP = 3
 
 
-def label(name: str) -> str:
-    return name.replace("_", " ")
+def member_stats(X: np.ndarray, spec: FeatureSpec = FEATURE_SPEC) -> dict[str, dict[str, Any]]:
+    """Median, quartiles and count per feature over the rows each one describes."""
+    out: dict[str, dict[str, Any]] = {}
+    given = spec.given_columns
+    for j, name in enumerate(spec.names):
+        col = X[:, j] if given[j] < 0 else X[X[:, given[j]] == 1.0, j]
+        col = col[~np.isnan(col)]
+        if len(col) == 0:
+            out[name] = {"n": 0, "median": None, "q25": None, "q75": None}
+            continue
+        q25, med, q75 = np.percentile(col, [25, 50, 75])
+        out[name] = {"n": len(col), "median": float(med), "q25": float(q25),
+                     "q75": float(q75)}
+    return out
+
+
+def visits_missed(X: np.ndarray, spec: FeatureSpec = FEATURE_SPEC) -> np.ndarray:
+    """Per user, the visits their own usual rate would have made since their last one:
+    days since the last visit x sessions a day (long half-life). About 1 for a user
+    who comes at their usual pace; well above it for one who stopped."""
+    out: np.ndarray = X[:, spec.index("recency_days")] * X[:, spec.index("session_rate_long")]
+    return out
+
+
+def kpis(stats: dict[str, dict[str, Any]], size: int, n_total: int,
+         missed: np.ndarray | None = None) -> dict[str, Any]:
+    def med(name: str) -> float | None:
+        v = stats[name]["median"]
+        return None if v is None else float(v)
+
+    buyers = stats[rfm.F_FEATURE]["n"]
+    rate = med("session_rate_long")
+    return {
+        "users": size, "share": size / max(n_total, 1),
+        "buyer_share": buyers / max(size, 1),
+        "median_orders": med(rfm.F_FEATURE), "median_spend": med(rfm.M_FEATURE),
+        "median_order_value": med("avg_order_value"),
+        "median_days_since_visit": med("recency_days"),
+        "median_days_since_purchase": med(rfm.R_FEATURE),
+        "median_sessions_per_week": None if rate is None else 7.0 * rate,
+        "median_tenure_days": med("tenure_days"),
+        "median_visits_missed": (None if missed is None or len(missed) == 0
+                                 else float(np.median(missed))),
+    }
 
 
 def build_profiles(X: np.ndarray, Z: np.ndarray, labels: np.ndarray, centroids: np.ndarray,
-                   ids: tuple[int, ...], pre: Preprocessor,
+                   ids: tuple[int, ...], groups: list[str],
                    spec: FeatureSpec = FEATURE_SPEC) -> list[dict[str, Any]]:
+    """One profile per centroid row; ``groups`` is each row's RFM group."""
     n = len(Z)
     mu, sd = Z.mean(0), Z.std(0)
     sd = np.where(sd > 1e-9, sd, 1.0)
-    raw_centroids = inverse_transform(pre, centroids)
+    group_arr = np.asarray(groups, dtype=object)
     out = []
     for row, sid in enumerate(ids):
         members = labels == row
         size = int(members.sum())
         z = (Z[members].mean(0) - mu) / sd if size else np.zeros(len(mu))
         order = np.argsort(-np.abs(z))[:TOP]
+        stats = member_stats(X[members], spec)
+        counts = Counter(group_arr[members].tolist())
         out.append({
             "segment_id": int(sid),
             "size": size,
             "share": size / max(n, 1),
-            "centroid": {nm: float(v) for nm, v in zip(spec.names, raw_centroids[row],
-                                                       strict=True)},
-            "median": {nm: float(v) for nm, v in zip(
-                spec.names, np.median(X[members], 0) if size else raw_centroids[row],
-                strict=True)},
+            "kpis": kpis(stats, size, n, visits_missed(X[members], spec)),
+            "members": stats,
+            "rfm_groups": {g: int(counts.get(g, 0)) for g in rfm.GROUPS},
+            "centroid_z": {nm: float(v) for nm, v in zip(spec.names, centroids[row],
+                                                         strict=True)},
             "z": {nm: round(float(v), 4) for nm, v in zip(spec.names, z, strict=True)},
             "distinguishing": [
                 {"feature": spec.names[j], "z": round(float(z[j]), 3),
@@ -58,40 +110,6 @@ def build_profiles(X: np.ndarray, Z: np.ndarray, labels: np.ndarray, centroids: 
             ],
         })
     return out
-
-
-def generated_name(profile: dict[str, Any], spec: FeatureSpec = FEATURE_SPEC) -> str:
-    top = profile["distinguishing"][:2]
-    if not top:
-        return "Average users"
-    first, *rest = top
-    words = f"{first['direction'].capitalize()} {label(first['feature'])}"
-    if rest:
-        second = rest[0]
-        joiner = "&" if second["direction"] == first["direction"] else f"& {second['direction']}"
-        words += f" {joiner} {label(second['feature'])}"
-    counts = [profile["z"][f.name] for f in spec.features if f.kind == "count"]
-    activity = float(np.mean(counts)) if counts else 0.0
-    noun = "heavy users" if activity > 0.5 else "light users" if activity < -0.5 else "users"
-    return f"{words} - {noun}"
-
-
-def name_segments(profiles: list[dict[str, Any]],
-                  overrides: dict[int, dict[str, str]] | None = None) -> tuple[str, ...]:
-    """One unique name per profile: override, else generated (de-duplicated by id)."""
-    names: list[str] = []
-    for p in profiles:
-        sid = int(p["segment_id"])
-        o = (overrides or {}).get(sid)
-        name = o["name"] if o and o.get("name") else generated_name(p)
-        if o and o.get("description"):
-            p["description"] = o["description"]
-        p["name_source"] = "override" if o and o.get("name") else "generated"
-        if name in names:
-            name = f"{name} #{sid}"
-        p["name"] = name
-        names.append(name)
-    return tuple(names)
 
 
 def read_overrides(path: Path | None) -> dict[int, dict[str, str]]:

@@ -15,9 +15,11 @@ selection of variables for cluster analysis*) recommend: scale each feature by i
 pooled *within-cluster* standard deviation instead of its total spread, estimated
 iteratively (cluster, measure the pooled within-cluster spread of each scaled and
 clipped feature, divide the feature's scale by it, cluster again) until the weights
-settle. A feature with almost no spread inside segments (spend is exactly 0 for
-every non-buyer) would get an unbounded weight; ``max_weight`` bounds it at that
-many times its robust scaling, so it ends as a clipped "has / has not" indicator.
+settle. A feature with almost no spread inside segments would get an unbounded
+weight; ``max_weight`` bounds it at that many times its robust scaling, and the clip
+bound of :mod:`segstream.training.preprocess` bounds it so that no more than 5 % of
+the users it describes end at the clip. Conditional features (the purchase ones) are
+measured on the users with their flag only, and flags keep their fixed weight.
 
 The result is still a :class:`Preprocessor` (log1p, centre, scale, clip), so the
 model artefact and serving's fast path are unchanged.
@@ -45,19 +47,28 @@ from sklearn.cluster import KMeans
 from segstream.core.contract import FEATURE_SPEC, FeatureSpec
 from segstream.core.segment_model import Preprocessor
 from segstream.training.kmeans import DecayingKMeans
-from segstream.training.preprocess import fit_preprocessor, robust_preprocessor
+from segstream.training.preprocess import (
+    applies_to,
+    clip_floor,
+    fit_preprocessor,
+    robust_preprocessor,
+)
 
 #: the refinement rounds run on at most this many rows (a seeded sample)
 SAMPLE_ROWS = 20_000
 
 
-def pooled_within_std(Z: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per feature: sqrt(sum over clusters of squared deviations from the cluster mean / n)."""
-    ss = np.zeros(Z.shape[1])
+def pooled_within_std(Z: np.ndarray, labels: np.ndarray, applies: np.ndarray | None = None
+                      ) -> np.ndarray:
+    """Per feature: sqrt(sum over clusters of squared deviations from the cluster mean
+    / n), over the rows each feature ``applies`` to (an n x d mask; default all)."""
+    W = np.ones(Z.shape, dtype=bool) if applies is None else applies
+    ss, n = np.zeros(Z.shape[1]), np.maximum(W.sum(0), 1)
     for c in np.unique(labels):
-        part = Z[labels == c]
-        ss += ((part - part.mean(0)) ** 2).sum(0)
-    out: np.ndarray = np.sqrt(ss / len(Z))
+        part, w = Z[labels == c], W[labels == c]
+        mean = (part * w).sum(0) / np.maximum(w.sum(0), 1)
+        ss += (((part - mean) ** 2) * w).sum(0)
+    out: np.ndarray = np.sqrt(ss / n)
     return out
 
 
@@ -74,17 +85,21 @@ def within_scaled(X: np.ndarray, k: int, *, seed: int = 0, spec: FeatureSpec | N
     """
     X = np.asarray(X, dtype=np.float64)
     pre = fit_preprocessor(X) if spec is not None else robust_preprocessor(X)
-    lowest = pre.scale / max_weight
+    fixed = [j for j, f in enumerate(spec.features) if f.kind == "flag"] if spec else []
+    lowest = np.maximum(pre.scale / max_weight, clip_floor(X, pre, fixed))
     rng = np.random.default_rng(seed)
     rows = (np.arange(len(X)) if len(X) <= SAMPLE_ROWS
             else np.sort(rng.choice(len(X), SAMPLE_ROWS, replace=False)))
     Z = pre.transform(X[rows])
+    applies = np.column_stack([applies_to(X[rows], pre.given_columns, j)
+                               for j in range(X.shape[1])])
     centers = DecayingKMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(
         Z).cluster_centers_
     for _ in range(rounds):
         # warm start: the last round's centroids carried into the new scaling
         km = KMeans(k, init=centers, n_init=1, random_state=seed).fit(Z)
-        factor = np.maximum(pooled_within_std(Z, km.labels_), floor)
+        factor = np.maximum(pooled_within_std(Z, km.labels_, applies), floor)
+        factor[fixed] = 1.0
         scale = np.maximum(pre.scale * factor, lowest)
         centers = np.clip(km.cluster_centers_ * pre.scale / scale, -pre.clip, pre.clip)
         moved = np.abs(scale / pre.scale - 1.0) > tol

@@ -64,11 +64,21 @@ def load_table(settings: Any, source: str, as_of: str | None = None) -> Any:
 
 
 def segment_table(model: Any, title: str) -> Table:
-    table = Table("id", "persona", "share", "size", "sets it apart", title=title)
+    """Each segment's persona and its members' KPIs (medians, in their units)."""
+    table = Table("id", "persona", "share", "bought", "orders", "spend", "per order",
+                  "days since visit", "top RFM groups", title=title)
+
+    def num(v: float | None, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
     for p, name in zip(model.profiles, model.personas, strict=True):
-        apart = ", ".join(f"{d['feature']} {d['direction']} (z={d['z']:+.1f})"
-                          for d in p["distinguishing"])
-        table.add_row(str(p["segment_id"]), name, f"{p['share']:.1%}", f"{p['size']:,}", apart)
+        k = p["kpis"]
+        groups = sorted(p["rfm_groups"].items(), key=lambda kv: -kv[1])[:2]
+        top = ", ".join(f"{g} {n / max(p['size'], 1):.0%}" for g, n in groups if n)
+        table.add_row(str(p["segment_id"]), name, f"{p['share']:.1%}",
+                      f"{k['buyer_share']:.0%}", num(k["median_orders"], "g"),
+                      num(k["median_spend"], ",.2f"), num(k["median_order_value"], ",.2f"),
+                      num(k["median_days_since_visit"], ".1f"), top)
     return table
 
 

@@ -55,7 +55,6 @@ from segstream.core.contract import (
     DEFAULT_MOBILE_PLATFORMS,
     FEATURE_SPEC,
     KNOWN_EVENT_TYPES,
-    PURCHASE_RECENCY_CAP_DAYS,
     RATE_WARMUP_FLOOR_DAYS,
 )
 
@@ -73,6 +72,20 @@ LONG = (*SHORT, "search", "cart", "prime", "mobile", "dwell_n", "dwell_sum", "dw
 _L = {name: i for i, name in enumerate(LONG)}
 
 #: One user's record. ``events == 0`` marks an empty slot. Times are epoch ms.
+#: Features derived from the fold's fields each time a record is evaluated although
+#: they do not depend on as_of: not cached in ``static``, so records folded before they
+#: existed evaluate to them too.
+DERIVED_AT_READ = ("has_purchased",)
+#: Features derived once per fold (cached in ``static``) and those evaluated on read
+#: (the as-of features and ``DERIVED_AT_READ``), each in spec order.
+STATIC_FEATURES = tuple(f.name for f in FEATURE_SPEC.features
+                        if f.time != "as_of" and f.name not in DERIVED_AT_READ)
+AS_OF_FEATURES = tuple(f.name for f in FEATURE_SPEC.features
+                       if f.time == "as_of" or f.name in DERIVED_AT_READ)
+#: (feature column, flag column) of the features that are null without their flag.
+_NULLABLE = tuple((j, FEATURE_SPEC.given_columns[j]) for j, f in
+                  enumerate(FEATURE_SPEC.features) if f.nullable)
+
 AGG_DTYPE = np.dtype([
     ("events", "<i8"),  # accepted events (also the record's version: it only grows)
     ("first_ms", "<i8"), ("last_ms", "<i8"),  # first and newest event time
@@ -94,11 +107,8 @@ AGG_DTYPE = np.dtype([
     ("categorised", "<f8"),  # events with a category, counted or not in a slot
     # the features that do not depend on as_of, derived from the fields above after
     # every fold (a cache: the API's hot path evaluates only the as-of features)
-    ("static", "<f8", (sum(f.time != "as_of" for f in FEATURE_SPEC.features),)),
+    ("static", "<f8", (len(STATIC_FEATURES),)),
 ])
-#: Features derived once per fold (stored in ``static``) and those evaluated at as_of.
-STATIC_FEATURES = tuple(f.name for f in FEATURE_SPEC.features if f.time != "as_of")
-AS_OF_FEATURES = tuple(f.name for f in FEATURE_SPEC.features if f.time == "as_of")
 
 _log = logging.getLogger(__name__)
 
@@ -487,8 +497,8 @@ def _as_of_features(A: np.ndarray, as_of: np.ndarray, params: FeatureParams
     p_days = (as_of - A["last_purchase_ms"]) / DAY_MS
     formulas = {
         "recency_days": age_ms / DAY_MS,
-        "purchase_recency_days": np.where(A["last_purchase_ms"] < 0, PURCHASE_RECENCY_CAP_DAYS,
-                                          np.minimum(p_days, PURCHASE_RECENCY_CAP_DAYS)),
+        "has_purchased": (A["last_purchase_ms"] >= 0).astype(np.float64),
+        "purchase_recency_days": p_days,
         "tenure_days": (as_of - A["first_ms"]) / DAY_MS,
         "session_rate_short": S[:, 1], "session_rate_long": L[:, 1],
         "order_rate_short": S[:, 2], "order_rate_long": L[:, 2],
@@ -532,6 +542,8 @@ def evaluate(aggs: np.ndarray, as_of_ms: int | np.ndarray, params: FeatureParams
     out[:, _STATIC_COLS] = A["static"]
     for name, values in _as_of_features(A, as_of, params).items():
         out[:, FEATURE_SPEC.index(name)] = values
+    for col, flag in _NULLABLE:  # no purchase: no days since it, no order value
+        out[out[:, flag] == 0.0, col] = np.nan
     return out
 
 
@@ -569,8 +581,8 @@ def evaluate_one(agg: np.void, as_of_ms: int, params: FeatureParams) -> np.ndarr
     lp = int(agg["last_purchase_ms"])
     values = {
         "recency_days": age / DAY_MS,
-        "purchase_recency_days": PURCHASE_RECENCY_CAP_DAYS if lp < 0 else min(
-            (as_of_ms - lp) / DAY_MS, PURCHASE_RECENCY_CAP_DAYS),
+        "has_purchased": float(lp >= 0),
+        "purchase_recency_days": (as_of_ms - lp) / DAY_MS,
         "tenure_days": (as_of_ms - int(agg["first_ms"])) / DAY_MS,
         "session_rate_short": short[1] * ds, "session_rate_long": long[1] * dl,
         "order_rate_short": short[2] * ds, "order_rate_long": long[2] * dl,
@@ -581,6 +593,9 @@ def evaluate_one(agg: np.void, as_of_ms: int, params: FeatureParams) -> np.ndarr
     out = np.empty(len(FEATURE_SPEC), dtype=np.float64)
     out[_STATIC_COLS] = agg["static"]
     out[_AS_OF_COLS] = [values[name] for name in AS_OF_FEATURES]
+    for col, flag in _NULLABLE:
+        if out[flag] == 0.0:
+            out[col] = math.nan
     return out
 
 

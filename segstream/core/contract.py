@@ -8,15 +8,16 @@ schema, the pandas column order, the Redis layout, the API models.
 Examples
 --------
 >>> FEATURE_SPEC.version
-'v3'
+'v4'
 >>> FEATURE_SPEC.names[:3]
-('recency_days', 'purchase_recency_days', 'tenure_days')
+('recency_days', 'has_purchased', 'purchase_recency_days')
 >>> FEATURE_SPEC.index("lifetime_spend")
-5
+6
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -117,7 +118,7 @@ DLQ_REASONS: tuple[str, ...] = DlqReason.__args__  # type: ignore[attr-defined]
 
 # ------------------------------------------------------------------- feature spec
 
-FeatureKind = Literal["count", "money", "duration", "ratio", "score", "days", "rate"]
+FeatureKind = Literal["count", "money", "duration", "ratio", "score", "days", "rate", "flag"]
 #: How time enters a feature: ``as_of`` features change as time passes with no event,
 #: ``decayed`` ones are shares of exponentially decayed counts (they follow recent
 #: behaviour), ``lifetime`` ones count every event since the user's first.
@@ -133,6 +134,13 @@ class Feature:
     behaviour (tenure, lifetime counts). Its distribution shifts as the user base ages,
     not as it changes, so drift checks leave it out (``training/baseline.py``).
     ``default`` is what serving uses for a feature the caller did not post.
+    ``given``: the name of the flag feature this one describes (``has_purchased`` for
+    the purchase features). Without the flag the feature has no information about the
+    user: preprocessing centres and scales it on the flagged users and places the others
+    at the flagged users' centre, so the flag alone separates the two groups and the
+    feature's spread describes the flagged ones. ``nullable``: the feature has no value
+    without the flag (days since a purchase that never happened): it is missing
+    (``NaN``; ``null`` in JSON), never a made-up number.
     """
 
     name: str
@@ -144,6 +152,8 @@ class Feature:
     heavy_tailed: bool = False
     grows_with_age: bool = False
     dtype: str = "double"
+    given: str | None = None
+    nullable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +171,20 @@ class FeatureSpec:
     def defaults(self) -> tuple[float, ...]:
         return tuple(f.default for f in self.features)
 
+    def __post_init__(self) -> None:
+        for f in self.features:
+            if f.given is not None and self.features[self.index(f.given)].kind != "flag":
+                raise ValueError(f"{f.name}: given={f.given!r} must name a flag feature")
+            if f.nullable and f.given is None:
+                raise ValueError(f"{f.name}: a nullable feature names the flag it needs")
+
     def __len__(self) -> int:
         return len(self.features)
+
+    @property
+    def given_columns(self) -> tuple[int, ...]:
+        """Per feature, the column of the flag it is conditional on (-1: none)."""
+        return tuple(-1 if f.given is None else self.index(f.given) for f in self.features)
 
     def index(self, name: str) -> int:
         for i, f in enumerate(self.features):
@@ -183,9 +205,7 @@ class FeatureSpecMismatch(ValueError):
     """Raised where a model or stored features use another feature spec version."""
 
 
-#: ``purchase_recency_days`` is capped here; a user who never purchased gets the cap.
 DAY_MS = 86_400_000  # feature days are UTC days of event time
-PURCHASE_RECENCY_CAP_DAYS = 3650.0
 #: ``active_days`` counts distinct UTC days with activity in this many days up to as_of.
 ACTIVE_DAYS_WINDOW = 30
 #: The decayed rates are divided by ``1 - 2^(-T/h)``, the share of a steady user's sum
@@ -193,16 +213,22 @@ ACTIVE_DAYS_WINDOW = 30
 #: (a first event alone would otherwise divide by ~0).
 RATE_WARMUP_FLOOR_DAYS = 1.0
 
+#: The flag the purchase features are conditional on (``Feature.given``).
+PURCHASED = "has_purchased"
+
 FEATURE_SPEC = FeatureSpec(
-    version="v3",
+    version="v4",
     features=(
         Feature("recency_days", "days", "days",
                 "Days from the user's last accepted event to as_of.", "as_of",
                 default=7.0, heavy_tailed=True),
+        Feature("has_purchased", "flag", "0 or 1",
+                "1 if the user has made at least one purchase by as_of, else 0.",
+                default=0.0),
         Feature("purchase_recency_days", "days", "days",
-                "Days from the last purchase to as_of, capped at 3650; users who never "
-                "purchased get the cap.", "as_of", default=PURCHASE_RECENCY_CAP_DAYS,
-                heavy_tailed=True),
+                "Days from the last purchase to as_of; null for a user who never "
+                "purchased.", "as_of", default=math.nan, heavy_tailed=True,
+                given=PURCHASED, nullable=True),
         Feature("tenure_days", "days", "days",
                 "Days from the user's first accepted event to as_of.", "as_of",
                 default=30.0, heavy_tailed=True, grows_with_age=True),
@@ -211,12 +237,13 @@ FEATURE_SPEC = FeatureSpec(
                 grows_with_age=True),
         Feature("lifetime_orders", "count", "orders",
                 "Purchase events since the first event.", heavy_tailed=True,
-                grows_with_age=True),
+                grows_with_age=True, given=PURCHASED),
         Feature("lifetime_spend", "money", "currency units",
                 "Sum of purchase amounts since the first event.", heavy_tailed=True,
-                grows_with_age=True),
+                grows_with_age=True, given=PURCHASED),
         Feature("avg_order_value", "money", "currency units",
-                "lifetime_spend / lifetime_orders (0 without orders).", heavy_tailed=True),
+                "lifetime_spend / lifetime_orders; null without orders.", default=math.nan,
+                heavy_tailed=True, given=PURCHASED, nullable=True),
         Feature("session_rate_short", "rate", "sessions/day",
                 "Sessions per day, exponentially decayed with the short half-life "
                 "(default 7 days), evaluated at as_of.", "as_of", default=0.3,
@@ -225,13 +252,17 @@ FEATURE_SPEC = FeatureSpec(
                 "Sessions per day, decayed with the long half-life (default 30 days), "
                 "evaluated at as_of.", "as_of", default=0.3, heavy_tailed=True),
         Feature("order_rate_short", "rate", "orders/day",
-                "Orders per day, short half-life, at as_of.", "as_of", heavy_tailed=True),
+                "Orders per day, short half-life, at as_of.", "as_of", heavy_tailed=True,
+                given=PURCHASED),
         Feature("order_rate_long", "rate", "orders/day",
-                "Orders per day, long half-life, at as_of.", "as_of", heavy_tailed=True),
+                "Orders per day, long half-life, at as_of.", "as_of", heavy_tailed=True,
+                given=PURCHASED),
         Feature("spend_rate_short", "rate", "currency units/day",
-                "Spend per day, short half-life, at as_of.", "as_of", heavy_tailed=True),
+                "Spend per day, short half-life, at as_of.", "as_of", heavy_tailed=True,
+                given=PURCHASED),
         Feature("spend_rate_long", "rate", "currency units/day",
-                "Spend per day, long half-life, at as_of.", "as_of", heavy_tailed=True),
+                "Spend per day, long half-life, at as_of.", "as_of", heavy_tailed=True,
+                given=PURCHASED),
         Feature("engagement_trend", "score", "ratio in [-1, 1]",
                 "(short event rate - long event rate) / (short + long), at as_of: 0 for "
                 "steady activity, falling towards -1 while nothing arrives.", "as_of"),
@@ -261,7 +292,7 @@ FEATURE_SPEC = FeatureSpec(
         Feature("cart_ratio", "ratio", "share", "Decayed add_to_cart events / events.",
                 "decayed"),
         Feature("purchase_ratio", "ratio", "share", "Decayed purchase events / events.",
-                "decayed"),
+                "decayed", given=PURCHASED),
         Feature("prime_time_share", "ratio", "share",
                 "Decayed share of events between 18:00 and 23:00 UTC.", "decayed",
                 default=0.3),

@@ -27,7 +27,12 @@ EPS = 1e-4
 
 
 def quantile_bins(values: np.ndarray, bins: int = BINS) -> tuple[list[float], list[float]]:
-    """Edges (``bins + 1`` at most) and the proportion of ``values`` in each bin."""
+    """Edges (``bins + 1`` at most) and the proportion of ``values`` in each bin;
+    missing values (NaN: a feature a user has no value of) are left out."""
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
+        return [-1.0, 0.0, 1.0], [0.5, 0.5]
     edges = np.unique(np.quantile(values, np.linspace(0.0, 1.0, bins + 1)))
     if len(edges) < 3:  # (almost) constant: one split at the value
         v = float(edges[0])
@@ -37,8 +42,11 @@ def quantile_bins(values: np.ndarray, bins: int = BINS) -> tuple[list[float], li
 
 
 def bin_counts(edges: np.ndarray | list[float], values: np.ndarray) -> np.ndarray:
-    """How many ``values`` fall in each bin of ``edges`` (outer bins open-ended)."""
+    """How many ``values`` fall in each bin of ``edges`` (outer bins open-ended;
+    missing values are not counted)."""
     edges = np.asarray(edges, dtype=float)
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]
     return np.bincount(np.searchsorted(edges[1:-1], values, side="right"),
                        minlength=len(edges) - 1).astype(float)
 

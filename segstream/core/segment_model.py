@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from segstream.core.contract import FEATURE_SPEC, FeatureSpec
+from segstream.core import rfm
+from segstream.core.contract import FEATURE_SPEC, PURCHASED, FeatureSpec
 
 ARTEFACT_FILE = "segment_model.npz"
 META_FILE = "segment_model.json"
@@ -55,28 +56,58 @@ def squared_distances(z: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Preprocessor:
-    """log1p on heavy-tailed features, robust scaling, clipping (all fitted in training)."""
+    """log1p on heavy-tailed features, scaling, clipping (all fitted in training), and
+    the conditional features placed at their centre for users without their flag.
+
+    ``given`` is, per feature, the column of the flag it is conditional on (-1: none;
+    ``FeatureSpec.given_columns``): where that flag is not set (a user who never bought)
+    the scaled value is 0, the flagged users' centre, so the feature neither separates
+    nor pulls those users, and the flag's own column does. A missing value (``NaN``,
+    only ever a nullable feature without its flag) is also 0.
+    """
 
     log1p: np.ndarray  # bool per feature
-    center: np.ndarray  # median after log1p
+    center: np.ndarray  # median after log1p (of the flagged users for a conditional one)
     scale: np.ndarray  # spread after log1p (never 0)
     clip: float = 5.0  # scaled values are clipped to [-clip, clip]
+    given: np.ndarray | None = None  # flag column per feature, -1 none; None: no flags
 
     def __post_init__(self) -> None:
         # Derived once: the hot path transforms 1..n rows in place with these.
         object.__setattr__(self, "_heavy", np.flatnonzero(np.asarray(self.log1p, dtype=bool)))
         object.__setattr__(self, "_center", np.asarray(self.center, dtype=np.float64))
         object.__setattr__(self, "_inv_scale", 1.0 / np.asarray(self.scale, dtype=np.float64))
+        n = len(np.asarray(self.center))
+        given = (np.full(n, -1, dtype=np.int64) if self.given is None
+                 else np.asarray(self.given, dtype=np.int64))
+        object.__setattr__(self, "_given", given)
+        object.__setattr__(self, "_cond", np.flatnonzero(given >= 0))
+        object.__setattr__(self, "_flag_of", given[given >= 0])
+
+    @property
+    def given_columns(self) -> np.ndarray:
+        """Per feature, its flag's column (-1: none)."""
+        out: np.ndarray = self._given  # type: ignore[attr-defined]
+        return out
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         """Scaled copy of ``x`` (rows of raw features)."""
         z = np.array(x, dtype=np.float64, ndmin=2)  # a copy, transformed in place below
+        cond = self._cond  # type: ignore[attr-defined]
+        flag_of: np.ndarray = self._flag_of  # type: ignore[attr-defined]
+        off = ~(z[:, flag_of] > 0.5) if len(cond) else None  # a centroid's may be 0.97
         h = self._heavy  # type: ignore[attr-defined]
         z[:, h] = np.log1p(np.maximum(z[:, h], 0.0))
         z -= self._center  # type: ignore[attr-defined]
         z *= self._inv_scale  # type: ignore[attr-defined]
         np.minimum(z, self.clip, out=z)  # np.clip is several times slower on small arrays
         np.maximum(z, -self.clip, out=z)
+        if off is not None and off.any():
+            zc = z[:, cond]
+            zc[off] = 0.0
+            z[:, cond] = zc
+        if np.isnan(z).any():
+            z[np.isnan(z)] = 0.0
         return z
 
 
@@ -104,6 +135,7 @@ class SegmentModel:
     baseline: dict[str, Any] = field(default_factory=dict)  # drift baseline (see training)
     metrics: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)  # k, data range, parent, ...
+    rfm_edges: dict[str, list[float]] = field(default_factory=dict)  # core/rfm.py
     version: str | None = None  # registry version, set by the loader
 
     def check_spec(self, spec: FeatureSpec = FEATURE_SPEC) -> None:
@@ -145,6 +177,15 @@ class SegmentModel:
         ids = np.asarray(self.segment_ids)[idx]
         return Assignment(idx, ids, np.sqrt(best), p, z, cols, weights)
 
+    def rfm(self, x: np.ndarray) -> list[tuple[int | None, int | None, int | None, str]]:
+        """(R, F, M, group) of each row of raw features (``segstream.core.rfm``)."""
+        x = np.atleast_2d(x)
+        if not self.rfm_edges:
+            return [(None, None, None, rfm.PROSPECT)] * len(x)
+        col = {n: j for j, n in enumerate(self.feature_names)}
+        return rfm.score(self.rfm_edges, x[:, col[rfm.R_FEATURE]], x[:, col[rfm.F_FEATURE]],
+                         x[:, col[rfm.M_FEATURE]], x[:, col[PURCHASED]])
+
     def reasons(self, x: np.ndarray, top: int = 3) -> list[dict[str, Any]]:
         """The reasons of :meth:`assign` for one row, as dicts (see there)."""
         a = self.assign(x, reasons=top)
@@ -155,7 +196,7 @@ class SegmentModel:
         directory.mkdir(parents=True, exist_ok=True)
         p = self.preprocessor
         np.savez(directory / ARTEFACT_FILE, centroids=self.centroids, log1p=p.log1p,
-                 center=p.center, scale=p.scale)
+                 center=p.center, scale=p.scale, given=p.given_columns)
         meta = {
             "spec_version": self.spec_version,
             "feature_names": list(self.feature_names),
@@ -167,6 +208,7 @@ class SegmentModel:
             "baseline": self.baseline,
             "metrics": self.metrics,
             "info": self.info,
+            "rfm_edges": self.rfm_edges,
         }
         (directory / META_FILE).write_text(json.dumps(meta, indent=1, default=_json_default))
         return directory
@@ -177,7 +219,7 @@ class SegmentModel:
         with np.load(directory / ARTEFACT_FILE) as npz:  # read fully, close the file
             arrays = {key: npz[key] for key in npz.files}
         pre = Preprocessor(arrays["log1p"].astype(bool), arrays["center"], arrays["scale"],
-                           float(meta["clip"]))
+                           float(meta["clip"]), arrays.get("given"))
         return cls(
             spec_version=meta["spec_version"],
             feature_names=tuple(meta["feature_names"]),
@@ -190,6 +232,7 @@ class SegmentModel:
             baseline=meta["baseline"],
             metrics=meta["metrics"],
             info=meta["info"],
+            rfm_edges=meta.get("rfm_edges") or {},
             version=version,
         )
 
@@ -199,9 +242,12 @@ def reason_dicts(model: SegmentModel, a: Assignment, row: int, raw: np.ndarray
     """Row ``row`` of an assignment's reasons: feature, raw value, z, direction, weight."""
     out = []
     z = a.z[row]
+    given = model.preprocessor.given_columns
     for j, w in zip(a.reason_cols[row].tolist(), a.reason_weights[row].tolist(), strict=True):
         if w <= 0:
             break
+        if np.isnan(raw[j]) or (given[j] >= 0 and not raw[given[j]] > 0.5):
+            continue  # a purchase feature of a user who never bought explains nothing
         zj = float(z[j])
         out.append({"feature": model.feature_names[j], "value": float(raw[j]), "z": zj,
                     "direction": "high" if zj > 0 else "low", "weight": w})

@@ -35,7 +35,7 @@ from segstream.core.aggregates import (
     evaluate_one,
     fold,
 )
-from segstream.core.contract import FEATURE_SPEC, KNOWN_EVENT_TYPES, PURCHASE_RECENCY_CAP_DAYS
+from segstream.core.contract import FEATURE_SPEC, KNOWN_EVENT_TYPES
 from segstream.sources.generator import GeneratorConfig, generate
 from segstream.streaming.step import valid_frame
 
@@ -109,14 +109,13 @@ def reference(events: list[dict[str, Any]], as_of: int, p: FeatureParams) -> dic
     lifetime_spend = sum(spend(e) for e in events)
     return {
         "recency_days": (as_of - max(int(e["ts"]) for e in events)) / DAY,
-        "purchase_recency_days": min((as_of - max(purchases)) / DAY,
-                                     PURCHASE_RECENCY_CAP_DAYS) if purchases
-        else PURCHASE_RECENCY_CAP_DAYS,
+        "has_purchased": float(bool(purchases)),
+        "purchase_recency_days": (as_of - max(purchases)) / DAY if purchases else math.nan,
         "tenure_days": (as_of - min(int(e["ts"]) for e in events)) / DAY,
         "lifetime_sessions": len(sessions),
         "lifetime_orders": n_orders,
         "lifetime_spend": lifetime_spend,
-        "avg_order_value": lifetime_spend / n_orders if n_orders else 0.0,
+        "avg_order_value": lifetime_spend / n_orders if n_orders else math.nan,
         "session_rate_short": sessions_decayed[hs] * per[hs],
         "session_rate_long": sessions_decayed[hl] * per[hl],
         "order_rate_short": decayed(hs, kind("purchase")) * per[hs],

@@ -54,8 +54,13 @@ def test_features_as_of_equal_aggregates_evaluate(api_factory: Callable[..., Api
             assert body["last_event_at"] == format_time(END)
             assert list(body["features"]) == list(FEATURE_SPEC.names)
             expect = evaluate(stored.aggs[i:i + 1], t, PARAMS)[0]
-            got = np.array([body["features"][n] for n in FEATURE_SPEC.names])
+            got = np.array([np.nan if body["features"][n] is None else body["features"][n]
+                            for n in FEATURE_SPEC.names], dtype=float)
             np.testing.assert_allclose(got, expect, rtol=1e-12, atol=1e-12)
+            # a feature with no value is null in JSON, and only where the spec says so
+            nulls = {n for n, v in body["features"].items() if v is None}
+            assert nulls <= {f.name for f in FEATURE_SPEC.features if f.nullable}
+            assert bool(nulls) == (body["features"]["has_purchased"] == 0.0)
     # time passes with no event: recency grows day for day, the trend keeps falling
     far = [_features(api, "owl", format_time(END + d * DAY)).json()["features"]
            for d in (1, 30, 90)]

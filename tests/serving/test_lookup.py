@@ -146,7 +146,7 @@ def test_assign_posted_features_with_defaults(api: Api) -> None:
     assert r.json()["segment_id"] == 20 and r.json()["user_id"] is None
     assert r.json()["as_of"] is None
     # a feature not posted takes its spec default: {} answers as the posted defaults do
-    defaults = dict(zip(FEATURE_SPEC.names, FEATURE_SPEC.defaults, strict=True))
+    defaults = {f.name: None if f.nullable else f.default for f in FEATURE_SPEC.features}
     empty = httpx.post(f"{api.url}/v1/segments/assign", json={}, headers=api.headers).json()
     full = httpx.post(f"{api.url}/v1/segments/assign", json=defaults,
                       headers=api.headers).json()
