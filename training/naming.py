@@ -9,14 +9,14 @@ against the whole population of the same snapshot:
   percentile of all buyers' order values is ``big spenders``, at or below the 25th
   ``bargain buyers``, else ``buyers``;
 * **frequency** (buyers): a median of one order is ``one-time``; at least three and at
-  or above the buyers' 75th percentile is ``Loyal``; else ``repeat``;
+  or above the buyers' 75th percentile is ``loyal``; else ``repeat``;
 * **activity state**: a median tenure at most a third of the population's is ``New``.
-  Otherwise the members' *visits missed* (days since the last visit x their own
-  sessions a day) says whether they still come at their pace: for a user who visits at
-  random at a steady rate it is exponentially distributed with median ln 2 = 0.69, so
-  a segment median of at least 3 x ln 2 is ``Lapsed``, at least 1.5 x ln 2
-  ``Lapsing``; otherwise active (no word). Browsers visiting at most half as often as
-  the population's median are ``Occasional``;
+  Otherwise the members' *visits missed* (days since the last visit / their usual gap
+  between visits; the population's median gap for a one-visit user) says whether they
+  still come at their pace: for a user who visits at random at a steady pace it is
+  exponentially distributed with median ln 2 = 0.69, so a segment median of at least
+  3 x ln 2 is ``Lapsed``, at least 1.5 x ln 2 ``Lapsing``; otherwise active (no word).
+  Browsers whose usual gap is at least twice the population's are ``Occasional``;
 * **behaviour**: the non-purchase feature whose member mean stands out most (|z| >= 1),
   as a noun (:data:`BEHAVIOURS`), names browsers ("Binge viewers") and tells two
   buyer segments with the same facets apart.
@@ -38,6 +38,7 @@ import numpy as np
 
 from segstream.core import rfm
 from segstream.core.contract import FEATURE_SPEC, FeatureSpec
+from segstream.training.profiles import usual_gap_days
 
 #: (feature, direction) -> the behaviour noun of browsers who stand out on it.
 BEHAVIOURS: dict[tuple[str, str], str] = {
@@ -73,6 +74,7 @@ def population(X: np.ndarray, spec: FeatureSpec = FEATURE_SPEC) -> dict[str, flo
     """The population figures the facets compare a segment with."""
     col = {n: j for j, n in enumerate(spec.names)}
     buyers = X[:, col["has_purchased"]] == 1.0
+    gaps = usual_gap_days(X, spec)
 
     def q(name: str, p: float, rows: np.ndarray | None = None) -> float:
         v = X[rows if rows is not None else slice(None), col[name]]
@@ -83,7 +85,7 @@ def population(X: np.ndarray, spec: FeatureSpec = FEATURE_SPEC) -> dict[str, flo
             "aov_p75": q("avg_order_value", 75, buyers),
             "orders_p75": q(rfm.F_FEATURE, 75, buyers),
             "recency_median": q("recency_days", 50), "tenure_median": q("tenure_days", 50),
-            "rate_median": q("session_rate_long", 50)}
+            "gap_median": float(np.nanmedian(gaps)) if (~np.isnan(gaps)).any() else 1.0}
 
 
 def facets(profile: dict[str, Any], pop: dict[str, float]) -> dict[str, str]:
@@ -96,7 +98,7 @@ def facets(profile: dict[str, Any], pop: dict[str, float]) -> dict[str, str]:
         state = "Lapsed"
     elif missed >= LAPSING_MISSED:
         state = "Lapsing"
-    elif (profile["members"]["session_rate_long"]["median"] or 0.0) <= 0.5 * pop["rate_median"]:
+    elif not buyer and (k["median_usual_gap_days"] or 0.0) >= 2.0 * pop["gap_median"]:
         state = "Occasional"
     out = {"buyer": "yes" if buyer else "no", "state": state, "tier": "", "frequency": "",
            "behaviour": behaviour(profile)}
@@ -105,7 +107,7 @@ def facets(profile: dict[str, Any], pop: dict[str, float]) -> dict[str, str]:
         out["tier"] = ("big spenders" if aov >= pop["aov_p75"] else
                        "bargain buyers" if aov <= pop["aov_p25"] else "buyers")
         out["frequency"] = ("one-time" if orders <= 1.0 else
-                            "Loyal" if orders >= max(3.0, pop["orders_p75"]) else "repeat")
+                            "loyal" if orders >= max(3.0, pop["orders_p75"]) else "repeat")
     return out
 
 
@@ -137,15 +139,18 @@ def describe(profile: dict[str, Any]) -> str:
     k = profile["kpis"]
     parts = [f"{k['share']:.0%} of users"]
     if k["median_orders"] is not None:
-        parts.append(f"{k['buyer_share']:.0%} have bought, a median {k['median_orders']:g} "
-                     f"orders and {k['median_spend']:,.2f} spent "
+        orders = k["median_orders"]
+        parts.append(f"{k['buyer_share']:.0%} have bought, a median {orders:g} "
+                     f"order{'' if orders == 1 else 's'} and {k['median_spend']:,.2f} spent "
                      f"({k['median_order_value']:,.2f} an order)")
     else:
         parts.append("none have bought")
     if k["median_days_since_visit"] is not None:
         parts.append(f"last visit a median {k['median_days_since_visit']:.1f} days ago")
-    if k["median_sessions_per_week"] is not None:
-        parts.append(f"{k['median_sessions_per_week']:.1f} sessions a week")
+    if k["median_usual_gap_days"] is not None and k["one_visit_share"] < 0.5:
+        parts.append(f"usually every {k['median_usual_gap_days']:.1f} days")
+    elif k["one_visit_share"] >= 0.5:
+        parts.append(f"{k['one_visit_share']:.0%} came once")
     return "; ".join(parts) + "."
 
 

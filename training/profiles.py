@@ -5,7 +5,8 @@ A profile is member statistics, never a centroid pushed back through the scaler:
 * ``members``: per feature the median and quartiles of the raw values of the members
   it describes (a purchase feature: the members who bought), with how many they are;
 * ``kpis``: share of users, share who bought, median orders / spend / order value of
-  the buyers, median days since the last visit and the last purchase, sessions a week;
+  the buyers, median days since the last visit and the last purchase, the usual gap
+  between visits, and the visits that pace would have made since the last one;
 * ``rfm_groups``: how many members are in each RFM group (``segstream.core.rfm``);
 * ``centroid_z``: the centroid in the model's scaled space, beside the medians, and
   ``distinguishing``: the features whose member mean sets the segment apart (z-scores
@@ -48,22 +49,36 @@ def member_stats(X: np.ndarray, spec: FeatureSpec = FEATURE_SPEC) -> dict[str, d
     return out
 
 
-def visits_missed(X: np.ndarray, spec: FeatureSpec = FEATURE_SPEC) -> np.ndarray:
-    """Per user, the visits their own usual rate would have made since their last one:
-    days since the last visit x sessions a day (long half-life). About 1 for a user
-    who comes at their usual pace; well above it for one who stopped."""
-    out: np.ndarray = X[:, spec.index("recency_days")] * X[:, spec.index("session_rate_long")]
+def usual_gap_days(X: np.ndarray, spec: FeatureSpec = FEATURE_SPEC) -> np.ndarray:
+    """Per user, the mean days between their visits while they came: (first to last
+    visit) / (sessions - 1); NaN for a user with one visit (no pace to know)."""
+    sessions = X[:, spec.index("lifetime_sessions")]
+    span = X[:, spec.index("tenure_days")] - X[:, spec.index("recency_days")]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out: np.ndarray = np.where(sessions >= 2, span / (sessions - 1), np.nan)
+    return out
+
+
+def visits_missed(X: np.ndarray, population_gap: float,
+                  spec: FeatureSpec = FEATURE_SPEC) -> np.ndarray:
+    """Per user, the visits their usual pace would have made since their last one:
+    days since the last visit / their usual gap (the population's median gap for a
+    user with one visit). Exponential for a user who comes at random at a steady pace
+    (median ln 2); well above it for one who stopped."""
+    gap = usual_gap_days(X, spec)
+    gap = np.where(np.isnan(gap), population_gap, gap)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out: np.ndarray = X[:, spec.index("recency_days")] / np.maximum(gap, 1e-3)
     return out
 
 
 def kpis(stats: dict[str, dict[str, Any]], size: int, n_total: int,
-         missed: np.ndarray | None = None) -> dict[str, Any]:
+         missed: np.ndarray | None = None, gaps: np.ndarray | None = None) -> dict[str, Any]:
     def med(name: str) -> float | None:
         v = stats[name]["median"]
         return None if v is None else float(v)
 
     buyers = stats[rfm.F_FEATURE]["n"]
-    rate = med("session_rate_long")
     return {
         "users": size, "share": size / max(n_total, 1),
         "buyer_share": buyers / max(size, 1),
@@ -71,11 +86,17 @@ def kpis(stats: dict[str, dict[str, Any]], size: int, n_total: int,
         "median_order_value": med("avg_order_value"),
         "median_days_since_visit": med("recency_days"),
         "median_days_since_purchase": med(rfm.R_FEATURE),
-        "median_sessions_per_week": None if rate is None else 7.0 * rate,
         "median_tenure_days": med("tenure_days"),
-        "median_visits_missed": (None if missed is None or len(missed) == 0
-                                 else float(np.median(missed))),
+        "median_visits_missed": _median(missed),
+        "median_usual_gap_days": _median(gaps),
+        "one_visit_share": (0.0 if gaps is None or len(gaps) == 0
+                            else float(np.isnan(gaps).mean())),
     }
+
+
+def _median(v: np.ndarray | None) -> float | None:
+    v = None if v is None else v[~np.isnan(v)]
+    return None if v is None or len(v) == 0 else float(np.median(v))
 
 
 def build_profiles(X: np.ndarray, Z: np.ndarray, labels: np.ndarray, centroids: np.ndarray,
@@ -86,6 +107,9 @@ def build_profiles(X: np.ndarray, Z: np.ndarray, labels: np.ndarray, centroids: 
     mu, sd = Z.mean(0), Z.std(0)
     sd = np.where(sd > 1e-9, sd, 1.0)
     group_arr = np.asarray(groups, dtype=object)
+    gaps = usual_gap_days(X, spec)
+    population_gap = float(np.nanmedian(gaps)) if (~np.isnan(gaps)).any() else 1.0
+    missed = visits_missed(X, population_gap, spec)
     out = []
     for row, sid in enumerate(ids):
         members = labels == row
@@ -98,7 +122,7 @@ def build_profiles(X: np.ndarray, Z: np.ndarray, labels: np.ndarray, centroids: 
             "segment_id": int(sid),
             "size": size,
             "share": size / max(n, 1),
-            "kpis": kpis(stats, size, n, visits_missed(X[members], spec)),
+            "kpis": kpis(stats, size, n, missed[members], gaps[members]),
             "members": stats,
             "rfm_groups": {g: int(counts.get(g, 0)) for g in rfm.GROUPS},
             "centroid_z": {nm: float(v) for nm, v in zip(spec.names, centroids[row],

@@ -48,6 +48,7 @@ def test_personas_say_who_the_members_are(labelled: tuple[FeatureTable, np.ndarr
     assert "big spenders" in by_id[main["high_spend_loyalist"]]["name"]
     assert "bargain" in by_id[main["bargain_hunter"]]["name"]
     assert by_id[main["power_user"]]["name"].startswith("Loyal")
+    assert by_id[main["power_user"]]["facets"]["frequency"] == "loyal"
     assert by_id[main["binge_viewer"]]["name"] == "Binge viewers"
     assert by_id[main["new_explorer"]]["name"] == "New and exploring"
     for persona in ("casual_browser", "decaying_at_risk", "binge_viewer", "new_explorer"):
