@@ -14,6 +14,7 @@ import re
 import signal
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -43,6 +44,10 @@ log = logging.getLogger("segstream.stream")
 SOURCE_COLUMNS = ("key", "value", "topic", "partition", "offset", "timestamp")
 
 
+#: sessions the Python source is registered in (registering again logs a warning)
+_REGISTERED: weakref.WeakSet[SparkSession] = weakref.WeakSet()
+
+
 class SourceUnavailable(RuntimeError):
     """The requested Kafka source cannot be used here; the message says what to do."""
 
@@ -53,7 +58,9 @@ def read_events(spark: SparkSession, settings: Settings, bootstrap: str, source:
     if source == "python":
         from segstream.streaming.kafka_source import FORMAT, KafkaSource
 
-        spark.dataSource.register(KafkaSource)
+        if spark not in _REGISTERED:
+            spark.dataSource.register(KafkaSource)
+            _REGISTERED.add(spark)
         fmt = FORMAT
     else:
         fmt = "kafka"
