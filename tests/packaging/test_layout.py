@@ -49,6 +49,7 @@ def test_the_wheel_installs_exactly_one_top_level_name(wheel: Path, tmp_path: Pa
         assert (folder / "__init__.py").is_file()
     with zipfile.ZipFile(wheel) as zf:
         tops = {n.split("/")[0] for n in zf.namelist()}
+        assert "segstream/streaming/log4j2.properties" in zf.namelist()  # package data
     assert {t for t in tops if not t.endswith(".dist-info")} == {"segstream"}
     # and the installed copy imports from there, with no checkout on the path
     code = ("import segstream.streaming.job, segstream.serving.app, segstream.training.fit;"
