@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -40,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from segstream.app.loadtest import run_wrk
 
 USERS = 10_000
 KEY = "bench-key-123456"
@@ -184,26 +185,6 @@ def wait_http(url: str, timeout_s: float = 30) -> None:
             pass
         time.sleep(0.1)
     raise RuntimeError(f"{url} did not come up")
-
-
-def run_wrk(url: str, script: Path, duration: int, connections: int) -> dict[str, float]:
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
-                          "-s", str(script), url], capture_output=True, text=True, check=True)
-    text = out.stdout
-
-    def ms(label: str) -> float:
-        m = re.search(rf"^\s*{label}\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
-        if not m:
-            raise RuntimeError(f"no {label} in wrk output:\n{text}")
-        value, unit = float(m.group(1)), m.group(2)
-        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    sock = re.search(r"Socket errors: (.*)", text)
-    return {"rps": rps, "p50": ms("50%"), "p99": ms("99%"),
-            "non2xx": float(errors.group(1)) if errors else 0.0,
-            "socket_errors": 1.0 if sock else 0.0}
 
 
 def start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:

@@ -8,17 +8,8 @@ import argparse
 from pathlib import Path
 
 import uvicorn
-from fastapi import FastAPI
 
-
-def bare_app() -> FastAPI:
-    app = FastAPI()
-
-    @app.get("/bare/{user_id}")
-    async def bare(user_id: str) -> dict[str, object]:
-        return {"user_id": user_id, "segment_id": 1, "persona": "bare"}
-
-    return app
+from segstream.app.loadtest import bare_app
 
 
 def main() -> None:

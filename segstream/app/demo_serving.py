@@ -105,7 +105,7 @@ def step_serve(settings: Settings, console: Console) -> dict[str, Any]:
             f"{lapsed['user_id']}: segment {lapsed['from_segment']} -> "
             f"{lapsed['to_segment']} ({lapsed['persona']}) at {lapsed['at']}")
     if users:
-        summary["lookup load (2,000 requests, 16 at a time)"] = lookup_load(url, users)
+        summary["lookup load (one API worker)"] = lookup_load(url, users)
     summary["API"] = f"{url}/docs (OpenAPI), {url}/metrics, log {info['log']}"
     from segstream.adapters.registry import Registry
 
@@ -113,27 +113,21 @@ def step_serve(settings: Settings, console: Console) -> dict[str, Any]:
     return summary
 
 
-def lookup_load(url: str, users: list[str], n: int = 2000, concurrency: int = 16) -> str:
-    """A short burst of segment lookups from this process: rps and p99."""
-    import asyncio
+def lookup_load(url: str, users: list[str]) -> str:
+    """Segment lookups under wrk, with a bare FastAPI endpoint measured the same way
+    in the same run (``segstream.app.loadtest``, as ``benchmarks/serving.py``)."""
+    from segstream.app.loadtest import lookup_against_bare
 
-    async def burst() -> list[float]:
-        latencies: list[float] = []
-        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-            async def worker(w: int) -> None:
-                for i in range(w, n, concurrency):
-                    t = time.perf_counter()
-                    r = await client.get(f"/v1/users/{users[i % len(users)]}/segment")
-                    r.raise_for_status()
-                    latencies.append(time.perf_counter() - t)
-            await asyncio.gather(*(worker(w) for w in range(concurrency)))
-        return latencies
-
-    t0 = time.perf_counter()
-    lat = sorted(asyncio.run(burst()))
-    elapsed = time.perf_counter() - t0
-    return (f"{len(lat) / elapsed:,.0f} rps, p99 {lat[int(len(lat) * 0.99)] * 1000:.1f} ms "
-            "(client and server share this machine)")
+    try:
+        r = lookup_against_bare(url, users)
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+        return f"not measured: {exc}"
+    lk, bare = r["lookup"], r["bare"]
+    errors = f", {lk['non2xx']:.0f} non-2xx" if lk["non2xx"] else ""
+    return (f"{lk['rps']:,.0f} rps, p50 {lk['p50']:.1f} ms, p99 {lk['p99']:.1f} ms{errors}; "
+            f"bare FastAPI {bare['rps']:,.0f} rps, p50 {bare['p50']:.1f} ms, p99 "
+            f"{bare['p99']:.1f} ms ({lk['rps'] / bare['rps']:.2f}x its rps; {r['wrk']}, "
+            "load and servers on this machine)")
 
 
 def deliver_webhooks(settings: Settings, console: Console) -> int:
