@@ -128,7 +128,7 @@ def name_of(f: dict[str, str]) -> str:
     if f["state"] == "New":
         return "New and exploring"
     if f["state"] in ("Lapsed", "Lapsing", "Occasional"):
-        return f"{f['state']} browsers"
+        return f"{f['state']} {(f['behaviour'] or 'browsers').lower()}"
     if f["behaviour"]:
         return f["behaviour"]
     return "Browsing, never bought"

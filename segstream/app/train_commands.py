@@ -65,20 +65,24 @@ def load_table(settings: Any, source: str, as_of: str | None = None) -> Any:
 
 def segment_table(model: Any, title: str) -> Table:
     """Each segment's persona and its members' KPIs (medians, in their units)."""
-    table = Table("id", "persona", "share", "bought", "orders", "spend", "per order",
-                  "days since visit", "top RFM groups", title=title)
+    table = Table("id", "persona", "share", "bought", "buyers: orders, spend, per order",
+                  "days since visit", "top RFM group", title=title,
+                  caption="medians of the members (purchase figures: of those who bought)")
+    table.columns[1].no_wrap = True
 
     def num(v: float | None, fmt: str) -> str:
         return "-" if v is None else format(v, fmt)
 
     for p, name in zip(model.profiles, model.personas, strict=True):
         k = p["kpis"]
-        groups = sorted(p["rfm_groups"].items(), key=lambda kv: -kv[1])[:2]
-        top = ", ".join(f"{g} {n / max(p['size'], 1):.0%}" for g, n in groups if n)
-        table.add_row(str(p["segment_id"]), name, f"{p['share']:.1%}",
-                      f"{k['buyer_share']:.0%}", num(k["median_orders"], "g"),
-                      num(k["median_spend"], ",.2f"), num(k["median_order_value"], ",.2f"),
-                      num(k["median_days_since_visit"], ".1f"), top)
+        group, n = max(p["rfm_groups"].items(), key=lambda kv: kv[1])
+        buyers = ("-" if k["median_orders"] is None else
+                  f"{num(k['median_orders'], 'g')}, {num(k['median_spend'], ',.0f')}, "
+                  f"{num(k['median_order_value'], ',.2f')}")
+        table.add_row(str(p["segment_id"]), name, f"{p['share']:.0%}",
+                      f"{k['buyer_share']:.0%}", buyers,
+                      num(k["median_days_since_visit"], ".1f"),
+                      f"{group} {n / max(p['size'], 1):.0%}")
     return table
 
 
@@ -270,24 +274,81 @@ def register(app: typer.Typer) -> None:
         version: Annotated[str, typer.Option(help="Version or alias to report on.")
                            ] = "champion",
         source: Annotated[str | None, typer.Option(
-            "--from", help="Features to plot (default: a sample drawn around the centroids).")
-                          ] = None,
+            "--from", help="The users to report on: " + FROM_HELP + " Default: the Parquet "
+            "history (<data_dir>/history/features).")] = None,
+        as_of: Annotated[str | None, typer.Option("--as-of", help=AS_OF_HELP)] = None,
+        since: Annotated[str | None, typer.Option(
+            help="The earlier time of the migration over time (the forms of --as-of); "
+                 "default: 7 days before the snapshot. The Parquet history only.")] = None,
+        compare: Annotated[str | None, typer.Option(
+            help="Version to compare with on the same users; default: the registered "
+                 "version before the reported one.")] = None,
+        points: Annotated[int, typer.Option(
+            help="At most this many users (a random sample) in the PCA/UMAP plots.")] = 2000,
     ) -> None:
-        """Write a self-contained HTML report (plots embedded) of a model version."""
+        """Write a self-contained HTML report (plots embedded) of a model version and the
+        real users of one snapshot: members' KPIs, radar charts, RFM grid, PCA, migrations."""
         from segstream.adapters.registry import Registry, RegistryError
-        from segstream.training.report import write_report
+        from segstream.app.console import as_of_option
+        from segstream.core.contract import FeatureSpecMismatch
+        from segstream.training.data import read_table
+        from segstream.training.pipeline import same_features
+        from segstream.training.report import Inputs, write_report
 
         settings = _settings()
+        history = settings.history_dir
+        if source is None and not (history.is_dir() and any(history.rglob("*.parquet"))):
+            raise _fail(
+                f"no Parquet history in {history}: the report draws real users only, from the "
+                "history by default. Run `segstream stream` (or `segstream demo`) to write it, "
+                "or pass --from FEATURES.parquet (`segstream features --out`)")
+        since_ms = as_of_option(since, "--since")
+        fingerprint = settings.feature_params().fingerprint
         registry = Registry(settings)
         try:
             model = registry.load(version)
             versions = registry.versions()
-        except RegistryError as exc:
+            model.check_spec()
+        except (RegistryError, ValueError, FeatureSpecMismatch) as exc:
             raise _fail(str(exc)) from exc
-        table = load_table(settings, source) if source else None
+        table = load_table(settings, source or str(history), as_of)
+        notes: dict[str, str] = {}
+        if not same_features(model, fingerprint):
+            notes["warning"] = (f"Version {model.version} was fitted on features of other "
+                                "params than these users' (this process's settings): serving "
+                                "would refuse it, and its assignments here are approximate.")
+        previous = None
+        older = [v.version for v in versions if int(v.version) < int(model.version or 0)]
+        other = compare or (max(older, key=int) if older else None)
+        if other is None:
+            notes["versions"] = f"Version {model.version} is the first registered version."
+        else:
+            try:
+                previous = registry.load(other)
+            except RegistryError as exc:
+                raise _fail(str(exc)) from exc
+            if not same_features(previous, fingerprint):
+                notes["versions"] = (f"Version {previous.version} was fitted on other features "
+                                     "(spec or params): not comparable on these users.")
+                previous = None
+        earlier = None
+        if source == "features-topic":
+            notes["times"] = "The migration over time needs the Parquet history (--from)."
+        elif table.as_of_ms is not None:
+            t1 = since_ms if since_ms is not None else table.as_of_ms - 7 * 86_400_000
+            if t1 >= table.as_of_ms:
+                raise _fail(f"--since {format_time(t1, 'seconds')} is not before the snapshot "
+                            f"as of {format_time(table.as_of_ms, 'seconds')}", 2)
+            try:
+                earlier = read_table(Path(source or history), settings.feature_params(), t1)
+            except (ValueError, FeatureSpecMismatch) as exc:
+                notes["times"] = f"No migration over time: {exc}."
         with console.status("rendering plots..."):
-            path = write_report(out, model, versions, table, seed=settings.random_seed)
-        console.print(f"wrote {path}")
+            written = write_report(out, Inputs(model, table, versions, previous, earlier, notes),
+                                   seed=settings.random_seed, max_points=points)
+        console.print(f"wrote {written.path}: {written.users:,} users as of "
+                      f"{format_time(table.as_of_ms or 0, 'seconds')}, {len(written.plotted):,} "
+                      f"in the PCA; {', '.join(written.figures)}")
 
     @models_app.command("list")
     def models_list() -> None:
