@@ -10,6 +10,7 @@ command -v prometheus  >/dev/null 2>&1 || need_apt+=(prometheus)
 [ -x /usr/bin/promtool ]             || need_apt+=(prometheus)  # tests/deploy: rule checks
 command -v java        >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
 command -v wrk         >/dev/null 2>&1 || need_apt+=(wrk)  # serving benchmark load generator
+command -v chromium    >/dev/null 2>&1 || need_apt+=(chromium)  # tests/training/test_report.py: screenshots
 if ((${#need_apt[@]})); then
   echo "setup: installing ${need_apt[*]} from apt"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
