@@ -17,16 +17,26 @@ Two triggers, one decision:
   every record in Redis is re-evaluated as of the clock, so a user who stops coming
   changes segment with no message at all (:mod:`segstream.serving.rescore`).
 
-Both assign under the champion and compare with the user's last published segment
-``seg:segment:{user}`` (``sid``, ``since`` = clock time ms). Hysteresis: a different
-segment is published only if the user has been in the current one for at least
-``segment_min_dwell_s`` of clock time, so a user flapping between two segments
-produces one change per dwell period; a change held back is published by a later
-event or sweep if it still holds. A user's first assignment is recorded, not
-published. Changes are produced (keyed by user) and flushed before state, offsets and
-clock are committed in one Redis transaction: a crash republishes, never loses.
-``change_id`` = ``user:from:since:to`` depends only on committed state, so a
-republished change carries the same id and receivers can dedupe.
+Both assign under the champion, score RFM (``SegmentModel.rfm``) and compare with
+the user's last published state ``seg:segment:{user}``: ``sid`` and ``since``, the
+segment and since when (clock time ms), ``rfm`` and ``rfm_since``, the RFM group and
+since when (:mod:`segstream.serving.change_state`). A change of either is a change
+event; its ``changed`` says which (``["segment"]``, ``["rfm_group"]`` or both), with
+the previous and new values of both (docs/api.md has the shape). Hysteresis, for each
+of the two on its own: a different segment (group) is published only if the user has
+been in the current one for at least ``segment_min_dwell_s`` of clock time, so a user
+flapping between two produces one change per dwell period; a change held back is
+published by a later event or sweep if it still holds. A user's first assignment (and
+the group of a state written before groups were kept) is recorded, not published.
+Changes are produced (keyed by user) and flushed before state, migration counts
+(:mod:`segstream.serving.migrations`), offsets and clock are committed in one Redis
+transaction: a crash republishes, never loses, and counts each change once.
+``change_id`` depends only on committed state (``user:from:since:to`` for a segment
+change, as before groups were kept; :func:`~segstream.serving.change_state.change_id`),
+so a republished change carries the same id and receivers can dedupe.
+
+A sweep also counts every user's RFM group as evaluated at its clock time: the
+``segstream_rfm_group_users`` gauge, set when the sweep completes.
 """
 
 from __future__ import annotations
@@ -34,8 +44,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -45,11 +56,13 @@ from segstream.adapters.kafka import Producer, Record
 from segstream.adapters.redis_keys import segment_key
 from segstream.adapters.topic_reader import RedisOffsetReader
 from segstream.config import Settings
+from segstream.core import rfm
 from segstream.core.aggregates import decode_lenient, evaluate
 from segstream.core.times import format_time
-from segstream.serving import metrics
+from segstream.serving import metrics, migrations
+from segstream.serving.change_state import change_id, first, move, with_group
 from segstream.serving.model_holder import ModelHolder
-from segstream.serving.predict import Served
+from segstream.serving.predict import Served, rfm_body
 from segstream.serving.rescore import (
     DETECTOR_NAME,
     SWEEP_CHUNK,
@@ -69,6 +82,14 @@ class _Sweep:
     started: float  # perf_counter
     users: int = 0
     published: int = 0
+    groups: Counter[str] = field(default_factory=Counter)  # evaluated RFM group: users
+
+
+@dataclass
+class Decision:
+    changes: list[dict[str, Any]]  # to publish, in row order
+    state: dict[str, bytes]  # the new state of the users whose state changed, by key
+    groups: list[str]  # each row's evaluated RFM group
 
 
 def _is_cluster(client: Any) -> bool:
@@ -109,12 +130,13 @@ class ChangeDetector:
 
     def decide(self, served: Served, users: list[str], x: np.ndarray, now: np.ndarray,
                as_of: np.ndarray, trigger: str, stored: list[bytes | None] | None = None
-               ) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
+               ) -> Decision:
         """The changes to publish and the users' new state (only the users whose state
         changed). Rows are in order; ``stored`` is the users' state if already read."""
         if not users:
-            return [], {}
+            return Decision([], {}, [])
         batch = served.model.assign(x)
+        scores = served.model.rfm(x)
         uniq = list(dict.fromkeys(users))
         if stored is None or len(uniq) != len(users):
             stored = _mget(self.redis, [segment_key(u) for u in uniq])
@@ -123,26 +145,34 @@ class ChangeDetector:
         changed: set[str] = set()
         changes = []
         for i, (u, sid) in enumerate(zip(users, batch.segment_ids.tolist(), strict=True)):
-            cur = state[u]
-            if cur is not None and cur["sid"] == sid:
-                continue
-            t = int(now[i])
+            group, cur, t = scores[i][3], state[u], int(now[i])
             if cur is None:
-                state[u] = {"sid": sid, "since": t}
+                state[u] = first(sid, group, t)
                 changed.add(u)
-            elif t - cur["since"] >= self.dwell_ms:
-                at = int(as_of[i])
-                changes.append({
-                    "change_id": f"{u}:{cur['sid']}:{cur['since']}:{sid}", "user_id": u,
-                    "from_segment": cur["sid"], "to_segment": sid,
-                    "persona": served.model.personas[int(batch.index[i])],
-                    "model_version": served.version, "at": format_time(at), "ts_ms": at,
-                    "trigger": trigger})
-                state[u] = {"sid": sid, "since": t}
+                continue
+            if "rfm" not in cur:
+                cur = state[u] = with_group(cur, group, t)
                 changed.add(u)
-            else:
-                metrics.SEGMENT_CHANGES_SUPPRESSED.inc()
-        return changes, {segment_key(u): orjson.dumps(state[u]) for u in changed}
+            m = move(cur, sid, group, t, self.dwell_ms)
+            if m.held:
+                metrics.SEGMENT_CHANGES_SUPPRESSED.inc(m.held)
+            if not (m.segment or m.group):
+                continue
+            row = int(batch.index[i]) if m.segment else served.row_of.get(cur["sid"])
+            at = int(as_of[i])
+            changes.append({
+                "change_id": change_id(u, cur, m, sid, group), "user_id": u,
+                "changed": m.changed,
+                "from_segment": cur["sid"], "to_segment": m.state["sid"],
+                "persona": None if row is None else served.model.personas[row],
+                "from_rfm_group": cur["rfm"], "to_rfm_group": m.state["rfm"],
+                "rfm": rfm_body(scores[i]),
+                "model_version": served.version, "at": format_time(at), "ts_ms": at,
+                "trigger": trigger})
+            state[u] = m.state
+            changed.add(u)
+        return Decision(changes, {segment_key(u): orjson.dumps(state[u]) for u in changed},
+                        [g for *_, g in scores])
 
     def _publish(self, changes: list[dict[str, Any]]) -> None:
         for c in changes:
@@ -151,6 +181,39 @@ class ChangeDetector:
         self.producer.flush()
         if changes:
             metrics.SEGMENT_CHANGES.labels(changes[0]["trigger"]).inc(len(changes))
+
+    def _commit(self, new_state: dict[str, bytes], changes: list[dict[str, Any]],
+                offsets: dict[str, Any] | None = None) -> None:
+        """The users' new state, the migration counts of the changes just published and
+        the offsets and clock (if given), in one transaction. On a cluster the state keys
+        span slots: no transaction, and the state goes first, then the counts, then the
+        offsets (a crash between re-reads records whose changes were already sent, with
+        the same change ids, and leaves counts of the state already written uncounted)."""
+        counts = migrations.bucket_counts(changes)
+        if self.cluster:
+            if new_state:
+                self.redis.mset_nonatomic(new_state)
+            if counts:
+                pipe = self.redis.pipeline(transaction=False)
+                migrations.add_counts(pipe, counts)
+                pipe.execute()
+            if offsets:
+                self.redis.hset(self.reader.key, mapping=offsets)
+        elif new_state or counts or offsets:
+            pipe = self.redis.pipeline(transaction=True)
+            if new_state:
+                pipe.mset(new_state)
+            migrations.add_counts(pipe, counts)
+            if offsets:
+                pipe.hset(self.reader.key, mapping=offsets)
+            pipe.execute()
+        for c in changes:
+            if "segment" in c["changed"]:
+                metrics.MIGRATIONS.labels("segment", str(c["from_segment"]),
+                                          str(c["to_segment"])).inc()
+            if "rfm_group" in c["changed"]:
+                metrics.MIGRATIONS.labels("rfm_group", c["from_rfm_group"],
+                                          c["to_rfm_group"]).inc()
 
     def process(self, records: list[Record]) -> int:
         """Evaluate a polled batch of `features` messages; publish; commit. Returns the
@@ -167,25 +230,12 @@ class ChangeDetector:
         parts = np.array([keyed[i].partition for i in ok], dtype=np.int64)
         now, local = self.clock.advance(aggs["last_ms"], parts)
         as_of = np.maximum(local, aggs["last_ms"])
-        changes, new_state = self.decide(served, users, evaluate(aggs, as_of, self.params),
-                                         now, as_of, "event")
-        self._publish(changes)
-        committed = {**self.reader.commit_fields(records), **self.clock.fields()}
-        if self.cluster:
-            # the users' state keys span slots: no transaction; the state first, then
-            # the offsets (a crash between re-reads records whose changes are sent)
-            if new_state:
-                self.redis.mset_nonatomic(new_state)
-            if committed:
-                self.redis.hset(self.reader.key, mapping=committed)
-            return len(changes)
-        pipe = self.redis.pipeline(transaction=True)
-        if new_state:
-            pipe.mset(new_state)
-        if committed:
-            pipe.hset(self.reader.key, mapping=committed)
-        pipe.execute()
-        return len(changes)
+        d = self.decide(served, users, evaluate(aggs, as_of, self.params), now, as_of,
+                        "event")
+        self._publish(d.changes)
+        self._commit(d.state, d.changes,
+                     {**self.reader.commit_fields(records), **self.clock.fields()})
+        return len(d.changes)
 
     def sweep(self, now: int) -> int:
         """A whole sweep as of ``now`` at once (see :meth:`start_sweep`); returns the
@@ -217,15 +267,14 @@ class ChangeDetector:
             return None
         users, aggs, stored = chunk
         as_of = np.maximum(aggs["last_ms"], sweep.now)
-        changes, new_state = self.decide(
-            self._served(), users, evaluate(aggs, as_of, self.params),
-            np.full(len(users), sweep.now), as_of, "time", stored)
-        self._publish(changes)
-        if new_state:
-            (self.redis.mset_nonatomic if self.cluster else self.redis.mset)(new_state)
+        d = self.decide(self._served(), users, evaluate(aggs, as_of, self.params),
+                        np.full(len(users), sweep.now), as_of, "time", stored)
+        self._publish(d.changes)
+        self._commit(d.state, d.changes)
         sweep.users += len(users)
-        sweep.published += len(changes)
-        return len(changes)
+        sweep.published += len(d.changes)
+        sweep.groups.update(d.groups)
+        return len(d.changes)
 
     def _finish_sweep(self, sweep: _Sweep) -> None:
         self._sweep = None
@@ -235,6 +284,9 @@ class ChangeDetector:
         metrics.RESCORE_SWEEPS.inc()
         metrics.RESCORE_USERS.inc(sweep.users)
         metrics.RESCORE_DURATION.observe(elapsed)
+        # SCAN may return a key twice (rarely, while Redis rehashes): counted twice then
+        for group in rfm.GROUPS:
+            metrics.RFM_GROUP_USERS.labels(group).set(sweep.groups.get(group, 0))
         log.info("sweep as of %s: %d users in %.2f s, %d changes", format_time(sweep.now),
                  sweep.users, elapsed, sweep.published)
 

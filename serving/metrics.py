@@ -1,10 +1,10 @@
 """Every Prometheus metric of serving/, in one module.
 
 Names start with ``segstream_``; histograms have explicit buckets; labels are
-bounded (route templates, status codes, segment ids, feature names, outcomes) and
-user ids are never labels. With several uvicorn workers ``segstream serve`` sets
-``PROMETHEUS_MULTIPROC_DIR`` *before* this module is imported, so values live in
-per-process files that :func:`render` aggregates; gauges declare how.
+bounded (route templates, status codes, segment ids, RFM group names, feature names,
+outcomes) and user ids are never labels. With several uvicorn workers ``segstream
+serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` *before* this module is imported, so values
+live in per-process files that :func:`render` aggregates; gauges declare how.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from prometheus_client import (
 )
 
 from segstream.adapters.metric_names import sample_names
+from segstream.core import rfm
 
 PREFIX = "segstream"
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
@@ -78,10 +79,22 @@ REDIS_ERRORS = Counter(f"{PREFIX}_redis_errors_total", "Redis commands that fail
                        ["operation"])
 
 # --- segment changes and webhooks ---------------------------------------------------
-SEGMENT_CHANGES = Counter(f"{PREFIX}_segment_changes_total", "Segment changes published, "
-                          "by trigger: a new event, or time alone (the sweep).", ["trigger"])
+SEGMENT_CHANGES = Counter(f"{PREFIX}_segment_changes_total", "Change events published (a "
+                          "segment change, an RFM-group change or both), by trigger: a new "
+                          "event, or time alone (the sweep).", ["trigger"])
 SEGMENT_CHANGES_SUPPRESSED = Counter(f"{PREFIX}_segment_changes_suppressed_total",
-                                     "Changes held back by the minimum dwell (hysteresis).")
+                                     "Segment or RFM-group changes held back by the minimum "
+                                     "dwell (hysteresis).")
+MIGRATIONS = Counter(f"{PREFIX}_migrations_total", "Changes committed by the change detector, "
+                     "by kind (segment: ids; rfm_group: group names) and from/to; the same "
+                     "counts as the migration hashes in Redis behind GET "
+                     "/v1/segments/migrations.", ["kind", "from", "to"])
+RFM_GROUP_USERS = Gauge(f"{PREFIX}_rfm_group_users", "Users per RFM group, measured by the "
+                        "change detector's last complete sweep over the online store: every "
+                        "stored user evaluated as of the sweep's clock time under the "
+                        "champion's RFM edges (what a lookup then answers). Set only by "
+                        "`segstream webhooks detect`; 0 elsewhere.", ["group"],
+                        multiprocess_mode="livemax")
 CHANGE_RECORDS_SKIPPED = Counter(f"{PREFIX}_change_records_skipped_total", "Records the "
                                  "change detector could not evaluate, by reason.", ["reason"])
 RESCORE_SWEEPS = Counter(f"{PREFIX}_rescore_sweeps_total", "Sweeps that re-evaluated every "
@@ -112,7 +125,7 @@ def render() -> tuple[bytes, str]:
 # Bounded label values at 0 from the start, so that rate() and increase() see the first
 # event and a dashboard shows 0 rather than "no data" (the operations of serving/state.py,
 # app.py and routes/health.py; the detector's triggers and skip reasons; the outcomes).
-REDIS_OPERATIONS = ("hmget", "ping", "clock", "expose", "convert", "uplift")
+REDIS_OPERATIONS = ("hmget", "ping", "clock", "expose", "convert", "uplift", "migrations")
 for _operation in REDIS_OPERATIONS:
     REDIS_ERRORS.labels(_operation)
 for _trigger in ("event", "time"):
@@ -121,6 +134,13 @@ for _reason in ("no_key_or_value", "record_mismatch"):
     CHANGE_RECORDS_SKIPPED.labels(_reason)
 for _outcome in ("success", "failure"):
     WEBHOOK_DELIVERIES.labels(_outcome)
+# the RFM groups are a fixed list (core/rfm.py): every group and every group-to-group
+# migration (12 and 132 series); segment ids are known only at run time
+for _group in rfm.GROUPS:
+    RFM_GROUP_USERS.labels(_group)
+    for _other in rfm.GROUPS:
+        if _other != _group:
+            MIGRATIONS.labels("rfm_group", _group, _other)
 
 
 def exported_names() -> set[str]:
@@ -130,4 +150,5 @@ def exported_names() -> set[str]:
         MODEL_VERSION, MODEL_LOADED, MODEL_AGE, MODEL_RELOADS, MODEL_RELOAD_FAILURES,
         REGISTRY_UP, REDIS_ERRORS, SEGMENT_CHANGES, SEGMENT_CHANGES_SUPPRESSED,
         CHANGE_RECORDS_SKIPPED, RESCORE_SWEEPS, RESCORE_USERS, RESCORE_DURATION,
-        WEBHOOK_DELIVERIES, WEBHOOK_RETRIES, WEBHOOK_DEAD_LETTERS, WEBHOOK_LATENCY))
+        MIGRATIONS, RFM_GROUP_USERS, WEBHOOK_DELIVERIES, WEBHOOK_RETRIES,
+        WEBHOOK_DEAD_LETTERS, WEBHOOK_LATENCY))

@@ -1,6 +1,6 @@
 """The hot path around the model: one vectorised :meth:`SegmentModel.assign` for
-1..n rows (with reasons), and the response dicts built directly (no pydantic on the
-way out; orjson serialises).
+1..n rows (with reasons) and one :meth:`SegmentModel.rfm` of the same rows, and the
+response dicts built directly (no pydantic on the way out; orjson serialises).
 
 :meth:`Served.build` is the model/feature guard: a model is served only if it was
 fitted on this feature spec version *and* on features made with these feature
@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from segstream.core import rfm
 from segstream.core.aggregates import FeatureParams
 from segstream.core.contract import FEATURE_SPEC
 from segstream.core.segment_model import Assignment, SegmentModel, reason_dicts
@@ -23,6 +24,9 @@ from segstream.core.times import format_time
 from segstream.serving.drift_window import Baseline, baseline_of
 
 TOP_REASONS = 3
+#: (R, F, M, group) of one row, as :meth:`SegmentModel.rfm` gives it
+RfmScore = tuple[int | None, int | None, int | None, str]
+PROSPECT: RfmScore = (None, None, None, rfm.PROSPECT)
 
 
 class ModelParamsMismatch(ValueError):
@@ -77,9 +81,18 @@ def assign(served: Served, x: np.ndarray) -> Assignment:
     return served.model.assign(x, reasons=TOP_REASONS)
 
 
+def rfm_body(score: RfmScore) -> dict[str, Any]:
+    """The ``schemas.Rfm`` shape of one (R, F, M, group).
+
+    >>> rfm_body((5, 4, 4, "Champions")), rfm_body(PROSPECT)["group"]
+    ({'r': 5, 'f': 4, 'm': 4, 'group': 'Champions'}, 'Prospect')
+    """
+    return {"r": score[0], "f": score[1], "m": score[2], "group": score[3]}
+
+
 def answer(served: Served, batch: Assignment, row: int, x: np.ndarray, *, user_id: str | None,
-           as_of_ms: int | None, updated_ms: int | None, stale_after_s: float, now: float
-           ) -> dict[str, Any]:
+           as_of_ms: int | None, updated_ms: int | None, stale_after_s: float, now: float,
+           score: RfmScore) -> dict[str, Any]:
     """The JSON body of one assignment (the shape of ``schemas.SegmentAnswer``)."""
     model = served.model
     keys = served.segment_keys
@@ -99,6 +112,7 @@ def answer(served: Served, batch: Assignment, row: int, x: np.ndarray, *, user_i
         "features_updated_at": None,
         "stale": False,
         "cold_start": False,
+        "rfm": rfm_body(score),
     }
     if updated_ms is not None:
         out["features_updated_at"] = format_time(updated_ms)

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from segstream.core import rfm
 from segstream.core.contract import FEATURE_SPEC, Feature
 
 
@@ -87,6 +88,27 @@ class Reason(BaseModel):
                           "over the runner-up (squared-distance units).")
 
 
+_SCORE = ("{what}; 1-5 against the quintiles of the champion's purchasers at training "
+          "(higher is better), null for a Prospect.")
+
+
+class Rfm(BaseModel):
+    """RFM scores and group (segstream/core/rfm.py) of the features the answer evaluated,
+    under the champion's quintile edges. A user who never purchased is `Prospect`, with
+    null scores."""
+
+    r: int | None = Field(ge=1, le=5, description=_SCORE.format(
+        what="Recency: days since the last purchase (fewer days, higher score)"))
+    f: int | None = Field(ge=1, le=5, description=_SCORE.format(
+        what="Frequency: lifetime orders"))
+    m: int | None = Field(ge=1, le=5, description=_SCORE.format(
+        what="Monetary: lifetime spend"))
+    group: str = Field(
+        json_schema_extra={"enum": list(rfm.GROUPS)},
+        description="The group of R and the rounded-up mean of F and M: "
+        + "; ".join(f"{g}: {d}" for g, d in rfm.DEFINITIONS.items()) + ".")
+
+
 class SegmentAnswer(BaseModel):
     user_id: str | None
     segment_id: int
@@ -108,6 +130,8 @@ class SegmentAnswer(BaseModel):
                         "ago (no event folded since; the features still age to `as_of`).")
     cold_start: bool = Field(description="True when `?default=true` answered an unknown "
                              "user with the cold-start segment.")
+    rfm: Rfm = Field(description="RFM scores and group of the same evaluated features "
+                     "(a cold start: Prospect).")
 
 
 AS_OF_DOC = ("ISO 8601 time to evaluate the features at (no offset: UTC). Default: now "
@@ -147,20 +171,85 @@ class UserFeatures(BaseModel):
     last_event_at: str = Field(description="The user's newest folded event (ISO 8601).")
     updated_at: str | None = Field(description="When the record was last written.")
     features: FeatureValues  # type: ignore[valid-type]
+    model_version: str | None = Field(description="The champion whose RFM edges scored "
+                                      "`rfm`; null when no model is loaded.")
+    rfm: Rfm | None = Field(description="RFM scores and group of these features; null "
+                            "when no model is loaded (the features need none).")
+
+
+class MemberStats(BaseModel):
+    """One feature over the segment's members at training, in the feature's unit."""
+
+    n: int = Field(description="Members the feature describes (a purchase feature: the "
+                   "members who purchased).")
+    median: float | None
+    q25: float | None = Field(description="25th percentile.")
+    q75: float | None = Field(description="75th percentile.")
+
+
+class RfmGroupCount(BaseModel):
+    group: str = Field(json_schema_extra={"enum": list(rfm.GROUPS)})
+    users: int = Field(description="Members in the group at training.")
+    share: float | None = Field(description="users / the segment's members (null: none).")
+    definition: str = Field(description="What the group's members did.")
 
 
 class SegmentInfo(BaseModel):
     segment_id: int
     persona: str
+    description: str | None = Field(description="One sentence of the members' KPIs.")
     size: int | None
     share: float | None
-    profile: dict[str, Any]
+    kpis: dict[str, float | None] = Field(
+        description="The members' figures in business units (training/profiles.py): share "
+        "of users, share who bought, median orders, spend and order value of the buyers, "
+        "median days since the last visit and purchase, ...; empty for a model fitted "
+        "without them.")
+    members: dict[str, MemberStats] = Field(
+        description="Per feature (spec order), the median and quartiles of the members' "
+        "own values, never the centroid.")
+    rfm_groups: list[RfmGroupCount] = Field(
+        description="The members per RFM group at training, every group in "
+        "segstream/core/rfm.py order (empty for a model fitted without them).")
+    profile: dict[str, Any] = Field(
+        description="The rest of the training profile (which features set the segment "
+        "apart, as z-scores of the member mean; the naming facets). The centroid is left "
+        "out: a point in the model's scaled space, not a figure members have.")
     templates: dict[str, list[str]] = Field(description="Content templates per placement.")
 
 
 class Catalogue(BaseModel):
     model_version: str
     segments: list[SegmentInfo]
+
+
+class SegmentMigration(BaseModel):
+    from_segment: int
+    to_segment: int
+    count: int = Field(description="Changes from `from_segment` to `to_segment`.")
+
+
+class GroupMigration(BaseModel):
+    from_group: str = Field(json_schema_extra={"enum": list(rfm.GROUPS)})
+    to_group: str = Field(json_schema_extra={"enum": list(rfm.GROUPS)})
+    count: int = Field(description="Changes from `from_group` to `to_group`.")
+
+
+class Migrations(BaseModel):
+    """The changes the change detector published in a window, as from -> to matrices
+    (their non-zero cells, largest first)."""
+
+    since: str = Field(description="Start of the window counted (ISO 8601, UTC): `since` "
+                       "rounded down to the hour.")
+    until: str = Field(description="End of the window counted, exclusive: `until` rounded "
+                       "up to the hour.")
+    bucket_s: int = Field(description="The counting unit, in seconds (an hour).")
+    changes: int = Field(description="Change events in the window (one event may change "
+                         "both the segment and the RFM group).")
+    segment_changes: int = Field(description="The sum of `segments`.")
+    rfm_group_changes: int = Field(description="The sum of `rfm_groups`.")
+    segments: list[SegmentMigration]
+    rfm_groups: list[GroupMigration]
 
 
 class Personalization(BaseModel):

@@ -23,7 +23,7 @@ from segstream.serving.drift_window import DriftWindow
 from segstream.serving.errors import InvalidInput, NotFound, Unavailable
 from segstream.serving.model_holder import ModelHolder
 from segstream.serving.personalization import Mapping
-from segstream.serving.predict import Served, answer, assign
+from segstream.serving.predict import PROSPECT, Served, answer, assign, rfm_body
 from segstream.serving.records import as_of_times, decode_replies, evaluate_records, wall_ms
 from segstream.serving.redis_client import AsyncRedis
 from segstream.serving.redis_pipe import RedisCommandError, RedisUnavailable
@@ -92,13 +92,16 @@ class AppState:
     def assign_rows(self, served: Served, x: np.ndarray, user_ids: list[str | None],
                     updated: list[int | None], as_of: list[int | None]
                     ) -> list[dict[str, Any]]:
-        """Assign, observe metrics and drift, and build the answers."""
+        """Assign and score RFM (each one call for all rows), observe metrics and drift,
+        and build the answers."""
         batch: Assignment = assign(served, x)
+        scores = served.model.rfm(x)
         now = time.time()
         self._observe(served, batch, x, updated, now)
         stale_after = self.settings.api_stale_after_s
         return [answer(served, batch, i, x[i], user_id=user_ids[i], as_of_ms=as_of[i],
-                       updated_ms=updated[i], stale_after_s=stale_after, now=now)
+                       updated_ms=updated[i], stale_after_s=stale_after, now=now,
+                       score=scores[i])
                 for i in range(len(user_ids))]
 
     def _observe(self, served: Served, batch: Assignment, x: np.ndarray,
@@ -145,11 +148,14 @@ class AppState:
         if not found:
             raise NotFound(f"no features stored for user {user_id!r}", field="path.user_id")
         rec = found[0][1]
+        served = self.holder.current
         return {"user_id": user_id, "as_of": format_time(int(as_of[0])),
                 "spec_version": FEATURE_SPEC.version,
                 "last_event_at": format_time(rec.last_event_ms),
                 "updated_at": format_time(rec.updated_ms) if rec.updated_ms else None,
-                "features": dict(zip(FEATURE_SPEC.names, x[0].tolist(), strict=True))}
+                "features": dict(zip(FEATURE_SPEC.names, x[0].tolist(), strict=True)),
+                "model_version": None if served is None else served.version,
+                "rfm": None if served is None else rfm_body(served.model.rfm(x)[0])}
 
     def cold_start(self, user_id: str) -> dict[str, Any]:
         served = self.served()
@@ -164,7 +170,7 @@ class AppState:
             "distance": 0.0, "reasons": [], "model_version": served.version,
             "feature_spec": served.model.spec_version, "as_of": None,
             "features_updated_at": None,
-            "stale": False, "cold_start": True,
+            "stale": False, "cold_start": True, "rfm": rfm_body(PROSPECT),
         }
 
     async def segment_of(self, user_id: str, default: bool, as_of_ms: int | None = None

@@ -2,7 +2,11 @@
 
 * ``seg:features:<user>`` (hash, the stream's sink): the user's aggregate record, laid
   out by ``online_store``;
-* ``seg:segment:<user>`` (string, the change detector): the last published segment;
+* ``seg:segment:<user>`` (string, the change detector): the last published segment
+  and RFM group, JSON ``{"sid", "since", "rfm", "rfm_since"}``;
+* ``seg:migrations:<hour start ms>`` (hash, the change detector): the changes committed
+  in that hour of change time, ``n`` and ``s:<from>><to>`` / ``g:<from>><to>`` counts
+  (``serving/migrations.py``);
 * ``seg:offsets:<name>`` (hash, group-less readers): ``topic:partition`` -> next
   offset, and the detector's clocks;
 * ``seg:webhooks:dlq`` (list, the dispatcher): deliveries that failed every retry;
@@ -13,8 +17,8 @@ share a slot and its Lua scripts run on one node.
 
 >>> feature_key("u1"), user_of_feature_key(b"seg:features:u1")
 ('seg:features:u1', 'u1')
->>> experiment_key("hero", "stats")
-'seg:exp:{hero}:stats'
+>>> experiment_key("hero", "stats"), migrations_key(1796083200000)
+('seg:exp:{hero}:stats', 'seg:migrations:1796083200000')
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ FEATURES_PREFIX = "seg:features:"
 FEATURES_PATTERN = FEATURES_PREFIX + "*"
 SEGMENT_PREFIX = "seg:segment:"
 OFFSETS_PREFIX = "seg:offsets:"
+MIGRATIONS_PREFIX = "seg:migrations:"
 WEBHOOK_DLQ_KEY = "seg:webhooks:dlq"
 
 
@@ -37,6 +42,10 @@ def user_of_feature_key(key: bytes | str) -> str:
 
 def segment_key(user_id: str) -> str:
     return SEGMENT_PREFIX + user_id
+
+
+def migrations_key(bucket_start_ms: int) -> str:
+    return f"{MIGRATIONS_PREFIX}{bucket_start_ms}"
 
 
 def offsets_key(name: str) -> str:

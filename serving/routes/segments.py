@@ -1,18 +1,42 @@
-"""The segment catalogue: persona, size and share, profile, content templates."""
+"""The segment catalogue (persona, description, KPIs, the members' medians and
+quartiles, RFM groups, content templates) and the migrations between segments and
+between RFM groups in a window of time."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 
+from segstream.core import rfm
+from segstream.core.times import format_time
+from segstream.serving import migrations
 from segstream.serving.deps import State
-from segstream.serving.errors import NotFound
+from segstream.serving.errors import InvalidInput, NotFound
 from segstream.serving.predict import Served
-from segstream.serving.schemas import UNAUTHORIZED, Catalogue, SegmentInfo, error_responses
+from segstream.serving.records import parse_as_of, wall_ms
+from segstream.serving.schemas import (
+    UNAUTHORIZED,
+    Catalogue,
+    Migrations,
+    SegmentInfo,
+    error_responses,
+)
 from segstream.serving.state import AppState
 
 router = APIRouter(prefix="/v1", tags=["catalogue"])
+#: Profile entries with a field of their own, and the centroid, which is not shown
+_PROMOTED = frozenset({"size", "share", "name", "description", "kpis", "members",
+                       "rfm_groups", "centroid_z"})
+
+
+def _rfm_groups(counts: dict[str, Any]) -> list[dict[str, Any]]:
+    if not counts:
+        return []
+    total = sum(int(n) for n in counts.values())
+    return [{"group": g, "users": int(counts.get(g, 0)),
+             "share": int(counts.get(g, 0)) / total if total else None,
+             "definition": rfm.DEFINITIONS[g]} for g in rfm.GROUPS]
 
 
 def _info(state: AppState, served: Served, row: int) -> dict[str, Any]:
@@ -21,10 +45,14 @@ def _info(state: AppState, served: Served, row: int) -> dict[str, Any]:
     sid, persona = int(model.segment_ids[row]), model.personas[row]
     size, share = profile.get("size"), profile.get("share")
     return {
-        "segment_id": sid, "persona": persona,
+        "segment_id": sid, "persona": persona, "description": profile.get("description"),
         "size": None if size is None else int(size),
         "share": None if share is None else float(share),
-        "profile": profile,
+        "kpis": {k: v for k, v in (profile.get("kpis") or {}).items()
+                 if v is None or isinstance(v, int | float)},
+        "members": dict(profile.get("members") or {}),
+        "rfm_groups": _rfm_groups(profile.get("rfm_groups") or {}),
+        "profile": {k: v for k, v in profile.items() if k not in _PROMOTED},
         "templates": {name: list(p.templates(sid, persona))
                       for name, p in state.mapping.placements.items()},
     }
@@ -37,6 +65,47 @@ async def catalogue(state: State) -> dict[str, Any]:
     served = state.served()
     return {"model_version": served.version,
             "segments": [_info(state, served, i) for i in range(served.model.k)]}
+
+
+_TIME = ("ISO 8601 (no offset: UTC) or epoch seconds/milliseconds, the forms `as_of` "
+         "takes")
+
+
+@router.get("/segments/migrations", response_model=Migrations,
+            responses=error_responses({
+                **UNAUTHORIZED,
+                422: "A malformed `since` or `until`, `until` not after `since`, or a "
+                     "window over 31 days; the body names the field.",
+                503: "Redis unavailable."}))
+async def segment_migrations(
+    state: State,
+    since: Annotated[str, Query(description=f"Start of the window: {_TIME}. Rounded down "
+                                "to the hour.", examples=["2026-12-01T00:00:00Z"])],
+    until: Annotated[str | None, Query(description=f"End of the window, exclusive: {_TIME}. "
+                                       "Rounded up to the hour; default now.",
+                                       examples=["2026-12-02T00:00:00Z"])] = None,
+) -> dict[str, Any]:
+    """The segment changes and RFM-group changes the change detector published with a
+    change time (`at`) in the window, as from -> to matrices. The counts are the
+    published changes: each change once, counted when the detector committed it."""
+    start_ms = parse_as_of(since, "query.since")
+    end_ms = parse_as_of(until, "query.until")
+    if end_ms is None:
+        end_ms = state.now_ms() or wall_ms()
+    assert start_ms is not None
+    if end_ms <= start_ms:
+        raise InvalidInput(f"query.until: {format_time(end_ms)} is not after since "
+                           f"({format_time(start_ms)})", field="query.until")
+    start, end = migrations.window(start_ms, end_ms)
+    if end - start > migrations.MAX_WINDOW_MS:
+        days = migrations.MAX_WINDOW_MS // 86_400_000
+        raise InvalidInput(f"query.until: the window {format_time(start)} to "
+                           f"{format_time(end)} is {(end - start) / 86_400_000:.1f} days "
+                           f"(whole hours); at most {days} days are counted at once",
+                           field="query.until")
+    replies = await state.redis_call("migrations", migrations.read_commands(start, end))
+    return {"since": format_time(start), "until": format_time(end),
+            "bucket_s": migrations.BUCKET_MS // 1000, **migrations.matrix(replies)}
 
 
 # `:int`: the path matches digits only, so GET /v1/segments/assign is the 405 of a

@@ -17,6 +17,7 @@ import redis
 from segstream.adapters.redis_keys import feature_key
 from segstream.adapters.topic_reader import read_topic
 from segstream.config import Settings
+from segstream.core.times import format_time
 from segstream.serving.changes import ChangeDetector
 from segstream.serving.model_holder import ModelHolder
 from segstream.serving.model_source import StaticSource
@@ -92,10 +93,11 @@ def test_cluster_client_down_raises_redis_unavailable(tmp_path: Path) -> None:
 
 def test_detector_sweep_covers_every_master(
     settings_factory: Callable[..., Settings], topic_factory: Callable[..., str],
-    kafka_bootstrap: str, cluster: Any,
+    kafka_bootstrap: str, cluster: Any, api_factory: Callable[..., Api], seeds: list[str],
 ) -> None:
     """A sweep walks the records on all three masters: every lapsed user's change is
-    published once, and each user's state key is written on its own slot."""
+    published once, each user's state key is written on its own slot, and the API
+    counts the migrations from the hashes wherever they live."""
     features, changes = topic_factory("features", partitions=1), topic_factory("changes")
     settings = settings_factory(topic_features=features, topic_segment_changes=changes,
                                 clock="event", rescore_interval_s=3600,
@@ -123,6 +125,17 @@ def test_detector_sweep_covers_every_master(
     moved = [orjson.loads(r.value) for r in read_topic(kafka_bootstrap, changes)]
     assert sorted(c["user_id"] for c in moved if c["user_id"] != "tick") == sorted(users)
     assert int(cluster.hget(detector.reader.key, CLOCK_STREAM)) == T0 + 200 * day
+    api = api_factory(redis_url=f"redis://{seeds[2]}", redis_cluster=True)
+    r = httpx.get(f"{api.url}/v1/segments/migrations", headers=api.headers,
+                  params={"since": format_time(T0), "until": format_time(T0 + 200 * day + 1)})
+    assert r.status_code == 422  # over 31 days
+    r = httpx.get(f"{api.url}/v1/segments/migrations", headers=api.headers,
+                  params={"since": format_time(T0 + 199 * day),
+                          "until": format_time(T0 + 201 * day)})
+    assert r.status_code == 200, r.text
+    assert r.json()["changes"] == r.json()["segment_changes"] == 30
+    assert {(c["from_segment"], c["to_segment"], c["count"]) for c in r.json()["segments"]} == {
+        (10, 40, 10), (20, 40, 10), (30, 40, 10)}
 
 
 MAPPING = """

@@ -18,8 +18,9 @@ fix whatever the generator draws.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -28,11 +29,13 @@ from schemathesis import Case
 
 from segstream.config import Settings
 from segstream.core.contract import FEATURE_SPEC
+from segstream.core.segment_model import SegmentModel
+from segstream.core.times import format_time
 from segstream.serving.app import create_app
 from segstream.serving.model_source import StaticSource
 from tests.support.api import API_KEY, run_api
 from tests.support.archetypes import put_users
-from tests.support.models import SEGMENT_IDS, make_model
+from tests.support.models import SEGMENT_IDS
 from tests.support.servers import flushed_redis
 
 pytestmark = [pytest.mark.redis]
@@ -49,6 +52,8 @@ placements:
 """
 USERS = {f"fz{i}": i % 3 for i in range(6)}
 HEADERS = {"X-API-Key": API_KEY}
+# a migrations window is at most 31 days up to `until` (default now): known good starts
+SINCE = [format_time(int(time.time() * 1000) - h * 3_600_000) for h in (1, 30, 700)]
 OPENAPI = create_app(Settings(api_keys=[API_KEY])).openapi()
 CONFIG = schemathesis.Config.from_dict({
     "seed": 11,
@@ -60,19 +65,23 @@ CONFIG = schemathesis.Config.from_dict({
     "dictionaries": {"users": {"values": list(USERS)},
                      "segments": {"values": list(SEGMENT_IDS)},
                      "experiments": {"values": ["hp-test"]},
-                     "placements": {"values": ["homepage"]}},
+                     "placements": {"values": ["homepage"]},
+                     "since": {"values": SINCE}},
     "parameters": {"path.user_id": {"dictionary": "users", "probability": 0.5},
                    "body.user_id": {"dictionary": "users", "probability": 0.5},
                    "body.user_ids[*]": {"dictionary": "users", "probability": 0.5},
                    "path.segment_id": {"dictionary": "segments", "probability": 0.5},
                    "path.experiment_id": {"dictionary": "experiments", "probability": 0.7},
                    "body.experiment_id": {"dictionary": "experiments", "probability": 0.7},
-                   "query.placement": {"dictionary": "placements", "probability": 0.7}},
+                   "query.placement": {"dictionary": "placements", "probability": 0.7},
+                   "query.since": {"dictionary": "since", "probability": 0.7}},
     "operations": [{
         # schema-valid yet refused by meaning, as documented: an `as_of` before the
         # user's newest event or not ISO 8601 (a free string in the schema), a
-        # placement that is not configured
-        "include-path-regex": r"/(segment|features|personalization|segments:batch)$",
+        # placement that is not configured, a migrations window that is not one or
+        # longer than 31 days
+        "include-path-regex":
+            r"/(segment|features|personalization|segments:batch|segments/migrations)$",
         "checks": {"positive_data_acceptance": {
             "expected-statuses": ["2xx", "401", "404", "422"]}},
     }],
@@ -82,8 +91,8 @@ STATUSES: Counter[tuple[str, int]] = Counter()  # (operation, status) answered i
 
 
 @pytest.fixture(scope="module")
-def api_url(tmp_path_factory: pytest.TempPathFactory, redis_url: str, kafka_bootstrap: str
-            ) -> Iterator[str]:
+def api_url(tmp_path_factory: pytest.TempPathFactory, redis_url: str, kafka_bootstrap: str,
+            rfm_model_factory: Callable[..., SegmentModel]) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("fuzz-api")
     mapping = tmp / "mapping.yaml"
     mapping.write_text(MAPPING)
@@ -92,7 +101,8 @@ def api_url(tmp_path_factory: pytest.TempPathFactory, redis_url: str, kafka_boot
     settings = Settings(data_dir=tmp / "data", redis_url=redis_url,
                         kafka_bootstrap=kafka_bootstrap, api_keys=[API_KEY],
                         api_personalization_file=mapping)
-    with run_api(settings, StaticSource(make_model(), "1")) as url:
+    # RFM scores and training's profiles in the answers the schema is checked against
+    with run_api(settings, StaticSource(rfm_model_factory(profiles=True), "1")) as url:
         yield url
     redis.close()
 
