@@ -232,7 +232,8 @@ def show_lapsed(settings: Settings, console: Console, url: str) -> dict[str, Any
 
     changes = [orjson.loads(r.value) for r in read_topic(
         endpoints(settings).kafka_bootstrap, settings.topic_segment_changes) if r.value]
-    lapsed = [c for c in changes if c.get("trigger") == "time"]
+    lapsed = [c for c in changes if c.get("trigger") == "time"
+              and "segment" in c.get("changed", ["segment"])]
     if not lapsed:
         console.print("  no user changed segment by time alone (nobody lapsed far enough "
                       "under this model)")

@@ -26,6 +26,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,9 +183,17 @@ class SegmentModel:
         x = np.atleast_2d(x)
         if not self.rfm_edges:
             return [(None, None, None, rfm.PROSPECT)] * len(x)
+        cols = self._rfm_columns
+        return rfm.score(self._rfm_arrays, *(x[:, j] for j in cols))
+
+    @functools.cached_property
+    def _rfm_columns(self) -> tuple[int, int, int, int]:
         col = {n: j for j, n in enumerate(self.feature_names)}
-        return rfm.score(self.rfm_edges, x[:, col[rfm.R_FEATURE]], x[:, col[rfm.F_FEATURE]],
-                         x[:, col[rfm.M_FEATURE]], x[:, col[PURCHASED]])
+        return (col[rfm.R_FEATURE], col[rfm.F_FEATURE], col[rfm.M_FEATURE], col[PURCHASED])
+
+    @functools.cached_property
+    def _rfm_arrays(self) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v, dtype=np.float64) for k, v in self.rfm_edges.items()}
 
     def reasons(self, x: np.ndarray, top: int = 3) -> list[dict[str, Any]]:
         """The reasons of :meth:`assign` for one row, as dicts (see there)."""
