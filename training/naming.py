@@ -128,7 +128,10 @@ def name_of(f: dict[str, str]) -> str:
     if f["state"] == "New":
         return "New and exploring"
     if f["state"] in ("Lapsed", "Lapsing", "Occasional"):
-        return f"{f['state']} {(f['behaviour'] or 'browsers').lower()}"
+        noun = f["behaviour"] if f["behaviour"].endswith("s") else "browsers"  # a plural noun
+        if f["state"] == "Occasional" and noun == "Occasional visitors":
+            noun = "browsers"
+        return f"{f['state']} {noun.lower()}"
     if f["behaviour"]:
         return f["behaviour"]
     return "Browsing, never bought"

@@ -58,7 +58,9 @@ def topic_counts(settings: Settings) -> dict[str, int]:
 
 def step_stack(demo: Demo) -> None:
     """A fresh stack: the embedded broker keeps no log across restarts, so the streaming
-    checkpoint and history of an earlier demo would point at offsets that are gone."""
+    checkpoint and history of an earlier demo would point at offsets that are gone; and a
+    fresh embedded registry, so that an earlier demo's champion (other users, another
+    time) is not the model this one is judged against."""
     import shutil
 
     from segstream.sources.stack import down, up
@@ -67,7 +69,10 @@ def step_stack(demo: Demo) -> None:
     settings = demo.settings
     for line in down(settings):
         demo.console.print(f"  earlier demo: {line}")
-    for old in (settings.checkpoint_dir, settings.history_dir):
+    olds = [settings.checkpoint_dir, settings.history_dir]
+    if settings.registry_uri is None:  # the embedded one only: a configured one is not ours
+        olds.append(settings.data_dir / "mlflow")
+    for old in olds:
         shutil.rmtree(old, ignore_errors=True)
     _, done = up(settings)
     for line in done:
@@ -149,6 +154,7 @@ def step_training(demo: Demo) -> None:
     import numpy as np
     from sklearn.metrics import adjusted_rand_score
 
+    from segstream.adapters.registry import Registry
     from segstream.app.train_commands import load_table, segment_table, train_and_publish
 
     settings, console = demo.settings, demo.console
@@ -162,8 +168,8 @@ def step_training(demo: Demo) -> None:
     demo.model = result.model
     console.print(segment_table(result.model, f"model version {result.version} "
                                 f"({len(table):,} users as of the end of day 25)"))
-    console.print(f"  gates: {result.gate.summary()}; champion is version "
-                  f"{result.version if result.promoted else '(unchanged)'}")
+    champion = result.version if result.promoted else Registry(settings).champion_version()
+    console.print(f"  gates: {result.gate.summary()}; the champion is version {champion}")
     known = np.array([u in demo.truth for u in table.user_ids])
     if known.any():
         got = result.model.assign(table.X[known]).segment_ids

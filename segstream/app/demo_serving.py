@@ -22,6 +22,7 @@ from rich.table import Table
 
 from segstream.adapters.redis_keys import FEATURES_PATTERN, user_of_feature_key
 from segstream.config import Settings
+from segstream.core.times import format_time
 
 
 def start_api(settings: Settings, console: Console) -> dict[str, Any]:
@@ -100,6 +101,7 @@ def step_serve(settings: Settings, console: Console) -> dict[str, Any]:
         show_features(console, url, users[0])
     lapsed = show_lapsed(settings, console, url)
     summary: dict[str, Any] = {}
+    summary.update(show_catalogue_and_migrations(console, url))
     if lapsed:
         summary["a user who lapsed (no new event)"] = (
             f"{lapsed['user_id']}: segment {lapsed['from_segment']} -> "
@@ -111,6 +113,41 @@ def step_serve(settings: Settings, console: Console) -> dict[str, Any]:
 
     summary["MLflow UI"] = f"mlflow ui --backend-store-uri {Registry(settings).uri}"
     return summary
+
+
+def show_catalogue_and_migrations(console: Console, url: str) -> dict[str, str]:
+    """The catalogue's segments with their RFM groups, and the migration matrices of the
+    changes published in the last 30 days (``GET /v1/segments``, ``/migrations``)."""
+    segments = httpx.get(f"{url}/v1/segments", timeout=10).json()["segments"]
+    names = {s["segment_id"]: s["persona"] for s in segments}
+    table = Table("id", "persona", "RFM groups of its members (share)",
+                  title="segments and their RFM groups (GET /v1/segments)")
+    groups_line = []
+    for s in segments:
+        top = [g for g in sorted(s["rfm_groups"], key=lambda g: -g["users"]) if g["users"]]
+        table.add_row(str(s["segment_id"]), s["persona"],
+                      ", ".join(f"{g['group']} {g['share']:.0%}" for g in top[:3]))
+        groups_line.append(f"{s['persona']}: {top[0]['group']}" if top else s["persona"])
+    console.print(table)
+    since = format_time(int(time.time() * 1000) - 30 * 86_400_000)
+    m = httpx.get(f"{url}/v1/segments/migrations", params={"since": since}, timeout=10).json()
+    moves = Table("from", "to", "users", title=f"segment migrations since {m['since'][:16]} "
+                  "(GET /v1/segments/migrations)")
+    for c in m["segments"][:8]:
+        moves.add_row(f"{c['from_segment']} {names.get(c['from_segment'], '?')}",
+                      f"{c['to_segment']} {names.get(c['to_segment'], '?')}", str(c["count"]))
+    console.print(moves)
+    groups = Table("from", "to", "users", title="RFM-group migrations, same window")
+    for c in m["rfm_groups"][:8]:
+        groups.add_row(c["from_group"], c["to_group"], str(c["count"]))
+    console.print(groups)
+    top_moves = ", ".join(f"{c['from_segment']}->{c['to_segment']} {c['count']}"
+                          for c in m["segments"][:3])
+    top_groups = ", ".join(f"{c['from_group']}->{c['to_group']} {c['count']}"
+                           for c in m["rfm_groups"][:3])
+    return {"top RFM group per segment": "; ".join(groups_line),
+            "migrations (30 days)": f"{m['segment_changes']} segment changes ({top_moves}); "
+                                    f"{m['rfm_group_changes']} RFM-group changes ({top_groups})"}
 
 
 def lookup_load(url: str, users: list[str]) -> str:
