@@ -23,39 +23,32 @@ Sections, each of the snapshot's users assigned with the reported model:
 
 from __future__ import annotations
 
-import base64
 import html
-import io
-import itertools
-import json
-import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
 from segstream.adapters.registry import VersionInfo
 from segstream.core import rfm
-from segstream.core.contract import FEATURE_SPEC, PURCHASED
 from segstream.core.segment_model import SegmentModel
-from segstream.core.times import format_time
 from segstream.training.data import FeatureTable
 from segstream.training.naming import describe
 from segstream.training.profiles import build_profiles
-
-#: Radar axes: (feature, label), see :func:`radar_values`.
-RADAR_AXES: tuple[tuple[str, str], ...] = (
-    (PURCHASED, "bought"), ("recency_days", "days since\nvisit"),
-    ("session_rate_long", "sessions\na day"), ("active_days", "active\ndays"),
-    ("tenure_days", "tenure"),
-    ("events_per_session", "events a\nsession"), ("dwell_mean", "dwell"),
-    ("search_ratio", "search\nshare"), ("cart_ratio", "cart\nshare"),
-    ("lifetime_orders", "orders"), ("lifetime_spend", "spend"),
-    ("avg_order_value", "order\nvalue"),
+from segstream.training.report_counts import crosstab, rf_grid, time_migration
+from segstream.training.report_plots import (
+    MIN_VALUES,
+    at_text,
+    k_curves,
+    label,
+    radar_plots,
+    radar_values,
+    rf_heatmap,
+    scatter_plot,
+    share_plot,
 )
-MIN_VALUES = 5
 
 
 @dataclass(frozen=True)
@@ -85,246 +78,6 @@ class Report:
     radar: np.ndarray  # segment row x RADAR_AXES, 0..1
     migrations: dict[str, np.ndarray]  # "versions", "times": from row x to column
     figures: tuple[str, ...]
-
-
-def label(model: SegmentModel, row: int) -> str:
-    return f"{model.segment_ids[row]}: {model.personas[row]}"
-
-
-def _iso(ms: int | None) -> str:
-    return "unknown time" if ms is None else format_time(int(ms), "seconds")
-
-
-def _png(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def _colour(row: int) -> Any:
-    import matplotlib.pyplot as plt
-
-    return plt.get_cmap("tab10" if row < 10 else "tab20")(row % 20)
-
-
-# ------------------------------------------------------------------ counts
-
-
-def rf_grid(scores: list[tuple[int | None, int | None, int | None, str]]
-            ) -> tuple[np.ndarray, int]:
-    """Buyers per (R, F) score, rows R 5..1 and columns F 1..5, and the Prospects.
-
-    >>> grid, prospects = rf_grid([(5, 1, 2, "New Customers"), (None, None, None, "Prospect")])
-    >>> int(grid[0, 0]), int(grid.sum()), prospects
-    (1, 1, 1)
-    """
-    grid = np.zeros((5, 5), dtype=np.int64)
-    prospects = 0
-    for r, f, _, _ in scores:
-        if r is None or f is None:
-            prospects += 1
-        else:
-            grid[5 - r, f - 1] += 1
-    return grid, prospects
-
-
-def crosstab(rows: np.ndarray, n_rows: int, cols: np.ndarray, n_cols: int) -> np.ndarray:
-    out = np.zeros((n_rows, n_cols), dtype=np.int64)
-    np.add.at(out, (rows, cols), 1)
-    return out
-
-
-def time_migration(model: SegmentModel, earlier: FeatureTable, table: FeatureTable,
-                   labels: np.ndarray) -> np.ndarray:
-    """Segment as of the earlier time (last row: not seen by then) x segment as of T."""
-    at = {u: int(r) for u, r in zip(earlier.user_ids, model.assign(earlier.X).index,
-                                    strict=True)}
-    before = np.array([at.get(u, model.k) for u in table.user_ids], dtype=np.int64)
-    return crosstab(before, model.k + 1, labels, model.k)
-
-
-# ------------------------------------------------------------------ plots
-
-
-def _rf_heatmap(grid: np.ndarray, prospects: int, edges: Mapping[str, list[float]]) -> str:
-    import matplotlib.pyplot as plt
-
-    def ranges(values: list[float], unit: str) -> list[str]:
-        """The five quintile spans of four edges (an edge value falls below it)."""
-        e = [f"{v:.3g}" for v in values]
-        spans = [f"≤ {e[0]} {unit}",
-                 *(f"> {a}, ≤ {b}" if a != b else "(none)" for a, b in itertools.pairwise(e)),
-                 f"> {e[-1]} {unit}"]
-        return spans
-
-    fig, ax = plt.subplots(figsize=(7.5, 5.5))
-    im = ax.imshow(grid, cmap="Blues")
-    top = grid.max() if grid.size else 0
-    for (i, j), n in np.ndenumerate(grid):
-        ax.text(j, i, f"{n:,}", ha="center", va="center", fontsize=9,
-                color="white" if top and n > top * 0.6 else "black")
-    r_ticks = [f"R {5 - i}" for i in range(5)]
-    f_ticks = [f"F {j + 1}" for j in range(5)]
-    if edges:
-        r_ticks = [f"{t}\n{s}" for t, s in zip(r_ticks, ranges(
-            edges[rfm.R_FEATURE], "days"), strict=True)]
-        f_ticks = [f"{t}\n{s}" for t, s in zip(f_ticks, ranges(
-            edges[rfm.F_FEATURE], "orders"), strict=True)]
-    ax.set_yticks(range(5), r_ticks, fontsize=8)
-    ax.set_xticks(range(5), f_ticks, fontsize=8)
-    ax.set_ylabel("R: days since the last purchase")
-    ax.set_xlabel("F: lifetime orders")
-    ax.set_title(f"R x F of the {int(grid.sum()):,} buyers; Prospects (never purchased, "
-                 f"not in the grid): {prospects:,}", fontsize=10)
-    fig.colorbar(im, ax=ax, shrink=0.8, label="buyers")
-    return _png(fig)
-
-
-def _scatter(model: SegmentModel, Z: np.ndarray, labels: np.ndarray, take: np.ndarray,
-             n_users: int, seed: int) -> list[tuple[str, str]]:
-    import matplotlib.pyplot as plt
-    from sklearn.decomposition import PCA
-
-    pca = PCA(2, random_state=seed).fit(Z)
-    ev = pca.explained_variance_ratio_
-    emb = {"PCA": pca.transform(Z[take])}
-    try:
-        import umap  # type: ignore[import-not-found]
-
-        emb["UMAP"] = umap.UMAP(random_state=seed).fit_transform(Z[take])
-    except ImportError:
-        pass
-    what = (f"all {n_users:,} users" if len(take) == n_users
-            else f"{len(take):,} of {n_users:,} users")
-    out = []
-    for name, xy in emb.items():
-        fig, ax = plt.subplots(figsize=(9, 6))
-        for row in range(model.k):
-            m = labels[take] == row
-            ax.scatter(xy[m, 0], xy[m, 1], s=6, alpha=0.6, color=_colour(row),
-                       label=f"{label(model, row)} ({int(m.sum()):,})")
-        if name == "PCA":
-            c = pca.transform(model.centroids)
-            ax.scatter(c[:, 0], c[:, 1], marker="x", c="black", s=70, label="segment centres")
-            ax.set_xlabel(f"PC1 ({ev[0]:.0%} of the variance)")
-            ax.set_ylabel(f"PC2 ({ev[1]:.0%} of the variance)")
-        title = f"{name} of {what}, coloured by segment"
-        ax.set_title(title)
-        ax.legend(fontsize=8, markerscale=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        out.append((title, _png(fig)))
-    return out
-
-
-def percentile_of(population: np.ndarray, value: float | None) -> float:
-    """Where ``value`` sits among ``population`` (0 lowest .. 1 highest; ties halved).
-
-    >>> percentile_of(np.array([1.0, 2.0, 3.0, 4.0]), 3.0)
-    0.625
-    >>> percentile_of(np.array([1.0, 2.0]), None)
-    0.0
-    """
-    if value is None or len(population) == 0:
-        return 0.0
-    lo = np.searchsorted(population, value, side="left")
-    hi = np.searchsorted(population, value, side="right")
-    return float((lo + hi) / 2 / len(population))
-
-
-def radar_values(X: np.ndarray, profiles: list[dict[str, Any]]) -> np.ndarray:
-    """Segment x :data:`RADAR_AXES`: the share who bought, then each member median as
-    its percentile among all users (a purchase feature: among all buyers, and 0 when
-    fewer than :data:`MIN_VALUES` members have a value)."""
-    given = FEATURE_SPEC.given_columns
-    out = np.zeros((len(profiles), len(RADAR_AXES)))
-    for a, (name, _) in enumerate(RADAR_AXES):
-        if name == PURCHASED:
-            out[:, a] = [p["kpis"]["buyer_share"] for p in profiles]
-            continue
-        j = FEATURE_SPEC.index(name)
-        col = X[:, j] if given[j] < 0 else X[X[:, given[j]] == 1.0, j]
-        pop = np.sort(col[~np.isnan(col)])
-        for s, p in enumerate(profiles):
-            stats = p["members"][name]
-            if stats["n"] >= MIN_VALUES:
-                out[s, a] = percentile_of(pop, stats["median"])
-    return out
-
-
-def _radars(model: SegmentModel, values: np.ndarray) -> str:
-    import matplotlib.pyplot as plt
-    from matplotlib.projections.polar import PolarAxes
-
-    angles = np.linspace(0, 2 * np.pi, len(RADAR_AXES), endpoint=False)
-    ring = np.r_[angles, angles[:1]]
-    cols = min(3, model.k)
-    rows = int(np.ceil(model.k / cols))
-    fig = plt.figure(figsize=(4.6 * cols, 4.4 * rows))
-    for i, vals in enumerate(values):
-        ax = cast("PolarAxes", fig.add_subplot(rows, cols, i + 1, projection="polar"))
-        ax.set_theta_offset(np.pi / 2)
-        ax.set_theta_direction(-1)
-        ax.plot(ring, np.r_[vals, vals[:1]], color=_colour(i))
-        ax.fill(ring, np.r_[vals, vals[:1]], color=_colour(i), alpha=0.3)
-        ax.set_ylim(0, 1)
-        ax.set_yticks([0.25, 0.5, 0.75], ["", "", ""])
-        ax.set_xticks(angles, [lab for _, lab in RADAR_AXES], fontsize=7.5)
-        for tick, angle in zip(ax.get_xticklabels(), angles, strict=True):
-            x = np.sin(angle)  # clockwise from the top
-            tick.set_horizontalalignment("left" if x > 0.1 else "right" if x < -0.1
-                                         else "center")
-        ax.tick_params(axis="x", pad=4)
-        ax.set_title("\n".join(textwrap.wrap(label(model, i), 34)), fontsize=9, pad=26)
-    fig.subplots_adjust(wspace=0.75, hspace=0.5)
-    return _png(fig)
-
-
-def _sizes(model: SegmentModel, versions: Sequence[VersionInfo]) -> str | None:
-    import matplotlib.pyplot as plt
-
-    points = [(int(v.version), json.loads(v.tags.get("segment_shares", "{}")))
-              for v in sorted(versions, key=lambda v: int(v.version))]
-    points = [(v, s) for v, s in points if s]
-    if not points:
-        return None
-    ids = sorted({sid for _, s in points for sid in s}, key=int)
-    fig, ax = plt.subplots(figsize=(8, 4))
-    xs = [v for v, _ in points]
-    bottom = np.zeros(len(points))
-    rows = {str(sid): row for row, sid in enumerate(model.segment_ids)}
-    others = iter(range(model.k, 10 * model.k + len(ids)))
-    for sid in ids:
-        vals = np.array([s.get(sid, 0.0) for _, s in points])
-        ax.bar(xs, vals, bottom=bottom, label=f"segment {sid}",
-               color=_colour(rows[sid] if sid in rows else next(others)))
-        bottom += vals
-    ax.set_xticks(xs)
-    ax.set_xlabel("model version")
-    ax.set_ylabel("share of training users")
-    ax.set_title("Segment shares across versions (stable ids; registry tags)")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _png(fig)
-
-
-def _k_curves(rows: list[dict[str, float]]) -> str | None:
-    import matplotlib.pyplot as plt
-
-    if not rows:
-        return None
-    ks = [r["k"] for r in rows]
-    fig, axes = plt.subplots(1, 4, figsize=(14, 3))
-    for ax, key in zip(axes, ("silhouette", "calinski_harabasz", "davies_bouldin", "inertia"),
-                       strict=True):
-        ax.plot(ks, [r[key] for r in rows], marker="o")
-        ax.set_title(key, fontsize=9)
-        ax.set_xlabel("k")
-    fig.subplots_adjust(wspace=0.35)
-    return _png(fig)
-
-
-# ------------------------------------------------------------------ HTML
 
 
 def _e(text: Any) -> str:
@@ -411,10 +164,10 @@ def _time_section(inputs: Inputs, labels: np.ndarray, counts: dict[str, np.ndarr
     seen = int(m[:-1].sum())
     kept = int(np.trace(m[:-1]))
     rows = [f"{label(model, i)}" for i in range(model.k)] + [
-        f"not seen by {_iso(early.as_of_ms)}"]
+        f"not seen by {at_text(early.as_of_ms)}"]
     cols = [label(model, j) for j in range(model.k)]
-    return (f"<p>Users as of {_e(_iso(early.as_of_ms))} (rows; {seen:,} users) and as of "
-            f"{_e(_iso(inputs.table.as_of_ms))} (columns), both assigned by version "
+    return (f"<p>Users as of {_e(at_text(early.as_of_ms))} (rows; {seen:,} users) and as of "
+            f"{_e(at_text(inputs.table.as_of_ms))} (columns), both assigned by version "
             f"{_e(model.version)}: {kept / max(seen, 1):.1%} of those seen at the earlier time "
             f"are in the same segment; {int(m[-1].sum()):,} are new since.</p>"
             + matrix_html(rows, cols, m, lambda i, j: i == j))
@@ -446,12 +199,12 @@ def write_report(out: Path, inputs: Inputs, *, seed: int = 0, max_points: int = 
     radar = radar_values(table.X, profiles)
     rng = np.random.default_rng(seed)
     take = np.sort(rng.choice(len(table), size=min(max_points, len(table)), replace=False))
-    scatters = _scatter(model, a.z, labels, take, len(table), seed)
+    scatters = scatter_plot(model, a.z, labels, take, len(table), seed)
     registry_figs = [(t, png) for t, png in (
-        ("Segment shares across versions", _sizes(model, inputs.versions)),
-        ("k selection", _k_curves(model.info.get("k_selection") or []))) if png]
-    figures = [("Members' medians", _radars(model, radar)),
-               ("R x F grid", _rf_heatmap(grid, prospects, model.rfm_edges)),
+        ("Segment shares across versions", share_plot(model, inputs.versions)),
+        ("k selection", k_curves(model.info.get("k_selection") or []))) if png]
+    figures = [("Members' medians", radar_plots(model, radar)),
+               ("R x F grid", rf_heatmap(grid, prospects, model.rfm_edges)),
                *scatters, *registry_figs]
     migrations: dict[str, np.ndarray] = {}
     versions_html = _version_section(inputs, labels, migrations)
@@ -463,14 +216,15 @@ def write_report(out: Path, inputs: Inputs, *, seed: int = 0, max_points: int = 
     def img(title: str, heading: str = "h2") -> str:
         return f"<{heading}>{_e(title)}</{heading}><img alt='{_e(title)}' src='{src[title]}'>"
 
-    at = _e(_iso(table.as_of_ms))
+    at = _e(at_text(table.as_of_ms))
     metrics = ", ".join(f"{k} = {_count(v)}" for k, v in model.metrics.items())
     warning = inputs.notes.get("warning")
+    min_values = MIN_VALUES
     page = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>segstream model {_e(model.version)}</title><style>{STYLE}</style></head><body>
 <h1>Segment model version {_e(model.version)} (spec {_e(model.spec_version)}, k = {model.k})</h1>
 <p>Trained on {_e(_count(model.info.get("rows", "?")))} users as of
-{_e(_iso(model.info.get("as_of_ms")))}. {_e(metrics)}</p>
+{_e(at_text(model.info.get("as_of_ms")))}. {_e(metrics)}</p>
 <p>Users: the {len(table):,} users of {_e(table.source)} as of {at}, each assigned by this
 version. Every figure and count below is of these users.</p>
 {f"<p class='note'>{_e(warning)}</p>" if warning else ""}
@@ -481,7 +235,7 @@ version. Every figure and count below is of these users.</p>
 {img("Members' medians")}
 <p>Each axis is the members' median as its percentile among all {len(table):,} users (0 at
 the centre, the highest user at the rim; rings at 25, 50 and 75 %); orders, spend and
-order value among all buyers, and at the centre when fewer than {MIN_VALUES} members
+order value among all buyers, and at the centre when fewer than {min_values} members
 bought; <i>bought</i> is the share of the members who bought.</p>
 <h2>RFM</h2><p>Scores on the model's quintile edges of its training buyers
 (<code>rfm_edges</code>): R 5 bought most recently, F 5 ordered most.</p>
@@ -499,3 +253,4 @@ bought; <i>bought</i> is the share of the members who bought.</p>
     path.write_text(page)
     return Report(path, len(table), table.user_ids[take], grid, prospects, profiles,
                   seg_groups, radar, migrations, tuple(t for t, _ in figures))
+
