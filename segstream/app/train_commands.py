@@ -97,22 +97,27 @@ def train_and_publish(settings: Any, table: Any, k: str, *, promote: bool,
         publish,
         same_features,
     )
-    from segstream.training.preprocess import fit_preprocessor
     from segstream.training.profiles import read_overrides
     from segstream.training.selection import select_k
 
     if k == "auto":
-        Z = fit_preprocessor(table.X).transform(table.X)
         ks = range(settings.train_k_min, settings.train_k_max + 1)
         with out.status(f"k selection over {ks.start}..{ks.stop - 1} on {len(table):,} rows"):
-            sel = select_k(Z, ks, seed=settings.random_seed)
-        t = Table("k", "silhouette", "calinski_harabasz", "davies_bouldin", "inertia",
-                  "min_share", title="k selection")
+            sel = select_k(table.X, ks, seed=settings.random_seed)
+        t = Table("k", "stability", "stability_ari", "silhouette", "calinski_harabasz",
+                  "davies_bouldin", "inertia", "min_share",
+                  title=f"k selection (each k in its own within-segment scaling, "
+                        f"{int(sel.rows[0]['rows']):,} rows)",
+                  caption="stability: the weakest segment's mean Jaccard against refits on "
+                          f"random halves; stable at >= {sel.threshold:g}")
         for r in sel.rows:
-            t.add_row(str(int(r["k"])), f"{r['silhouette']:.4f}", f"{r['calinski_harabasz']:.1f}",
+            mark = " *" if r["stability"] >= sel.threshold else ""
+            t.add_row(str(int(r["k"])), f"{r['stability']:.3f}{mark}", f"{r['stability_ari']:.3f}",
+                      f"{r['silhouette']:.4f}", f"{r['calinski_harabasz']:.1f}",
                       f"{r['davies_bouldin']:.4f}", f"{r['inertia']:.1f}", f"{r['min_share']:.3f}")
         out.print(t)
-        out.print(f"votes: {sel.votes} -> k = {sel.best_k}")
+        out.print(f"votes: {sel.votes} -> k = {sel.best_k} ({sel.rule}; the other criteria are "
+                  "shown, the stability decides)")
         n_clusters = sel.best_k
         selection = sel.rows
     else:
@@ -151,8 +156,9 @@ def register(app: typer.Typer) -> None:
     @app.command("train")
     def train(
         source: Annotated[str, typer.Option("--from", help=FROM_HELP)],
-        k: Annotated[str, typer.Option(help="`auto` (vote of silhouette, Calinski-Harabasz, "
-                                       "Davies-Bouldin, elbow) or a number.")] = "auto",
+        k: Annotated[str, typer.Option(help="`auto` (the largest k whose every segment is "
+                                       "stable under refits on random halves of the users) "
+                                       "or a number.")] = "auto",
         promote: Annotated[bool, typer.Option(help="Make it champion if it passes the gates.")
                            ] = True,
         as_of: Annotated[str | None, typer.Option("--as-of", help=AS_OF_HELP)] = None,
