@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from segstream.core.aggregates import FeatureParams, Vocabulary
+from segstream.core.churn_model import ChurnLabel
 from segstream.core.contract import (
     DEFAULT_DESKTOP_PLATFORMS,
     DEFAULT_EVENT_TYPE_ALIASES,
@@ -230,6 +231,31 @@ class Settings(BaseSettings):
     drift_distance_ratio: float = Field(
         1.5, gt=1, description="...or when mean distance-to-centroid grows by this factor."
     )
+    churn_model_name: str = Field(
+        "segstream-churn", description="Registered model name of the churn-risk model (its "
+        "own alias `champion`, beside `model_name`).")
+    churn_label: ChurnLabel = Field(
+        "activity", description="What churned at T means: `activity`, no accepted event in "
+        "the `churn_horizon_days` after T; `purchase`, no purchase in them.")
+    churn_horizon_days: float = Field(
+        14.0, gt=0, le=3650, description="N of the churn label: the days after T looked at.")
+    churn_snapshot_every_days: float = Field(
+        7.0, gt=0, le=3650, description="`churn train`: snapshot times T this far apart, "
+        "back from the newest T whose label window the history covers (end - N).")
+    churn_test_snapshots: int = Field(
+        1, ge=1, le=100, description="`churn train`: the newest this many snapshot times are "
+        "the held-out test period; training uses the times whose label window ends by the "
+        "first of them.")
+    churn_calibration: Literal["isotonic", "sigmoid"] = Field(
+        "isotonic", description="How the churn model's scores become probabilities, fitted "
+        "on out-of-fold scores (3 folds of users); `sigmoid` (Platt) for small data.")
+    churn_band_edges: tuple[float, float] = Field(
+        (0.3, 0.6), description="Churn risk bands: `low` below the first edge, `high` from "
+        "the second, `medium` between (calibrated probabilities).")
+    churn_gate_margin: float = Field(
+        0.0, ge=0, lt=1, description="Gate: the churn candidate's ROC AUC on the test period "
+        "must exceed recency alone, the RFM score and the champion churn model by more "
+        "than this.")
 
     # --- serving -----------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Bind address of `segstream serve`.")
@@ -324,6 +350,14 @@ class Settings(BaseSettings):
             secret = self.webhook_secret
             if secret is not None and secret.get_secret_value().lower() in PLACEHOLDER_SECRETS:
                 raise ValueError("webhook_secret is a placeholder; set a real secret for prod")
+        return self
+
+    @model_validator(mode="after")
+    def _check_band_edges(self) -> Settings:
+        low, high = self.churn_band_edges
+        if not 0.0 < low < high < 1.0:
+            raise ValueError(f"churn_band_edges must satisfy 0 < low < high < 1, got "
+                             f"{self.churn_band_edges}")
         return self
 
     @model_validator(mode="after")

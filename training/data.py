@@ -186,12 +186,17 @@ def read_history(path: Path, params: FeatureParams, as_of_ms: int | None = None
                  ) -> FeatureTable:
     """Snapshot as of ``as_of_ms`` of a Parquet history (a directory of per-batch files,
     or one such file)."""
-    snap = history.read_snapshot(path, as_of_ms)
+    return table_from_snapshot(history.read_snapshot(path, as_of_ms), params, str(path))
+
+
+def table_from_snapshot(snap: history.Snapshot, params: FeatureParams, source: str
+                        ) -> FeatureTable:
+    """A history snapshot's records, decoded and evaluated at its time."""
     if len(snap.blobs) == 0:
-        raise ValueError(f"{path} has no record with last_event_ms <= as_of "
+        raise ValueError(f"{source} has no record with last_event_ms <= as_of "
                          f"{_iso(snap.as_of_ms)}: the history starts at {_iso(snap.first_ms)}")
-    aggs = decode_records(snap.blobs, params, str(path))
-    return table_from_aggregates(snap.user_ids, aggs, snap.as_of_ms, params, str(path))
+    aggs = decode_records(snap.blobs, params, source)
+    return table_from_aggregates(snap.user_ids, aggs, snap.as_of_ms, params, source)
 
 
 def table_from_frame(df: pd.DataFrame, params: FeatureParams, source: str = "",

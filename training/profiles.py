@@ -29,6 +29,7 @@ import numpy as np
 
 from segstream.core import rfm
 from segstream.core.contract import FEATURE_SPEC, FeatureSpec
+from segstream.core.pace import usual_gap_days as usual_gap_days  # shared with churn reasons
 
 TOP = 3
 
@@ -46,16 +47,6 @@ def member_stats(X: np.ndarray, spec: FeatureSpec = FEATURE_SPEC) -> dict[str, d
         q25, med, q75 = np.percentile(col, [25, 50, 75])
         out[name] = {"n": len(col), "median": float(med), "q25": float(q25),
                      "q75": float(q75)}
-    return out
-
-
-def usual_gap_days(X: np.ndarray, spec: FeatureSpec = FEATURE_SPEC) -> np.ndarray:
-    """Per user, the mean days between their visits while they came: (first to last
-    visit) / (sessions - 1); NaN for a user with one visit (no pace to know)."""
-    sessions = X[:, spec.index("lifetime_sessions")]
-    span = X[:, spec.index("tenure_days")] - X[:, spec.index("recency_days")]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out: np.ndarray = np.where(sessions >= 2, span / (sessions - 1), np.nan)
     return out
 
 

@@ -12,6 +12,7 @@ replayed batch change nothing.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,21 @@ def latest_rows(user_ids: np.ndarray, last_ms: np.ndarray, events: np.ndarray,
     return np.sort(df.drop_duplicates("u", keep="last")["pos"].to_numpy(np.int64))
 
 
+def _files(path: Path) -> list[Path]:
+    files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
+    if not files:
+        raise ValueError(f"{path} holds no Parquet history files; run `segstream stream` first")
+    return files
+
+
+def time_span(path: Path) -> tuple[int, int]:
+    """The oldest and the newest ``last_event_ms`` of a history (its newest is the stream
+    time: what a snapshot defaults to). Reads one column."""
+    last = pd.concat([pd.read_parquet(f, columns=["last_event_ms"]) for f in _files(path)],
+                     ignore_index=True)["last_event_ms"]
+    return int(last.min()), int(last.max())
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """The newest record per user as of ``as_of_ms``, still encoded."""
@@ -67,22 +83,31 @@ def read_snapshot(path: Path, as_of_ms: int | None = None) -> Snapshot:
     """The records of a history (a directory of batch files, or one file) as of
     ``as_of_ms`` (default: its newest event time). Only the small columns are read to
     choose the rows; records are read for the chosen rows."""
-    files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
-    if not files:
-        raise ValueError(f"{path} holds no Parquet history files; run `segstream stream` first")
+    return read_snapshots(path, [as_of_ms])[0]
+
+
+def read_snapshots(path: Path, times: Sequence[int | None]) -> list[Snapshot]:
+    """:func:`read_snapshot` at several times, reading the history's files once."""
+    files = _files(path)
     meta = pd.concat([pd.read_parquet(f, columns=["user_id", "events", "last_event_ms"])
                       .assign(_file=i, _row=lambda d: np.arange(len(d)))
                       for i, f in enumerate(files)], ignore_index=True)
-    T = int(meta["last_event_ms"].max()) if as_of_ms is None else int(as_of_ms)
-    rows = latest_rows(meta["user_id"].to_numpy(dtype=object),
-                       meta["last_event_ms"].to_numpy(np.int64),
-                       meta["events"].to_numpy(np.int64), T)
-    chosen = meta.iloc[rows]
-    blobs: list[bytes] = []
-    users: list[str] = []
-    for _, part in chosen.groupby("_file", sort=True):
-        file = files[int(part["_file"].iloc[0])]
-        agg = pd.read_parquet(file, columns=["agg"])["agg"].to_numpy(dtype=object)
-        blobs.extend(bytes(b) for b in agg[part["_row"].to_numpy(np.int64)])
-        users.extend(part["user_id"].astype(str))
-    return Snapshot(np.array(users, dtype=object), blobs, T, int(meta["last_event_ms"].min()))
+    users_all = meta["user_id"].to_numpy(dtype=object)
+    last_all = meta["last_event_ms"].to_numpy(np.int64)
+    events_all = meta["events"].to_numpy(np.int64)
+    first_ms, stream_ms = int(last_all.min()), int(last_all.max())
+    aggs: dict[int, np.ndarray] = {}  # a file's records, read once for all times
+    out = []
+    for as_of_ms in times:
+        T = stream_ms if as_of_ms is None else int(as_of_ms)
+        chosen = meta.iloc[latest_rows(users_all, last_all, events_all, T)]
+        blobs: list[bytes] = []
+        users: list[str] = []
+        for _, part in chosen.groupby("_file", sort=True):
+            i = int(part["_file"].iloc[0])
+            if i not in aggs:
+                aggs[i] = pd.read_parquet(files[i], columns=["agg"])["agg"].to_numpy(dtype=object)
+            blobs.extend(bytes(b) for b in aggs[i][part["_row"].to_numpy(np.int64)])
+            users.extend(part["user_id"].astype(str))
+        out.append(Snapshot(np.array(users, dtype=object), blobs, T, first_ms))
+    return out

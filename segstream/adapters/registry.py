@@ -1,4 +1,13 @@
-"""MLflow model-registry adapter: register, alias, list and load :class:`SegmentModel`.
+"""MLflow model-registry adapter: register, alias, list and load :class:`SegmentModel`
+(:class:`Registry`) and the churn model, :class:`ChurnModel` (:class:`ChurnRegistry`).
+
+Each kind is its own registered model (``model_name``, ``churn_model_name``) with its
+own versions, alias ``champion`` and champion history; :class:`ModelRegistry` holds
+what the two share (aliases, promotion, listing, errors). A churn version's tags are
+``kind`` (``churn``), ``spec_version``, ``label``, ``horizon_days``, ``rows``,
+``data_start_ms``/``as_of_ms`` (its first and newest training snapshot times),
+``metrics``, ``gate``, ``gate_reasons``, ``feature_params``, ``band_edges``; its
+artefact is the two plain files :meth:`ChurnModel.save` writes.
 
 The artefact is stored as the plain files :meth:`SegmentModel.save` writes (an
 ``.npz`` and a ``.json``) under the artifact path ``model`` of one MLflow run, and
@@ -33,13 +42,14 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from segstream.config import Settings
+from segstream.core.churn_model import ChurnModel
 from segstream.core.segment_model import SegmentModel
 
 log = logging.getLogger(__name__)
@@ -136,20 +146,29 @@ def embedded_uri(settings: Settings) -> str:
     return f"sqlite:///{(settings.data_dir / 'mlflow' / 'mlflow.db').resolve()}"
 
 
-class Registry:
-    """The project's view of the MLflow model registry (one registered model).
+class ModelRegistry:
+    """The project's view of one registered model of the MLflow model registry: what
+    every kind of model shares (aliases, promotion, rollback, listing, errors).
 
     Parameters
     ----------
     settings : Settings
-        ``registry_uri`` (unset: embedded sqlite under ``data_dir``), ``model_name``.
+        ``registry_uri`` (unset: embedded sqlite under ``data_dir``).
+    name : str
+        The registered model's name.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    #: What the registered model holds (its MLflow description).
+    description = "segstream model"
+    #: The command that trains a version, and how one becomes champion (for messages).
+    train_command = "segstream train"
+    first_steps = "`segstream train`, `segstream models promote VERSION`"
+
+    def __init__(self, settings: Settings, name: str) -> None:
         from mlflow import MlflowClient
 
         self.settings = settings
-        self.name = settings.model_name
+        self.name = name
         if settings.registry_uri:
             self.uri = settings.registry_uri
             self._artifact_location: str | None = None
@@ -220,65 +239,27 @@ class Registry:
             if not _missing(exc):
                 raise
             try:
-                self.client.create_registered_model(
-                    self.name, description="segstream behavioural segments (SegmentModel)")
+                self.client.create_registered_model(self.name, description=self.description)
             except MlflowException:  # created concurrently by another process
                 self.client.get_registered_model(self.name)
 
-    def register(
-        self,
-        model: SegmentModel,
-        *,
-        gate: GateResult | None = None,
-        tags: Mapping[str, Any] | None = None,
-        kind: str = "bootstrap",
-        description: str = "",
-    ) -> str:
-        """Log ``model`` as run artefacts and register it as a new version.
-
-        A candidate that failed its gates is registered too (``gate=rejected`` and
-        the reasons as tags) so the decision stays auditable; it just never gets
-        the champion alias. Sets and returns ``model.version``.
-        """
-        with self._calling(f"register a version of {self.name!r}"):
-            return self._register(model, gate=gate, tags=tags, kind=kind,
-                                  description=description)
-
-    def _register(self, model: SegmentModel, *, gate: GateResult | None,
-                  tags: Mapping[str, Any] | None, kind: str, description: str) -> str:
+    def _log_version(self, save: Callable[[Path], Any], *, run_name: str, kind: str,
+                     metrics: Mapping[str, float], params: Mapping[str, Any],
+                     version_tags: dict[str, str], gate: GateResult | None,
+                     description: str) -> str:
+        """Log an artefact (``save(directory)``) as a run and register it as a version."""
         self._ensure_registered_model()
-        info = model.info
-        version_tags: dict[str, str] = {
-            "spec_version": model.spec_version,
-            "k": str(model.k),
-            "kind": kind,
-            "rows": str(info.get("rows", "")),
-            "data_start_ms": str(info.get("data_start_ms", "")),
-            "data_end_ms": str(info.get("data_end_ms", "")),
-            "parent": str(info.get("parent") or ""),
-            "segment_ids": json.dumps([int(s) for s in model.segment_ids]),
-            "personas": json.dumps(list(model.personas)),
-            "segment_shares": json.dumps({str(p.get("segment_id")): round(float(p["share"]), 5)
-                                          for p in model.profiles if "share" in p}),
-            "metrics": json.dumps({k: round(float(v), 6) for k, v in model.metrics.items()}),
-            "gate": "unchecked" if gate is None else ("passed" if gate.passed else "rejected"),
-            "gate_reasons": "" if gate is None else "; ".join(gate.reasons),
-            "feature_params": _fingerprint_tag(info.get("feature_params")),
-            "as_of_ms": str(info.get("as_of_ms") or ""),
-        }
-        for key, value in (tags or {}).items():
-            version_tags[key] = value if isinstance(value, str) else json.dumps(value)
-        run = self.client.create_run(self._experiment(), run_name=f"{kind}-k{model.k}",
+        run = self.client.create_run(self._experiment(), run_name=run_name,
                                      tags={"kind": kind})
         run_id = run.info.run_id
         try:
             with tempfile.TemporaryDirectory(prefix="segstream-model-") as tmp:
-                model.save(Path(tmp))
+                save(Path(tmp))
                 self.client.log_artifacts(run_id, tmp, ARTIFACT_PATH)
-            for key, value in model.metrics.items():
+            for key, value in metrics.items():
                 self.client.log_metric(run_id, key, float(value))
-            self.client.log_param(run_id, "k", model.k)
-            self.client.log_param(run_id, "spec_version", model.spec_version)
+            for key, value in params.items():
+                self.client.log_param(run_id, key, value)
             if gate is not None:
                 self.client.log_dict(run_id, {"passed": gate.passed, "reasons": list(gate.reasons),
                                               "checks": gate.checks}, "gate.json")
@@ -289,9 +270,21 @@ class Registry:
         mv = self.client.create_model_version(
             self.name, source=f"{run.info.artifact_uri}/{ARTIFACT_PATH}", run_id=run_id,
             tags=version_tags, description=description or gate_text(gate))
-        model.version = str(mv.version)
         log.info("registered %s version %s (%s)", self.name, mv.version, version_tags["gate"])
         return str(mv.version)
+
+    def _download(self, ref: str, load: Callable[[Path, str], Any]) -> Any:
+        """Download the artefact of a version or alias and ``load(directory, version)``."""
+        import mlflow.artifacts
+
+        info = self.show(ref)
+        with tempfile.TemporaryDirectory(prefix="segstream-load-") as tmp:
+            with self._calling(f"download the artefact of version {info.version}"):
+                path = mlflow.artifacts.download_artifacts(
+                    artifact_uri=info.source, dst_path=tmp, tracking_uri=self.uri)
+            model = load(Path(path), info.version)
+            shutil.rmtree(path, ignore_errors=True)
+        return model
 
     def set_alias(self, version: str, alias: str = CHAMPION) -> None:
         """Point ``alias`` at ``version``; for ``champion`` also record the history."""
@@ -369,13 +362,14 @@ class Registry:
         if ref == "latest":
             versions = self.versions()
             if not versions:
-                raise RegistryError(f"model {self.name!r} has no versions; run `segstream train`")
+                raise RegistryError(f"model {self.name!r} has no versions; run "
+                                    f"`{self.train_command}`")
             return versions[0].version
         version = self.alias_version(ref)
         if version is None:
             raise RegistryError(
                 f"model {self.name!r} has no alias {ref!r} in {self.safe_uri}; train and promote a "
-                "model first (`segstream train`, `segstream models promote VERSION`)"
+                f"model first ({self.first_steps})"
             )
         return version
 
@@ -412,17 +406,110 @@ class Registry:
         return sorted((_info(mv, aliases.get(str(mv.version))) for mv in found),
                       key=lambda v: -int(v.version))
 
+class Registry(ModelRegistry):
+    """The segment model's registered model (``model_name``): :class:`SegmentModel`."""
+
+    description = "segstream behavioural segments (SegmentModel)"
+
+    def __init__(self, settings: Settings, name: str | None = None) -> None:
+        super().__init__(settings, name or settings.model_name)
+
+    def register(
+        self,
+        model: SegmentModel,
+        *,
+        gate: GateResult | None = None,
+        tags: Mapping[str, Any] | None = None,
+        kind: str = "bootstrap",
+        description: str = "",
+    ) -> str:
+        """Log ``model`` as run artefacts and register it as a new version.
+
+        A candidate that failed its gates is registered too (``gate=rejected`` and
+        the reasons as tags) so the decision stays auditable; it just never gets
+        the champion alias. Sets and returns ``model.version``.
+        """
+        info = model.info
+        version_tags: dict[str, str] = {
+            "spec_version": model.spec_version,
+            "k": str(model.k),
+            "kind": kind,
+            "rows": str(info.get("rows", "")),
+            "data_start_ms": str(info.get("data_start_ms", "")),
+            "data_end_ms": str(info.get("data_end_ms", "")),
+            "parent": str(info.get("parent") or ""),
+            "segment_ids": json.dumps([int(s) for s in model.segment_ids]),
+            "personas": json.dumps(list(model.personas)),
+            "segment_shares": json.dumps({str(p.get("segment_id")): round(float(p["share"]), 5)
+                                          for p in model.profiles if "share" in p}),
+            "metrics": json.dumps({k: round(float(v), 6) for k, v in model.metrics.items()}),
+            "gate": "unchecked" if gate is None else ("passed" if gate.passed else "rejected"),
+            "gate_reasons": "" if gate is None else "; ".join(gate.reasons),
+            "feature_params": _fingerprint_tag(info.get("feature_params")),
+            "as_of_ms": str(info.get("as_of_ms") or ""),
+        }
+        for key, value in (tags or {}).items():
+            version_tags[key] = value if isinstance(value, str) else json.dumps(value)
+        with self._calling(f"register a version of {self.name!r}"):
+            version = self._log_version(
+                model.save, run_name=f"{kind}-k{model.k}", kind=kind, metrics=model.metrics,
+                params={"k": model.k, "spec_version": model.spec_version},
+                version_tags=version_tags, gate=gate, description=description)
+        model.version = version
+        return version
+
     def load(self, ref: str = CHAMPION) -> SegmentModel:
         """Download the artefact of a version or alias and load it (``.version`` set)."""
-        import mlflow.artifacts
+        model: SegmentModel = self._download(
+            ref, lambda path, version: SegmentModel.load(path, version=version))
+        return model
 
-        info = self.show(ref)
-        with tempfile.TemporaryDirectory(prefix="segstream-load-") as tmp:
-            with self._calling(f"download the artefact of version {info.version}"):
-                path = mlflow.artifacts.download_artifacts(
-                    artifact_uri=info.source, dst_path=tmp, tracking_uri=self.uri)
-            model = SegmentModel.load(Path(path), version=info.version)
-            shutil.rmtree(path, ignore_errors=True)
+
+class ChurnRegistry(ModelRegistry):
+    """The churn model's registered model (``churn_model_name``): :class:`ChurnModel`."""
+
+    description = "segstream churn risk (ChurnModel)"
+    train_command = "segstream churn train"
+    first_steps = "`segstream churn train` promotes a version that passes its gates"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, settings.churn_model_name)
+
+    def register(self, model: ChurnModel, *, gate: GateResult | None = None,
+                 tags: Mapping[str, Any] | None = None, description: str = "") -> str:
+        """Log ``model`` and register it as a new version (a rejected one too, with its
+        reasons). Sets and returns ``model.version``."""
+        info, label = model.info, model.label
+        version_tags: dict[str, str] = {
+            "kind": "churn",
+            "spec_version": model.spec_version,
+            "label": str(label.get("label", "")),
+            "horizon_days": f"{float(label.get('horizon_days', 0.0)):g}",
+            "rows": str(info.get("rows", "")),
+            "data_start_ms": str(info.get("data_start_ms", "")),
+            "as_of_ms": str(info.get("as_of_ms") or ""),
+            "band_edges": json.dumps(list(model.band_edges)),
+            "metrics": json.dumps({k: round(float(v), 6) for k, v in model.metrics.items()}),
+            "gate": "unchecked" if gate is None else ("passed" if gate.passed else "rejected"),
+            "gate_reasons": "" if gate is None else "; ".join(gate.reasons),
+            "feature_params": _fingerprint_tag(info.get("feature_params")),
+        }
+        for key, value in (tags or {}).items():
+            version_tags[key] = value if isinstance(value, str) else json.dumps(value)
+        name = f"churn-{label.get('label')}-{float(label.get('horizon_days', 0.0)):g}d"
+        with self._calling(f"register a version of {self.name!r}"):
+            version = self._log_version(
+                model.save, run_name=name, kind="churn", metrics=model.metrics,
+                params={"spec_version": model.spec_version, "label": label.get("label"),
+                        "horizon_days": label.get("horizon_days")},
+                version_tags=version_tags, gate=gate, description=description)
+        model.version = version
+        return version
+
+    def load(self, ref: str = CHAMPION) -> ChurnModel:
+        """Download the artefact of a version or alias and load it (``.version`` set)."""
+        model: ChurnModel = self._download(
+            ref, lambda path, version: ChurnModel.load(path, version=version))
         return model
 
 

@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from segstream.app import (
+    churn_commands,
     serve_commands,
     source_commands,
     stream_commands,
@@ -133,7 +134,8 @@ def config_docs(
     console.print(f"wrote {out}")
 
 
-for commands in (source_commands, stream_commands, train_commands, serve_commands):
+for commands in (source_commands, stream_commands, train_commands, churn_commands,
+                 serve_commands):
     commands.register(app)
 
 

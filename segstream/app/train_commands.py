@@ -358,16 +358,25 @@ def register(app: typer.Typer) -> None:
 
     @models_app.command("list")
     def models_list() -> None:
-        """Every registered version, newest first, with its gate result."""
-        from segstream.adapters.registry import Registry, RegistryError
+        """Every registered version of both kinds (segments, churn risk), newest first,
+        with its gate result."""
+        from segstream.adapters.registry import ChurnRegistry, Registry, RegistryError
 
-        registry = Registry(_settings())
+        registry, churn = Registry(_settings()), ChurnRegistry(_settings())
         t = Table("version", "alias", "kind", "k", "rows", "silhouette", "gate", "parent",
                   title=f"{registry.name} @ {registry.safe_uri}")
+        c = Table("version", "alias", "label", "rows", "ROC AUC", "Brier", "gate",
+                  title=f"{churn.name} (churn risk)")
         try:
-            versions = registry.versions()
+            versions, churn_versions = registry.versions(), churn.versions()
         except RegistryError as exc:
             raise _fail(str(exc)) from exc
+        for v in churn_versions:
+            c.add_row(v.version, ",".join(v.aliases), f"{v.tags.get('label', '')} "
+                      f"{v.tags.get('horizon_days', '')} days", v.tags.get("rows", ""),
+                      f"{v.metrics.get('roc_auc', float('nan')):.4f}",
+                      f"{v.metrics.get('brier', float('nan')):.4f}", v.gate if v.gate == "passed"
+                      else f"{v.gate}: {v.tags.get('gate_reasons', '')}")
         for v in versions:
             sil = v.metrics.get("silhouette")
             t.add_row(v.version, ",".join(v.aliases), v.tags.get("kind", ""), v.tags.get("k", ""),
@@ -375,6 +384,7 @@ def register(app: typer.Typer) -> None:
                       v.gate if v.gate == "passed" else
                       f"{v.gate}: {v.tags.get('gate_reasons', '')}", v.tags.get("parent", ""))
         console.print(t)
+        console.print(c)
 
     @models_app.command("show")
     def models_show(version: Annotated[str, typer.Argument(help="Version or alias.")
