@@ -178,10 +178,10 @@ def test_cli_models_and_report(settings_factory: Callable[..., Settings],
     report = tmp_path / "report"
     run(settings, "report", "--out", str(report), "--from", str(path))
     html = (report / "index.html").read_text()
-    assert html.count("data:image/png;base64,") >= 5  # PCA, radar, parallel, sizes, k curves
-    for title in ("PCA scatter", "Radar per segment", "Parallel coordinates",
-                  "Segment sizes across versions", "k selection"):
-        assert title in html
+    # radars, R x F, PCA, shares across versions, k curves: real users, no simulated points
+    assert html.count("data:image/png;base64,") >= 5
+    for title in ("R x F grid", "PCA of", "k selection"):
+        assert title in html, title
     evaluation = tmp_path / "eval.md"
     truth = tmp_path / "truth.csv"
     log_a.log.write_truth(truth)
