@@ -438,6 +438,18 @@ def _entropy(counts: np.ndarray) -> np.ndarray:
     return np.where(t > 0, np.log2(np.where(t > 0, t, 1.0)) - _safe_div(c_log, t), 0.0)
 
 
+#: E[x²] - E[x]² below this share of E[x]² is rounding, not spread: the decayed sums of a
+#: fold in pieces and of one fold differ in their last bits, which the subtraction would
+#: turn into a variance of 2^28 s² for identical dwells of ~10^12 s.
+VARIANCE_RESOLUTION = 1e-12
+
+
+def _variance(mean_sq: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    var = mean_sq - mean**2
+    out: np.ndarray = np.where(var > VARIANCE_RESOLUTION * mean**2, var, 0.0)
+    return out
+
+
 def static_features(A: np.ndarray) -> np.ndarray:
     """The features that do not change with as_of (``STATIC_FEATURES`` order)."""
     L = A["long"]
@@ -453,8 +465,8 @@ def static_features(A: np.ndarray) -> np.ndarray:
         "events_per_session": _safe_div(A["events"].astype(np.float64), sessions),
         "session_duration": _safe_div(session_ms / 1000.0, sessions),
         "dwell_mean": dwell_mean,
-        "dwell_variance": np.maximum(_safe_div(L[:, _L["dwell_sq"]], L[:, _L["dwell_n"]])
-                                     - dwell_mean**2, 0.0),
+        "dwell_variance": _variance(_safe_div(L[:, _L["dwell_sq"]], L[:, _L["dwell_n"]]),
+                                    dwell_mean),
         "path_complexity": _entropy(A["transitions"]),
         "adoption_breadth": np.bitwise_count(A["type_mask"]) / float(len(KNOWN_EVENT_TYPES)),
         "content_breadth": _distinct_content(A),

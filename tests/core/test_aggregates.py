@@ -45,6 +45,12 @@ COLUMNS = ["ts", "event_type", "session_id", "content_id", "category", "dwell_ms
            "amount", "platform"]
 
 
+
+def _var(mean_sq: float, mean: float) -> float:
+    """E[x²] - E[x]², rounding below 1e-12 of E[x]² taken as 0 (aggregates.VARIANCE_RESOLUTION)."""
+    v = mean_sq - mean**2
+    return v if v > 1e-12 * mean**2 else 0.0
+
 def reference(events: list[dict[str, Any]], as_of: int, p: FeatureParams) -> dict[str, float]:
     """One user's features at ``as_of`` from their events in arrival order."""
     codes = p.vocabulary.type_codes()
@@ -126,7 +132,7 @@ def reference(events: list[dict[str, Any]], as_of: int, p: FeatureParams) -> dic
         "events_per_session": len(events) / len(sessions),
         "session_duration": sum(b - a for a, b in sessions) / 1000 / len(sessions),
         "dwell_mean": dmean,
-        "dwell_variance": max(decayed(hl, dwell(2)) / dn - dmean**2, 0.0) if dn else 0.0,
+        "dwell_variance": _var(decayed(hl, dwell(2)) / dn, dmean) if dn else 0.0,
         "path_complexity": -sum(c / total_pairs * math.log2(c / total_pairs)
                                 for c in pairs.values()) if total_pairs else 0.0,
         "adoption_breadth": len(types_seen) / len(KNOWN_EVENT_TYPES),
