@@ -38,7 +38,7 @@ import numpy as np
 
 from segstream.core import rfm
 from segstream.core.contract import FEATURE_SPEC, FeatureSpec
-from segstream.training.profiles import usual_gap_days
+from segstream.core.pace import usual_gap_days
 
 #: (feature, direction) -> the behaviour noun of browsers who stand out on it.
 BEHAVIOURS: dict[tuple[str, str], str] = {

@@ -29,7 +29,7 @@ import numpy as np
 
 from segstream.core import rfm
 from segstream.core.contract import FEATURE_SPEC, FeatureSpec
-from segstream.core.pace import usual_gap_days as usual_gap_days  # shared with churn reasons
+from segstream.core.pace import usual_gap_days
 
 TOP = 3
 
