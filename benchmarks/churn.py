@@ -219,8 +219,12 @@ def speed(users: int, seed: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         write_history(Path(tmp) / "h", valid, daily_cuts(valid))
         train, test = train_test(Path(tmp) / "h", FeatureParams(), "activity", 14.0, 7.0, 1)
-    est = fit_estimator(train)
-    model = to_artefact(est, train, calibration="isotonic", band_edges=(0.3, 0.6))
+    from segstream.config import Settings
+
+    settings = Settings()
+    est = fit_estimator(train, calibration=settings.churn_calibration)
+    model = to_artefact(est, train, calibration=settings.churn_calibration,
+                        band_edges=settings.churn_band_edges)
     one, batch = test.X[:1], test.X[:1000]
 
     def per_call(f: Any, n: int) -> float:

@@ -246,9 +246,11 @@ class Settings(BaseSettings):
         1, ge=1, le=100, description="`churn train`: the newest this many snapshot times are "
         "the held-out test period; training uses the times whose label window ends by the "
         "first of them.")
-    churn_calibration: Literal["isotonic", "sigmoid"] = Field(
-        "isotonic", description="How the churn model's scores become probabilities, fitted "
-        "on out-of-fold scores (3 folds of users); `sigmoid` (Platt) for small data.")
+    churn_calibration: Literal["sigmoid", "isotonic"] = Field(
+        "sigmoid", description="How the churn model's scores become probabilities, fitted "
+        "on out-of-fold scores (3 folds of users): `sigmoid` (Platt; strictly increasing, "
+        "so it keeps the trees' ranking) or `isotonic` (a step map: ties among the riskiest "
+        "users, and more rows needed).")
     churn_band_edges: tuple[float, float] = Field(
         (0.3, 0.6), description="Churn risk bands: `low` below the first edge, `high` from "
         "the second, `medium` between (calibrated probabilities).")

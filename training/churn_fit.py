@@ -15,7 +15,9 @@ features, calibrated, copied into the numpy artefact (``segstream/core/churn_mod
 * **Calibration**: ``CalibratedClassifierCV(method, ensemble=False)`` on 3 folds of
   *users* (``GroupKFold``: a user's snapshots stay in one fold, so no fold calibrates
   on scores of rows whose user it was fitted on); the final trees are fitted on every
-  training row, the map on the out-of-fold scores.
+  training row, the map on the out-of-fold scores. ``sigmoid`` (the default) keeps the
+  trees' ranking; ``isotonic``'s steps tie the riskiest users, which cost PR AUC on
+  every benchmark set (docs/benchmarks.md).
 * **Threads**: the fit runs on one OpenMP thread (``FIT_THREADS``).
 * **Feature statistics** for the reasons: quartiles of each feature among the training
   rows that stayed and that churned.
@@ -92,7 +94,7 @@ def feature_stats(X: np.ndarray, y: np.ndarray, spec: FeatureSpec = FEATURE_SPEC
     return out
 
 
-def fit_estimator(train: ChurnExamples, *, calibration: str = "isotonic", seed: int = 42,
+def fit_estimator(train: ChurnExamples, *, calibration: str = "sigmoid", seed: int = 42,
                   spec: FeatureSpec = FEATURE_SPEC) -> Any:
     """The fitted ``CalibratedClassifierCV`` (one HGB on every row + one calibrator)."""
     from sklearn.calibration import CalibratedClassifierCV
@@ -135,7 +137,7 @@ def to_artefact(est: Any, train: ChurnExamples, *, calibration: str,
               "hgb_params": HGB_PARAMS, "trees": len(trees.roots), "depth": trees.depth})
 
 
-def fit_churn(train: ChurnExamples, *, calibration: str = "isotonic",
+def fit_churn(train: ChurnExamples, *, calibration: str = "sigmoid",
               band_edges: tuple[float, float] = (0.3, 0.6), seed: int = 42,
               spec: FeatureSpec = FEATURE_SPEC) -> ChurnModel:
     """Fit on the training rows and return the numpy artefact."""
