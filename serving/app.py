@@ -17,6 +17,7 @@ from segstream.adapters.endpoints import redis_address
 from segstream.config import Settings
 from segstream.core.contract import FEATURE_SPEC
 from segstream.serving import metrics
+from segstream.serving.churn import ChurnHolder, ChurnSource, RegistryChurnSource
 from segstream.serving.deps import key_checker
 from segstream.serving.drift_window import DriftWindow
 from segstream.serving.errors import ServingError, install_handlers
@@ -66,8 +67,11 @@ async def _clock_loop(state: AppState) -> None:
         await asyncio.sleep(CLOCK_INTERVAL_S)
 
 
-def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI:
-    """Build the API. ``source`` defaults to the MLflow registry of training/."""
+def create_app(settings: Settings, source: ModelSource | None = None,
+               churn_source: ChurnSource | None = None) -> FastAPI:
+    """Build the API. ``source`` defaults to the MLflow registry of training/; so does
+    ``churn_source`` (the churn champion) when ``source`` does too. Given a ``source``
+    and no ``churn_source``, the API has no churn model (its fields are null)."""
     if settings.env == "prod" and not settings.api_auth_enabled:
         raise ValueError("api_auth_enabled=false is refused when env=prod")
     mapping = load_mapping(settings.api_personalization_file)
@@ -76,15 +80,21 @@ def create_app(settings: Settings, source: ModelSource | None = None) -> FastAPI
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         holder = ModelHolder(source if source is not None else RegistrySource(settings),
                              settings.feature_params())
+        churn_src = churn_source if churn_source is not None or source is not None \
+            else RegistryChurnSource(settings)
+        churn = ChurnHolder(churn_src, settings.feature_params())
         state = AppState(
             settings=settings, holder=holder,
             redis=open_redis(redis_address(settings, must_answer=False),
                              cluster=settings.redis_cluster),
             mapping=mapping, drift=DriftWindow(settings.api_drift_window, len(FEATURE_SPEC)),
+            churn=churn,
         )
         app.state.serving = state
         await asyncio.to_thread(holder.refresh)
+        await asyncio.to_thread(churn.refresh)
         state.tasks = [asyncio.create_task(holder.run(settings.api_model_poll_s)),
+                       asyncio.create_task(churn.run(settings.api_model_poll_s)),
                        asyncio.create_task(_drift_loop(state))]
         if settings.clock == "event":
             state.tasks.append(asyncio.create_task(_clock_loop(state)))

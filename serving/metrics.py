@@ -73,6 +73,12 @@ MODEL_RELOAD_FAILURES = Counter(f"{PREFIX}_model_reload_failures_total", "Regist
                                 "or loads that failed (the last good model kept serving).")
 REGISTRY_UP = Gauge(f"{PREFIX}_model_registry_up", "1 if the last registry poll "
                     "succeeded, 0 if serving the last good model.", multiprocess_mode="livemin")
+CHURN_MODEL_VERSION = Gauge(f"{PREFIX}_churn_model_version", "Registry version of the "
+                            "churn model being served (-1: none or not numeric).",
+                            multiprocess_mode="livemax")
+CHURN_RELOAD_FAILURES = Counter(f"{PREFIX}_churn_model_reload_failures_total", "Churn "
+                                "registry polls or loads that failed, and churn models "
+                                "refused (other feature params or spec).")
 
 # --- redis --------------------------------------------------------------------------
 REDIS_ERRORS = Counter(f"{PREFIX}_redis_errors_total", "Redis commands that failed.",
@@ -95,6 +101,12 @@ RFM_GROUP_USERS = Gauge(f"{PREFIX}_rfm_group_users", "Users per RFM group, measu
                         "champion's RFM edges (what a lookup then answers). Set only by "
                         "`segstream webhooks detect`; 0 elsewhere.", ["group"],
                         multiprocess_mode="livemax")
+CHURN_BAND_USERS = Gauge(f"{PREFIX}_churn_band_users", "Users per churn-risk band and "
+                         "segment id, measured by the change detector's last complete "
+                         "sweep (every stored user as of the sweep's clock time, under the "
+                         "churn and segment champions). Set only by `segstream webhooks "
+                         "detect` with a churn model.", ["segment", "band"],
+                         multiprocess_mode="livemax")
 CHANGE_RECORDS_SKIPPED = Counter(f"{PREFIX}_change_records_skipped_total", "Records the "
                                  "change detector could not evaluate, by reason.", ["reason"])
 RESCORE_SWEEPS = Counter(f"{PREFIX}_rescore_sweeps_total", "Sweeps that re-evaluated every "
@@ -125,11 +137,13 @@ def render() -> tuple[bytes, str]:
 # Bounded label values at 0 from the start, so that rate() and increase() see the first
 # event and a dashboard shows 0 rather than "no data" (the operations of serving/state.py,
 # app.py and routes/health.py; the detector's triggers and skip reasons; the outcomes).
-REDIS_OPERATIONS = ("hmget", "ping", "clock", "expose", "convert", "uplift", "migrations")
+REDIS_OPERATIONS = ("hmget", "ping", "clock", "expose", "convert", "uplift", "migrations",
+                    "churn_segments")
 for _operation in REDIS_OPERATIONS:
     REDIS_ERRORS.labels(_operation)
 for _trigger in ("event", "time"):
     SEGMENT_CHANGES.labels(_trigger)
+CHURN_MODEL_VERSION.set(-1)
 for _reason in ("no_key_or_value", "record_mismatch"):
     CHANGE_RECORDS_SKIPPED.labels(_reason)
 for _outcome in ("success", "failure"):
@@ -150,5 +164,6 @@ def exported_names() -> set[str]:
         MODEL_VERSION, MODEL_LOADED, MODEL_AGE, MODEL_RELOADS, MODEL_RELOAD_FAILURES,
         REGISTRY_UP, REDIS_ERRORS, SEGMENT_CHANGES, SEGMENT_CHANGES_SUPPRESSED,
         CHANGE_RECORDS_SKIPPED, RESCORE_SWEEPS, RESCORE_USERS, RESCORE_DURATION,
-        MIGRATIONS, RFM_GROUP_USERS, WEBHOOK_DELIVERIES, WEBHOOK_RETRIES,
+        MIGRATIONS, RFM_GROUP_USERS, CHURN_MODEL_VERSION, CHURN_RELOAD_FAILURES,
+        CHURN_BAND_USERS, WEBHOOK_DELIVERIES, WEBHOOK_RETRIES,
         WEBHOOK_DEAD_LETTERS, WEBHOOK_LATENCY))

@@ -92,8 +92,9 @@ def rfm_body(score: RfmScore) -> dict[str, Any]:
 
 def answer(served: Served, batch: Assignment, row: int, x: np.ndarray, *, user_id: str | None,
            as_of_ms: int | None, updated_ms: int | None, stale_after_s: float, now: float,
-           score: RfmScore) -> dict[str, Any]:
-    """The JSON body of one assignment (the shape of ``schemas.SegmentAnswer``)."""
+           score: RfmScore, churn: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON body of one assignment (the shape of ``schemas.SegmentAnswer``);
+    ``churn``: the churn body of the same row (``serving/churn.py``), or null."""
     model = served.model
     keys = served.segment_keys
     idx = int(batch.index[row])
@@ -113,6 +114,7 @@ def answer(served: Served, batch: Assignment, row: int, x: np.ndarray, *, user_i
         "stale": False,
         "cold_start": False,
         "rfm": rfm_body(score),
+        "churn": churn,
     }
     if updated_ms is not None:
         out["features_updated_at"] = format_time(updated_ms)

@@ -109,6 +109,25 @@ class Rfm(BaseModel):
         + "; ".join(f"{g}: {d}" for g, d in rfm.DEFINITIONS.items()) + ".")
 
 
+class ChurnRisk(BaseModel):
+    """The churn champion's risk for the same evaluated features as the segment
+    (segstream/core/churn_model.py): a user silent for longer scores higher as `as_of`
+    moves on, with no event."""
+
+    risk: float = Field(ge=0.0, le=1.0, description="Calibrated probability that the "
+                        "user churns (`label`) in the `horizon_days` after `as_of`.")
+    band: Literal["low", "medium", "high"] = Field(
+        description="low below the model's first band edge, high from its second on.")
+    reasons: list[str] = Field(max_length=3, description="Up to 3 features that raise "
+                               "the risk most, strongest first, in words and units "
+                               "(e.g. `no visit for 19 days; usual gap 3.0 days`).")
+    model_version: str = Field(description="Registry version of the churn model.")
+    label: Literal["activity", "purchase"] = Field(
+        description="What churned means: activity, no accepted event in the horizon; "
+        "purchase, no purchase in it.")
+    horizon_days: float = Field(gt=0, description="The days after `as_of` looked at.")
+
+
 class SegmentAnswer(BaseModel):
     user_id: str | None
     segment_id: int
@@ -132,6 +151,9 @@ class SegmentAnswer(BaseModel):
                              "user with the cold-start segment.")
     rfm: Rfm = Field(description="RFM scores and group of the same evaluated features "
                      "(a cold start: Prospect).")
+    churn: ChurnRisk | None = Field(description="Churn risk of the same evaluated "
+                                    "features; null when no churn model is registered "
+                                    "(or loaded), and for a cold start.")
 
 
 AS_OF_DOC = ("ISO 8601 time to evaluate the features at (no offset: UTC). Default: now "

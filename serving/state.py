@@ -19,6 +19,7 @@ from segstream.core.segment_model import Assignment
 from segstream.core.times import format_time
 from segstream.serving import metrics
 from segstream.serving.batcher import Meta, TurnBatcher
+from segstream.serving.churn import ChurnHolder, churn_bodies
 from segstream.serving.drift_window import DriftWindow
 from segstream.serving.errors import InvalidInput, NotFound, Unavailable
 from segstream.serving.model_holder import ModelHolder
@@ -38,6 +39,7 @@ class AppState:
     holder: ModelHolder
     mapping: Mapping
     drift: DriftWindow
+    churn: ChurnHolder = field(default_factory=lambda: ChurnHolder(None, None))
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _assign_children: dict[str, Any] = field(default_factory=dict)
     params: FeatureParams = field(init=False)  # built once: records are decoded with it
@@ -92,16 +94,17 @@ class AppState:
     def assign_rows(self, served: Served, x: np.ndarray, user_ids: list[str | None],
                     updated: list[int | None], as_of: list[int | None]
                     ) -> list[dict[str, Any]]:
-        """Assign and score RFM (each one call for all rows), observe metrics and drift,
-        and build the answers."""
+        """Assign, score RFM and churn risk (each one call for all rows: the same
+        evaluated features), observe metrics and drift, and build the answers."""
         batch: Assignment = assign(served, x)
         scores = served.model.rfm(x)
+        churn = churn_bodies(self.churn.current, x)
         now = time.time()
         self._observe(served, batch, x, updated, now)
         stale_after = self.settings.api_stale_after_s
         return [answer(served, batch, i, x[i], user_id=user_ids[i], as_of_ms=as_of[i],
                        updated_ms=updated[i], stale_after_s=stale_after, now=now,
-                       score=scores[i])
+                       score=scores[i], churn=churn[i])
                 for i in range(len(user_ids))]
 
     def _observe(self, served: Served, batch: Assignment, x: np.ndarray,
@@ -170,7 +173,7 @@ class AppState:
             "distance": 0.0, "reasons": [], "model_version": served.version,
             "feature_spec": served.model.spec_version, "as_of": None,
             "features_updated_at": None,
-            "stale": False, "cold_start": True, "rfm": rfm_body(PROSPECT),
+            "stale": False, "cold_start": True, "rfm": rfm_body(PROSPECT), "churn": None,
         }
 
     async def segment_of(self, user_id: str, default: bool, as_of_ms: int | None = None

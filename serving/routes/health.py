@@ -24,7 +24,8 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", response_model=Ready, responses={503: {"model": Ready}})
 async def readyz(state: State, response: Response) -> dict[str, Any]:
-    """Ready when a model is loaded and Redis answers PING; 503 otherwise."""
+    """Ready when a model is loaded and Redis answers PING; 503 otherwise. The churn
+    model is optional: its version and last error are shown, never required."""
     holder, served = state.holder, state.holder.current
     details: dict[str, Any] = {
         "model_version": served.version if served else None,
@@ -33,6 +34,9 @@ async def readyz(state: State, response: Response) -> dict[str, Any]:
         "registry_error": holder.last_error,
         "serving_last_good_model": served is not None and not holder.registry_ok,
         "drift_baseline_features": len(served.baseline.features) if served else 0,
+        # optional: no churn model (or a refused one) never makes the API unready
+        "churn_model_version": state.churn.current.version if state.churn.current else None,
+        "churn_error": state.churn.last_error,
     }
     try:
         details["redis"] = (await state.redis.execute("PING")) in (b"PONG", "PONG")

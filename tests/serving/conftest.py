@@ -15,6 +15,7 @@ import pytest
 
 from segstream.config import Settings
 from segstream.core.segment_model import SegmentModel
+from segstream.serving.churn import ChurnSource
 from segstream.serving.model_source import ModelSource, StaticSource
 from tests.support.api import API_KEY, Api, run_api
 from tests.support.archetypes import archetype_sample
@@ -24,15 +25,17 @@ from tests.support.models import make_model
 @pytest.fixture
 def api_factory(settings_factory: Callable[..., Settings], redis_client: Any
                 ) -> Iterator[Callable[..., Api]]:
-    """``api_factory(source=None, **settings)``: a running API on the test Redis."""
+    """``api_factory(source=None, churn=None, **settings)``: a running API on the test
+    Redis (``churn``: its churn model source; none by default)."""
     stack = contextlib.ExitStack()
 
-    def make(source: ModelSource | None = None, **overrides: Any) -> Api:
+    def make(source: ModelSource | None = None, churn: ChurnSource | None = None,
+             **overrides: Any) -> Api:
         base: dict[str, Any] = {"api_keys": [API_KEY], "api_model_poll_s": 0.2}
         base.update(overrides)
         settings = settings_factory(**base)
         src = source if source is not None else StaticSource(make_model(), "1")
-        url = stack.enter_context(run_api(settings, src))
+        url = stack.enter_context(run_api(settings, src, churn))
         return Api(url, settings, src, {"X-API-Key": API_KEY})
 
     with stack:

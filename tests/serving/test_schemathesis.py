@@ -32,9 +32,11 @@ from segstream.core.contract import FEATURE_SPEC
 from segstream.core.segment_model import SegmentModel
 from segstream.core.times import format_time
 from segstream.serving.app import create_app
+from segstream.serving.churn import StaticChurnSource
 from segstream.serving.model_source import StaticSource
 from tests.support.api import API_KEY, run_api
 from tests.support.archetypes import put_users
+from tests.support.churn_models import make_churn_model
 from tests.support.models import SEGMENT_IDS
 from tests.support.servers import flushed_redis
 
@@ -102,7 +104,9 @@ def api_url(tmp_path_factory: pytest.TempPathFactory, redis_url: str, kafka_boot
                         kafka_bootstrap=kafka_bootstrap, api_keys=[API_KEY],
                         api_personalization_file=mapping)
     # RFM scores and training's profiles in the answers the schema is checked against
-    with run_api(settings, StaticSource(rfm_model_factory(profiles=True), "1")) as url:
+    # and churn risk (tests/support/churn_models.py)
+    with run_api(settings, StaticSource(rfm_model_factory(profiles=True), "1"),
+                 StaticChurnSource(make_churn_model(), "1")) as url:
         yield url
     redis.close()
 

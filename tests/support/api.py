@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from segstream.config import Settings
+from segstream.serving.churn import ChurnSource
 from segstream.serving.model_source import ModelSource
 from segstream.sources.stack import free_port
 
@@ -28,14 +29,16 @@ class Api:
 
 
 @contextlib.contextmanager
-def run_api(settings: Settings, source: ModelSource) -> Iterator[str]:
-    """Serve ``create_app`` with uvicorn in a thread; yields the base URL."""
+def run_api(settings: Settings, source: ModelSource, churn_source: ChurnSource | None = None
+            ) -> Iterator[str]:
+    """Serve ``create_app`` with uvicorn in a thread; yields the base URL. No churn model
+    unless ``churn_source`` gives one."""
     import uvicorn
 
     from segstream.serving.app import create_app
 
     port = free_port()
-    config = uvicorn.Config(create_app(settings, source), host="127.0.0.1", port=port,
+    config = uvicorn.Config(create_app(settings, source, churn_source), host="127.0.0.1", port=port,
                             log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
