@@ -1,7 +1,9 @@
 """A user's last published state, and what a new evaluation changes in it (pure).
 
 The state ``seg:segment:<user>`` is JSON ``{"sid", "since", "rfm", "rfm_since"}``: the
-last published segment and RFM group, each with the clock time (ms) it was entered.
+last published segment and RFM group, each with the clock time (ms) it was entered;
+with a churn model also ``"band"`` and ``"band_since"``, the churn-risk band and since
+when (:func:`band_move`: only an entry into the high band is published).
 A new evaluation (segment ``sid``, group ``group`` at clock time ``t``) moves each of
 the two on its own, once the user has held the current one for the minimum dwell; a
 move not yet due is held back. A first evaluation (and the group of a state written
@@ -85,3 +87,35 @@ def change_id(user: str, cur: State, m: Move, sid: int, group: str) -> str:
         return f"{user}:{cur['sid']}:{cur['since']}:{sid}"
     tail = f"rfm:{cur['rfm']}:{cur['rfm_since']}:{group}"
     return f"{user}:{cur['sid']}:{cur['since']}:{sid}:+{tail}" if m.segment else f"{user}:{tail}"
+
+
+HIGH_BAND = "high"
+
+
+def band_move(cur: State, band: str, t: int, dwell_ms: int) -> tuple[State, bool]:
+    """(the state after the churn band ``band`` at ``t``, whether an entry into the high
+    band is published). The band moves, either way, once the user has held the current
+    one for the dwell (a user hovering at the edge enters high once per dwell); a state
+    without a band records it, unpublished.
+
+    >>> s, entered = band_move({"sid": 3}, "medium", 0, 1_000)
+    >>> s, entered
+    ({'sid': 3, 'band': 'medium', 'band_since': 0}, False)
+    >>> band_move(s, "high", 500, 1_000)[1], band_move(s, "high", 1_000, 1_000)
+    (False, ({'sid': 3, 'band': 'high', 'band_since': 1000}, True))
+    """
+    if "band" not in cur:
+        return {**cur, "band": band, "band_since": t}, False
+    if cur["band"] == band or t - cur["band_since"] < dwell_ms:
+        return cur, False
+    return {**cur, "band": band, "band_since": t}, band == HIGH_BAND
+
+
+def churn_change_id(user: str, cur: State, band: str) -> str:
+    """``user:churn:<from band>:<since>:<to band>``: ends in a band name, which is neither
+    an integer (a segment change) nor an RFM group name.
+
+    >>> churn_change_id("u1", {"band": "medium", "band_since": 7}, "high")
+    'u1:churn:medium:7:high'
+    """
+    return f"{user}:churn:{cur['band']}:{cur['band_since']}:{band}"

@@ -37,6 +37,18 @@ so a republished change carries the same id and receivers can dedupe.
 
 A sweep also counts every user's RFM group as evaluated at its clock time: the
 ``segstream_rfm_group_users`` gauge, set when the sweep completes.
+
+**Churn** (with a churn champion: :class:`~segstream.serving.churn.ChurnHolder`): every
+evaluation also scores the churn risk of the same rows (one call per chunk or batch).
+The user's band is kept in the state (``band``, ``band_since``) with the same dwell;
+an entry into the high band is a change event of its own, ``changed: ["churn_band"]``
+(``from_churn_band``, ``to_churn_band``, the ``churn`` body with reasons; id
+:func:`~segstream.serving.change_state.churn_change_id`), not counted in the migration
+matrices. With a churn model every event carries ``churn`` and the bands (without
+one, events are as before). A sweep sets the
+``segstream_churn_band_users`` gauge (users per band and segment id) and writes the
+per-segment mean risk and high-band share into one hash
+(:data:`~segstream.adapters.redis_keys.CHURN_SEGMENTS_KEY`) that the catalogue reads.
 """
 
 from __future__ import annotations
@@ -44,7 +56,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,14 +65,25 @@ import numpy as np
 import orjson
 
 from segstream.adapters.kafka import Producer, Record
-from segstream.adapters.redis_keys import segment_key
+from segstream.adapters.redis_keys import CHURN_SEGMENTS_KEY, segment_key
 from segstream.adapters.topic_reader import RedisOffsetReader
 from segstream.config import Settings
 from segstream.core import rfm
 from segstream.core.aggregates import decode_lenient, evaluate
+from segstream.core.churn_model import BANDS
 from segstream.core.times import format_time
 from segstream.serving import metrics, migrations
-from segstream.serving.change_state import change_id, first, move, with_group
+from segstream.serving.change_state import (
+    HIGH_BAND,
+    Move,
+    band_move,
+    change_id,
+    churn_change_id,
+    first,
+    move,
+    with_group,
+)
+from segstream.serving.churn import ChurnHolder, ServedChurn
 from segstream.serving.model_holder import ModelHolder
 from segstream.serving.predict import Served, rfm_body
 from segstream.serving.rescore import (
@@ -83,6 +106,9 @@ class _Sweep:
     users: int = 0
     published: int = 0
     groups: Counter[str] = field(default_factory=Counter)  # evaluated RFM group: users
+    bands: Counter[tuple[int, str]] = field(default_factory=Counter)  # (segment, band)
+    risk_sum: dict[int, float] = field(default_factory=lambda: defaultdict(float))
+    churn: ServedChurn | None = None  # the churn model of the sweep's first chunk
 
 
 @dataclass
@@ -90,6 +116,9 @@ class Decision:
     changes: list[dict[str, Any]]  # to publish, in row order
     state: dict[str, bytes]  # the new state of the users whose state changed, by key
     groups: list[str]  # each row's evaluated RFM group
+    segments: list[int] = field(default_factory=list)  # each row's evaluated segment
+    bands: list[str] | None = None  # each row's churn band (None: no churn model)
+    risks: list[float] | None = None  # each row's churn risk
 
 
 def _is_cluster(client: Any) -> bool:
@@ -107,9 +136,10 @@ def _mget(client: Any, keys: list[str]) -> list[bytes | None]:
 
 class ChangeDetector:
     def __init__(self, settings: Settings, holder: ModelHolder, redis: Any,
-                 bootstrap: str) -> None:
+                 bootstrap: str, churn: ChurnHolder | None = None) -> None:
         self.settings = settings
         self.holder = holder
+        self.churn = churn if churn is not None else ChurnHolder(None, None)
         self.redis = redis
         self.cluster = _is_cluster(redis)
         self.params = settings.feature_params()
@@ -137,6 +167,13 @@ class ChangeDetector:
             return Decision([], {}, [])
         batch = served.model.assign(x)
         scores = served.model.rfm(x)
+        churn = self.churn.current
+        risk: list[float] | None = None
+        bands: list[str] | None = None
+        if churn is not None:
+            cs = churn.score(x, reasons=0)
+            risk, bands = cs.risk.tolist(), cs.bands
+        events: list[int] = []  # the row of each change
         uniq = list(dict.fromkeys(users))
         if stored is None or len(uniq) != len(users):
             stored = _mget(self.redis, [segment_key(u) for u in uniq])
@@ -147,7 +184,9 @@ class ChangeDetector:
         for i, (u, sid) in enumerate(zip(users, batch.segment_ids.tolist(), strict=True)):
             group, cur, t = scores[i][3], state[u], int(now[i])
             if cur is None:
-                state[u] = first(sid, group, t)
+                new = first(sid, group, t)
+                state[u] = new if bands is None else band_move(new, bands[i], t,
+                                                                self.dwell_ms)[0]
                 changed.add(u)
                 continue
             if "rfm" not in cur:
@@ -156,11 +195,32 @@ class ChangeDetector:
             m = move(cur, sid, group, t, self.dwell_ms)
             if m.held:
                 metrics.SEGMENT_CHANGES_SUPPRESSED.inc(m.held)
+            at = int(as_of[i])
+            if bands is not None:
+                new, entered = band_move(m.state, bands[i], t, self.dwell_ms)
+                if new is not m.state:
+                    state[u] = new
+                    changed.add(u)
+                if entered:
+                    events.append(i)
+                    row = served.row_of.get(new["sid"])
+                    changes.append({
+                        "change_id": churn_change_id(u, m.state, bands[i]), "user_id": u,
+                        "changed": ["churn_band"],
+                        "from_segment": new["sid"], "to_segment": new["sid"],
+                        "persona": None if row is None else served.model.personas[row],
+                        "from_rfm_group": new["rfm"], "to_rfm_group": new["rfm"],
+                        "rfm": rfm_body(scores[i]),
+                        "from_churn_band": m.state["band"], "to_churn_band": bands[i],
+                        "model_version": served.version, "at": format_time(at),
+                        "ts_ms": at, "trigger": trigger})
+                m = Move({**m.state, "band": new["band"], "band_since": new["band_since"]},
+                         m.segment, m.group, m.held)
             if not (m.segment or m.group):
                 continue
             row = int(batch.index[i]) if m.segment else served.row_of.get(cur["sid"])
-            at = int(as_of[i])
-            changes.append({
+            events.append(i)
+            ev: dict[str, Any] = {
                 "change_id": change_id(u, cur, m, sid, group), "user_id": u,
                 "changed": m.changed,
                 "from_segment": cur["sid"], "to_segment": m.state["sid"],
@@ -168,11 +228,17 @@ class ChangeDetector:
                 "from_rfm_group": cur["rfm"], "to_rfm_group": m.state["rfm"],
                 "rfm": rfm_body(scores[i]),
                 "model_version": served.version, "at": format_time(at), "ts_ms": at,
-                "trigger": trigger})
+                "trigger": trigger}
+            if bands is not None:  # without a churn model the event is as before
+                ev.update(from_churn_band=cur.get("band"), to_churn_band=m.state["band"])
+            changes.append(ev)
             state[u] = m.state
             changed.add(u)
+        if churn is not None and events:  # the churn body with reasons, of these rows
+            for c, body in zip(changes, churn.bodies(x[events]), strict=True):
+                c["churn"] = body
         return Decision(changes, {segment_key(u): orjson.dumps(state[u]) for u in changed},
-                        [g for *_, g in scores])
+                        [g for *_, g in scores], batch.segment_ids.tolist(), bands, risk)
 
     def _publish(self, changes: list[dict[str, Any]]) -> None:
         for c in changes:
@@ -189,7 +255,8 @@ class ChangeDetector:
         span slots: no transaction, and the state goes first, then the counts, then the
         offsets (a crash between re-reads records whose changes were already sent, with
         the same change ids, and leaves counts of the state already written uncounted)."""
-        counts = migrations.bucket_counts(changes)
+        counts = migrations.bucket_counts(  # churn-band events are no migration
+            c for c in changes if "segment" in c["changed"] or "rfm_group" in c["changed"])
         if self.cluster:
             if new_state:
                 self.redis.mset_nonatomic(new_state)
@@ -274,6 +341,11 @@ class ChangeDetector:
         sweep.users += len(users)
         sweep.published += len(d.changes)
         sweep.groups.update(d.groups)
+        if d.bands is not None and d.risks is not None:
+            sweep.churn = sweep.churn or self.churn.current
+            sweep.bands.update(zip(d.segments, d.bands, strict=True))
+            for seg, r in zip(d.segments, d.risks, strict=True):
+                sweep.risk_sum[seg] += r
         return len(d.changes)
 
     def _finish_sweep(self, sweep: _Sweep) -> None:
@@ -287,8 +359,36 @@ class ChangeDetector:
         # SCAN may return a key twice (rarely, while Redis rehashes): counted twice then
         for group in rfm.GROUPS:
             metrics.RFM_GROUP_USERS.labels(group).set(sweep.groups.get(group, 0))
+        if sweep.churn is not None:
+            self._churn_summary(sweep, sweep.churn)
         log.info("sweep as of %s: %d users in %.2f s, %d changes", format_time(sweep.now),
                  sweep.users, elapsed, sweep.published)
+
+    def _churn_summary(self, sweep: _Sweep, churn: ServedChurn) -> None:
+        """Users per band and segment (the gauge), and per segment the mean risk and the
+        share in the high band into :data:`CHURN_SEGMENTS_KEY` (replaced as a whole)."""
+        served = self._served()
+        segments = sorted({int(s) for s in served.model.segment_ids} |
+                          {seg for seg, _ in sweep.bands})
+        metrics.CHURN_BAND_USERS.clear()  # segments of an older model go
+        summary: dict[str, Any] = {}
+        for seg in segments:
+            users = sum(sweep.bands.get((seg, b), 0) for b in BANDS)
+            for band in BANDS:
+                metrics.CHURN_BAND_USERS.labels(str(seg), band).set(
+                    sweep.bands.get((seg, band), 0))
+            summary[f"s:{seg}"] = orjson.dumps({
+                "users": users,
+                "mean_risk": sweep.risk_sum[seg] / users if users else None,
+                "high_share": sweep.bands.get((seg, HIGH_BAND), 0) / users if users else None})
+        summary.update({"as_of_ms": sweep.now, "measured_ms": int(time.time() * 1000),
+                        "segment_model_version": served.version,
+                        "churn_model_version": churn.version, "label": churn.label,
+                        "horizon_days": churn.horizon_days})
+        pipe = self.redis.pipeline(transaction=not self.cluster)  # one key: one slot
+        pipe.delete(CHURN_SEGMENTS_KEY)
+        pipe.hset(CHURN_SEGMENTS_KEY, mapping=summary)
+        pipe.execute()
 
     def step(self, timeout_ms: int = 500) -> tuple[int, int]:
         """One poll + process, then one chunk of a sweep (started if due): (records,
@@ -308,6 +408,7 @@ class ChangeDetector:
         while not stop.is_set():
             if time.monotonic() - last_poll > poll_s:
                 self.holder.refresh()
+                self.churn.refresh()
                 last_poll = time.monotonic()
             if self.holder.current is None:  # nothing to assign with yet
                 stop.wait(min(poll_s, 1.0))
@@ -320,6 +421,7 @@ class ChangeDetector:
         """Process the topic up to its end as measured now (and any sweeps that fall
         due on the way, or at the end), then return the number of changes published."""
         self.holder.refresh()
+        self.churn.refresh()
         self._served()  # fail early and clearly without a champion
         end = self.reader.end_offsets()
         deadline = time.monotonic() + timeout_s

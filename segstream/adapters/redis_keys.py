@@ -7,6 +7,10 @@
 * ``seg:migrations:<hour start ms>`` (hash, the change detector): the changes committed
   in that hour of change time, ``n`` and ``s:<from>><to>`` / ``g:<from>><to>`` counts
   (``serving/migrations.py``);
+* ``seg:churn:segments`` (hash, the change detector's sweep): per segment
+  ``s:<segment id>`` -> JSON ``{"users", "mean_risk", "high_share"}`` of the churn
+  risk, and ``as_of_ms``, ``measured_ms``, ``segment_model_version``,
+  ``churn_model_version``, ``label``, ``horizon_days`` (the catalogue reads it);
 * ``seg:offsets:<name>`` (hash, group-less readers): ``topic:partition`` -> next
   offset, and the detector's clocks;
 * ``seg:webhooks:dlq`` (list, the dispatcher): deliveries that failed every retry;
@@ -29,6 +33,7 @@ SEGMENT_PREFIX = "seg:segment:"
 OFFSETS_PREFIX = "seg:offsets:"
 MIGRATIONS_PREFIX = "seg:migrations:"
 WEBHOOK_DLQ_KEY = "seg:webhooks:dlq"
+CHURN_SEGMENTS_KEY = "seg:churn:segments"
 
 
 def feature_key(user_id: str) -> str:

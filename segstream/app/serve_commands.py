@@ -93,6 +93,7 @@ def detect(
     from segstream.app.console import console
     from segstream.config import Settings
     from segstream.serving.changes import ChangeDetector
+    from segstream.serving.churn import ChurnHolder, RegistryChurnSource
     from segstream.serving.model_holder import ModelHolder
     from segstream.serving.model_source import RegistrySource, use_poll_env_defaults
 
@@ -101,7 +102,8 @@ def detect(
     assert isinstance(settings, Settings)
     serve_metrics_or_fail(metrics_port, settings.metrics_host)
     holder = ModelHolder(RegistrySource(settings), settings.feature_params())
-    detector = ChangeDetector(settings, holder, client, bootstrap)
+    churn = ChurnHolder(RegistryChurnSource(settings), settings.feature_params())
+    detector = ChangeDetector(settings, holder, client, bootstrap, churn)
     try:
         if available_now:
             n = detector.run_available_now()

@@ -1,0 +1,126 @@
+"""The change detector scores churn too: entering the high band is a change event of its
+own (previous band, new band, time, the churn body), the sweep's gauge counts users per
+band and segment, and the per-segment risk hash is written; real broker and Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+
+from segstream.adapters.online_store import FIELDS, decode_record
+from segstream.adapters.redis_keys import CHURN_SEGMENTS_KEY, feature_key
+from segstream.adapters.topic_reader import read_topic
+from segstream.config import Settings
+from segstream.core.aggregates import evaluate
+from segstream.core.churn_model import BANDS
+from segstream.core.segment_model import SegmentModel
+from segstream.serving import metrics
+from segstream.serving.changes import ChangeDetector
+from segstream.serving.churn import ChurnHolder, StaticChurnSource
+from segstream.serving.model_holder import ModelHolder
+from segstream.serving.model_source import StaticSource
+from tests.support.archetypes import DAY, HOUR, PARAMS, users_state, write_records
+from tests.support.churn_models import make_churn_model
+from tests.support.webhooks import T0, produce_records
+
+pytestmark = [pytest.mark.kafka, pytest.mark.redis]
+USERS = {"b0": 0, "s1": 1, "o2": 2, "s3": 1}
+
+
+class Stream:
+    def __init__(self, settings: Settings, model: SegmentModel, redis: Any,
+                 bootstrap: str) -> None:
+        self.settings, self.bootstrap = settings, bootstrap
+        self.churn = make_churn_model()
+        self.detector = ChangeDetector(
+            settings, ModelHolder(StaticSource(model, "3"), PARAMS), redis, bootstrap,
+            ChurnHolder(StaticChurnSource(self.churn, "5"), PARAMS))
+
+    def at(self, t: int) -> int:
+        produce_records(self.bootstrap, self.settings.topic_features,
+                        [("tick", users_state({"tick": 0}, t).aggs[0])])
+        return self.detector.run_available_now(timeout_s=60)
+
+    def published(self) -> list[dict[str, Any]]:
+        return [orjson.loads(r.value) for r in read_topic(
+            self.bootstrap, self.settings.topic_segment_changes) if r.value]
+
+
+@pytest.fixture
+def stream(settings_factory: Callable[..., Settings], topic_factory: Callable[..., str],
+           kafka_bootstrap: str, redis_client: Any,
+           rfm_model_factory: Callable[..., SegmentModel]) -> Stream:
+    settings = settings_factory(
+        topic_features=topic_factory("features", partitions=1),
+        topic_segment_changes=topic_factory("changes", partitions=1), clock="event",
+        rescore_interval_s=3600, segment_min_dwell_s=0)
+    write_records(redis_client, users_state(USERS, T0, seed=1))  # last active at T0
+    return Stream(settings, rfm_model_factory(), redis_client, kafka_bootstrap)
+
+
+def _risk(redis_client: Any, churn: Any, user: str, as_of: int) -> tuple[float, str, list[str]]:
+    rec = decode_record(redis_client.hmget(feature_key(user), FIELDS), PARAMS)
+    assert rec is not None
+    s = churn.score(evaluate(rec.aggregates, as_of, PARAMS))
+    return float(s.risk[0]), s.bands[0], s.reasons[0]
+
+
+def test_entering_the_high_band_is_an_event_and_the_sweep_counts_bands(
+        stream: Stream, redis_client: Any) -> None:
+    s = stream
+    s.at(T0)
+    first = T0 + HOUR + 1
+    assert s.at(first) == 0  # the first sweep records segments, groups and bands
+    state = orjson.loads(redis_client.get("seg:segment:s1"))
+    assert state["band"] == "low" and state["band_since"] == first
+    assert not [c for c in s.published() if "churn_band" in c["changed"]]
+
+    later = T0 + 20 * DAY  # 20 silent days: recency passes 6 of the model's steps
+    s.at(later)
+    entered = {c["user_id"]: c for c in s.published() if c["changed"] == ["churn_band"]}
+    assert set(entered) == set(USERS)
+    for user, c in entered.items():
+        risk, band, reasons = _risk(redis_client, s.churn, user, later)
+        assert band == "high"
+        assert c["change_id"] == f"{user}:churn:low:{first}:high"
+        assert (c["from_churn_band"], c["to_churn_band"]) == ("low", "high")
+        assert c["ts_ms"] == later and c["trigger"] == "time"
+        now_in = orjson.loads(redis_client.get(f"seg:segment:{user}"))
+        assert c["from_segment"] == c["to_segment"] == now_in["sid"]  # its segment now
+        assert c["churn"]["risk"] == pytest.approx(risk, rel=1e-12)
+        assert c["churn"]["band"] == "high" and c["churn"]["reasons"] == reasons
+        assert c["churn"]["model_version"] == "5"
+        assert orjson.loads(redis_client.get(f"seg:segment:{user}"))["band"] == "high"
+    # the segment / RFM-group events of the same sweep carry the bands too
+    others = [c for c in s.published() if "churn_band" not in c["changed"]]
+    assert all({"from_churn_band", "to_churn_band", "churn"} <= set(c) for c in others)
+
+    # users per band and segment (as the sweep assigned them), never a user id
+    seg_now = {u: orjson.loads(redis_client.get(f"seg:segment:{u}"))["sid"] for u in USERS}
+    assert seg_now["s1"] == seg_now["s3"] == 20
+    for sid in (10, 20, 30):
+        got = {b: metrics.CHURN_BAND_USERS.labels(str(sid), b)._value.get() for b in BANDS}
+        n = sum(1 for u in USERS if seg_now[u] == sid)
+        assert got == {"low": 0, "medium": 0, "high": n}, (sid, got)
+    text = metrics.render()[0].decode()
+    assert 'segstream_churn_band_users{band="high",segment="20"} 2.0' in text
+    assert '"s1"' not in text
+
+    # the per-segment risk the catalogue reads
+    summary = redis_client.hgetall(CHURN_SEGMENTS_KEY)
+    seg20 = orjson.loads(summary[b"s:20"])
+    mean = sum(_risk(redis_client, s.churn, u, later)[0] for u in ("s1", "s3")) / 2
+    assert seg20["users"] == 2 and seg20["high_share"] == 1.0
+    assert seg20["mean_risk"] == pytest.approx(mean, rel=1e-12)
+    assert int(summary[b"as_of_ms"]) == later
+    assert summary[b"churn_model_version"] == b"5"
+    assert summary[b"segment_model_version"] == b"3"
+
+    # still high a sweep later: no second event
+    n = len(s.published())
+    s.at(later + 2 * HOUR)
+    assert not [c for c in s.published()[n:] if "churn_band" in c["changed"]]
+    s.detector.close()
