@@ -216,6 +216,25 @@ class RfmGroupCount(BaseModel):
     definition: str = Field(description="What the group's members did.")
 
 
+class SegmentChurn(BaseModel):
+    """The members' churn risk as of the change detector's last complete sweep (every
+    stored user evaluated as of the sweep's clock time under the churn and segment
+    champions): not live, and null until a sweep with a churn model has run under this
+    segment model version."""
+
+    users: int = Field(description="Stored users the sweep assigned to the segment.")
+    mean_risk: float | None = Field(ge=0.0, le=1.0, description="Their mean churn risk "
+                                    "(null: no users).")
+    high_share: float | None = Field(ge=0.0, le=1.0, description="Their share in the high "
+                                     "band (null: no users).")
+    as_of: str = Field(description="The time the sweep evaluated the users at (ISO 8601, "
+                       "UTC).")
+    measured_at: str = Field(description="When the sweep completed (ISO 8601, UTC).")
+    churn_model_version: str = Field(description="The churn model the sweep scored with.")
+    label: str = Field(description="What churned means for that model (activity, purchase).")
+    horizon_days: float = Field(description="The days after `as_of` the risk looks at.")
+
+
 class SegmentInfo(BaseModel):
     segment_id: int
     persona: str
@@ -238,6 +257,9 @@ class SegmentInfo(BaseModel):
         "apart, as z-scores of the member mean; the naming facets). The centroid is left "
         "out: a point in the model's scaled space, not a figure members have.")
     templates: dict[str, list[str]] = Field(description="Content templates per placement.")
+    churn: SegmentChurn | None = Field(description="The members' churn risk as of the last "
+                                       "sweep; null without one (no churn model, no sweep "
+                                       "yet, or one under another segment model version).")
 
 
 class Catalogue(BaseModel):

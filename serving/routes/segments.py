@@ -6,15 +6,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Path, Query
 
+from segstream.adapters.redis_keys import CHURN_SEGMENTS_KEY
 from segstream.core import rfm
 from segstream.core.times import format_time
-from segstream.serving import migrations
+from segstream.serving import metrics, migrations
 from segstream.serving.deps import State
 from segstream.serving.errors import InvalidInput, NotFound
 from segstream.serving.predict import Served
 from segstream.serving.records import parse_as_of, wall_ms
+from segstream.serving.redis_pipe import RedisCommandError, RedisUnavailable
 from segstream.serving.schemas import (
     UNAUTHORIZED,
     Catalogue,
@@ -39,7 +42,42 @@ def _rfm_groups(counts: dict[str, Any]) -> list[dict[str, Any]]:
              "definition": rfm.DEFINITIONS[g]} for g in rfm.GROUPS]
 
 
-def _info(state: AppState, served: Served, row: int) -> dict[str, Any]:
+def _flat(reply: Any) -> dict[bytes, bytes]:
+    """HGETALL's reply as a dict (a flat field/value list from the pipe; a dict or str
+    from other clients)."""
+    if isinstance(reply, dict):
+        items = list(reply.items())
+    else:
+        items = list(zip(reply[::2], reply[1::2], strict=True))
+    return {(k if isinstance(k, bytes) else str(k).encode()):
+            (v if isinstance(v, bytes) else str(v).encode()) for k, v in items}
+
+
+async def churn_summary(state: AppState, served: Served) -> dict[int, dict[str, Any]]:
+    """Per segment id, the churn risk of its members as of the last sweep (written by the
+    change detector into ``CHURN_SEGMENTS_KEY``); empty when there is none for this
+    segment model version, or Redis does not answer (the catalogue needs no Redis)."""
+    try:
+        raw = _flat(await state.redis.execute("HGETALL", CHURN_SEGMENTS_KEY) or [])
+    except (RedisUnavailable, RedisCommandError):
+        metrics.REDIS_ERRORS.labels("churn_segments").inc()
+        return {}
+    if raw.get(b"segment_model_version", b"").decode() != served.version:
+        return {}
+    common = {"as_of": format_time(int(raw[b"as_of_ms"])),
+              "measured_at": format_time(int(raw[b"measured_ms"])),
+              "churn_model_version": raw[b"churn_model_version"].decode(),
+              "label": raw[b"label"].decode(),
+              "horizon_days": float(raw[b"horizon_days"])}
+    out = {}
+    for key, value in raw.items():
+        if key.startswith(b"s:"):
+            out[int(key[2:])] = {**orjson.loads(value), **common}
+    return out
+
+
+def _info(state: AppState, served: Served, row: int,
+          churn: dict[int, dict[str, Any]] | None = None) -> dict[str, Any]:
     model = served.model
     profile = dict(model.profiles[row]) if row < len(model.profiles) else {}
     sid, persona = int(model.segment_ids[row]), model.personas[row]
@@ -55,16 +93,19 @@ def _info(state: AppState, served: Served, row: int) -> dict[str, Any]:
         "profile": {k: v for k, v in profile.items() if k not in _PROMOTED},
         "templates": {name: list(p.templates(sid, persona))
                       for name, p in state.mapping.placements.items()},
+        "churn": (churn or {}).get(sid),
     }
 
 
 @router.get("/segments", response_model=Catalogue,
             responses=error_responses({**UNAUTHORIZED, 503: "No model loaded yet."}))
 async def catalogue(state: State) -> dict[str, Any]:
-    """Every segment of the champion model."""
+    """Every segment of the champion model, with its members' churn risk as of the change
+    detector's last sweep."""
     served = state.served()
+    churn = await churn_summary(state, served)
     return {"model_version": served.version,
-            "segments": [_info(state, served, i) for i in range(served.model.k)]}
+            "segments": [_info(state, served, i, churn) for i in range(served.model.k)]}
 
 
 _TIME = ("ISO 8601 (no offset: UTC) or epoch seconds/milliseconds, the forms `as_of` "
@@ -123,4 +164,4 @@ async def segment(segment_id: Annotated[int, Path(ge=0)], state: State) -> dict[
     if row is None:
         raise NotFound(f"segment {segment_id} is not in model version {served.version}; "
                        f"it has {sorted(served.row_of)}", field="path.segment_id")
-    return _info(state, served, row)
+    return _info(state, served, row, await churn_summary(state, served))

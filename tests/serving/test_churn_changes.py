@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -17,11 +18,13 @@ from segstream.config import Settings
 from segstream.core.aggregates import evaluate
 from segstream.core.churn_model import BANDS
 from segstream.core.segment_model import SegmentModel
+from segstream.core.times import format_time
 from segstream.serving import metrics
 from segstream.serving.changes import ChangeDetector
 from segstream.serving.churn import ChurnHolder, StaticChurnSource
 from segstream.serving.model_holder import ModelHolder
 from segstream.serving.model_source import StaticSource
+from tests.support.api import Api
 from tests.support.archetypes import DAY, HOUR, PARAMS, users_state, write_records
 from tests.support.churn_models import make_churn_model
 from tests.support.webhooks import T0, produce_records
@@ -124,3 +127,30 @@ def test_entering_the_high_band_is_an_event_and_the_sweep_counts_bands(
     s.at(later + 2 * HOUR)
     assert not [c for c in s.published()[n:] if "churn_band" in c["changed"]]
     s.detector.close()
+
+
+def test_the_catalogue_shows_each_segments_risk_as_of_the_last_sweep(
+        stream: Stream, redis_client: Any, api_factory: Callable[..., Api],
+        rfm_model_factory: Callable[..., SegmentModel]) -> None:
+    api = api_factory(StaticSource(rfm_model_factory(), "3"))
+    before = httpx.get(f"{api.url}/v1/segments", headers=api.headers).json()
+    assert [seg["churn"] for seg in before["segments"]] == [None, None, None]
+    s = stream
+    s.at(T0)
+    s.at(T0 + HOUR + 1)
+    later = T0 + 20 * DAY
+    s.at(later)
+    s.detector.close()
+    body = httpx.get(f"{api.url}/v1/segments", headers=api.headers).json()
+    by_id = {seg["segment_id"]: seg["churn"] for seg in body["segments"]}
+    mean = sum(_risk(redis_client, s.churn, u, later)[0] for u in ("s1", "s3")) / 2
+    assert by_id[20]["users"] == 2 and by_id[20]["high_share"] == 1.0
+    assert by_id[20]["mean_risk"] == pytest.approx(mean, rel=1e-12)
+    assert by_id[20]["as_of"] == format_time(later)
+    assert by_id[20]["churn_model_version"] == "5" and by_id[20]["horizon_days"] == 14
+    one = httpx.get(f"{api.url}/v1/segments/20", headers=api.headers).json()
+    assert one["churn"] == by_id[20]
+    # measured under another segment model version: not shown
+    other = api_factory(StaticSource(rfm_model_factory(), "4"))
+    body = httpx.get(f"{other.url}/v1/segments", headers=other.headers).json()
+    assert all(seg["churn"] is None for seg in body["segments"])
