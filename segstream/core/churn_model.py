@@ -61,6 +61,9 @@ TOP_REASONS = 3
 MIN_REASON_WEIGHT = 0.02
 #: The features whose reasons compare with the user's own pace.
 RECENCY, PURCHASE_RECENCY = "recency_days", "purchase_recency_days"
+#: Model inputs never told as reasons: the account's age is no behaviour, and the
+#: training rows it would be compared with were all younger than the users scored later.
+NOT_REASONS = frozenset({"tenure_days"})
 
 
 def label_definition(label: str, horizon_days: float) -> dict[str, Any]:
@@ -256,6 +259,8 @@ class ChurnModel:
                 if w < MIN_REASON_WEIGHT or len(said) == top:
                     break
                 name = self.feature_names[j]
+                if name in NOT_REASONS:
+                    continue
                 text = reason_text(spec[name], float(x[i, j]), self.feature_stats,
                                    gap=float(gap[i]), order_gap=float(order_gap[i]),
                                    bought=bool(bought[i]))
@@ -306,6 +311,23 @@ class ChurnModel:
 # ------------------------------------------------------------------ reasons in words
 
 
+def _parts(value: float, f: Feature) -> tuple[str, str]:
+    """(number, unit suffix) of a feature value for a person."""
+    if f.kind == "days":
+        return (f"{value:.0f}" if abs(value) >= 10 else f"{value:.1f}"), " days"
+    if f.kind == "ratio":
+        return f"{value:.0%}", ""
+    if f.kind == "money":
+        return f"{value:,.2f}", f" {f.unit}"
+    if f.kind == "flag":
+        return ("yes" if value > 0.5 else "no"), ""
+    if f.kind == "score" and f.unit.startswith("ratio"):
+        return f"{value:+.2f}", ""
+    if f.kind == "rate":
+        return f"{value:.2f}", f" {f.unit}"
+    return f"{value:.3g}", f" {f.unit}"
+
+
 def fmt(value: float, f: Feature) -> str:
     """A feature value in its unit, for a person.
 
@@ -313,35 +335,43 @@ def fmt(value: float, f: Feature) -> str:
     '19 days'
     >>> fmt(0.125, FEATURE_SPEC.features[FEATURE_SPEC.index("mobile_share")])
     '12%'
+    >>> fmt(1.0, FEATURE_SPEC.features[FEATURE_SPEC.index("lifetime_sessions")])
+    '1 session'
     """
-    if f.kind == "days":
-        return f"{value:.0f} days" if abs(value) >= 10 else f"{value:.1f} days"
-    if f.kind == "ratio":
-        return f"{value:.0%}"
-    if f.kind == "money":
-        return f"{value:,.2f} {f.unit}"
-    if f.kind == "flag":
-        return "yes" if value > 0.5 else "no"
-    if f.kind == "score" and f.unit.startswith("ratio"):
-        return f"{value:+.2f}"
-    if f.kind == "rate":
-        return f"{value:.2f} {f.unit}"
-    return f"{value:.3g} {f.unit}"
+    number, unit = _parts(value, f)
+    if number == "1" and unit.endswith("s"):
+        unit = unit[:-1]
+    return number + unit
+
+
+def fmt_range(low: float, high: float, f: Feature) -> str:
+    """``low to high unit`` (one value when both read the same).
+
+    >>> fmt_range(0.31, 0.8, FEATURE_SPEC.features[FEATURE_SPEC.index("session_rate_long")])
+    '0.31 to 0.80 sessions/day'
+    """
+    a, b = _parts(low, f)[0], _parts(high, f)[0]
+    return fmt(high, f) if a == b else f"{a} to {fmt(high, f)}"
 
 
 def reason_text(f: Feature, value: float,
                 stats: dict[str, dict[str, list[float | None]]], *, gap: float = math.nan,
                 order_gap: float = math.nan, bought: bool = True) -> str:
     """One reason in words: the user's value of feature ``f`` in its unit, against their
-    own usual gap (the two recencies: ``segstream.core.pace``) or the median of the users
-    who stayed (``stats``).
+    own usual gap (the two recencies: ``segstream.core.pace``) or the middle half of the
+    users who stayed (``stats``: quartiles; low or high against their median).
 
     >>> recency = FEATURE_SPEC.features[FEATURE_SPEC.index("recency_days")]
     >>> reason_text(recency, 19.0, {}, gap=3.0)
     'no visit for 19 days; usual gap 3.0 days'
     >>> trend = FEATURE_SPEC.features[FEATURE_SPEC.index("engagement_trend")]
     >>> reason_text(trend, -0.8, {"engagement_trend": {"stayed": [-0.1, 0.02, 0.1]}})
-    'low engagement trend: -0.80 (users who stayed: +0.02)'
+    'low engagement trend: -0.80 (users who stayed: -0.10 to +0.10)'
+    >>> bought = FEATURE_SPEC.features[FEATURE_SPEC.index("purchase_recency_days")]
+    >>> reason_text(bought, 40.0, {}, order_gap=12.0)
+    'no purchase for 40 days; usual gap between orders 12 days'
+    >>> reason_text(bought, math.nan, {}, bought=False)
+    'never purchased'
     """
     if (f.given is not None and not bought) or (f.name == PURCHASED and value < 0.5):
         return "never purchased"
@@ -357,11 +387,11 @@ def reason_text(f: Feature, value: float,
                     f"{fmt(order_gap, f)}")
         return f"no purchase for {fmt(value, f)}, after a single order"
     words = f.name.replace("_", " ")
-    median = ((stats.get(f.name) or {}).get("stayed") or [None, None, None])[1]
-    if median is None:
+    low, median, high = (stats.get(f.name) or {}).get("stayed") or [None, None, None]
+    if low is None or median is None or high is None:
         return f"{words}: {fmt(value, f)}"
     side = "low " if value < median else "high " if value > median else ""
-    return f"{side}{words}: {fmt(value, f)} (users who stayed: {fmt(median, f)})"
+    return f"{side}{words}: {fmt(value, f)} (users who stayed: {fmt_range(low, high, f)})"
 
 
 def _json_default(obj: Any) -> Any:

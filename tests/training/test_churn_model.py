@@ -126,8 +126,10 @@ def test_reasons_are_words_with_units(split: Split, fitted: tuple[Any, ChurnMode
     rows = scores.rows(model.feature_names)
     assert rows[high[0]]["band"] == "high" and rows[high[0]]["reasons"][0]["text"]
     texts = {t for r in scores.reasons for t in r}
-    assert any(re.search(r"sessions/day \(users who stayed: [\d.]+ sessions/day\)", t)
+    assert any(re.fullmatch(r"low session rate (short|long): [\d.]+ sessions/day \(users who "
+                            r"stayed: [\d.]+ to [\d.]+ sessions/day\)", t)
                for t in texts), sorted(texts)[:20]
+    assert not any("tenure" in t for t in texts)  # the account's age is no reason
 
 
 def test_artefact_round_trip(tmp_path: Path, split: Split,
