@@ -11,7 +11,10 @@ must record) in a temp dir, then alternates wrk runs (``wrk -t1 -c32``) against 
 bare endpoint, ``GET /v1/users/{id}/segment`` and ``GET /v1/users/{id}/features``
 (random ids, API key on; each evaluates the user's aggregates as of now on the
 request path), and a batch run (``POST /v1/users/segments:batch`` with 100 random
-ids). Each server is one uvicorn worker with uvloop + httptools and no access log.
+ids). The lookup and the batch run again against a second API that also holds a churn
+model (training's fit on these users with a synthetic label: the scoring cost of a
+real artefact), so each has a row with churn risk and one without. Each server is one
+uvicorn worker with uvloop + httptools and no access log.
 Prints a Markdown table; the ratio lookup/bare is the figure to compare across
 machines.
 
@@ -121,6 +124,31 @@ def build_model(directory: Path, aggs: np.ndarray) -> None:
     model.save(directory)
 
 
+def build_churn_model(directory: Path, aggs: np.ndarray) -> None:
+    """A churn artefact of training's own fit (``training/churn_fit.py``: its trees and
+    calibration, so scoring costs what a real one does) on the users' features as of now,
+    with a synthetic label (long silences and falling engagement churn, with noise): the
+    figures measure the scoring cost, not the model's quality."""
+    from segstream.config import Settings
+    from segstream.core.aggregates import evaluate
+    from segstream.core.contract import FEATURE_SPEC
+    from training.churn_data import ChurnExamples
+    from training.churn_fit import fit_churn
+
+    params, now = Settings().feature_params(), int(time.time() * 1000)
+    x = evaluate(aggs, now, params)
+    rng = np.random.default_rng(3)
+    recency = x[:, FEATURE_SPEC.index("recency_days")]
+    trend = np.nan_to_num(x[:, FEATURE_SPEC.index("engagement_trend")])
+    logit = 0.4 * (recency - np.median(recency)) - trend + rng.normal(0, 1, len(x))
+    examples = ChurnExamples(user_ids=np.array([f"u{i}" for i in range(len(x))], dtype=object),
+                             X=x, y=(logit > 0).astype(np.int8),
+                             as_of_ms=np.full(len(x), now, dtype=np.int64), label="activity",
+                             horizon_days=14.0, feature_params=params.describe(),
+                             source="benchmark users, synthetic label")
+    fit_churn(examples).save(directory)
+
+
 def fill_redis(url: str, users: list[str], aggs: np.ndarray, cluster: bool = False) -> None:
     from segstream.adapters.online_store import encode_record
     from segstream.adapters.redis_connect import sync_redis
@@ -223,15 +251,22 @@ def main() -> None:
         users, aggs = user_records()
         fill_redis(redis_url, users, aggs, cluster=args.redis_cluster)
         build_model(tmp / "model", aggs)
-        bare_port, api_port = free_port(), free_port()
+        build_churn_model(tmp / "churn", aggs)
+        bare_port, api_port, churn_port = free_port(), free_port(), free_port()
         procs.append(start(["--kind", "bare", "--port", str(bare_port)], tmp / "bare.log"))
         procs.append(start(["--kind", "api", "--port", str(api_port), "--model-dir",
                             str(tmp / "model"), "--redis-url", redis_url,
                             "--data-dir", str(tmp / "data"),
                             *(["--redis-cluster"] if args.redis_cluster else [])],
                            tmp / "api.log"))
+        procs.append(start(["--kind", "api", "--port", str(churn_port), "--model-dir",
+                            str(tmp / "model"), "--churn-dir", str(tmp / "churn"),
+                            "--redis-url", redis_url, "--data-dir", str(tmp / "data-churn"),
+                            *(["--redis-cluster"] if args.redis_cluster else [])],
+                           tmp / "api-churn.log"))
         wait_http(f"http://127.0.0.1:{bare_port}/bare/x")
         wait_http(f"http://127.0.0.1:{api_port}/readyz")
+        wait_http(f"http://127.0.0.1:{churn_port}/readyz")
         scripts = {}
         for name, lua in (("bare", BARE_LUA), ("lookup", LOOKUP_LUA),
                           ("features", FEATURES_LUA), ("batch", BATCH_LUA)):
@@ -240,17 +275,22 @@ def main() -> None:
         urls = {"bare": f"http://127.0.0.1:{bare_port}",
                 "lookup": f"http://127.0.0.1:{api_port}",
                 "features": f"http://127.0.0.1:{api_port}",
-                "batch": f"http://127.0.0.1:{api_port}"}
+                "batch": f"http://127.0.0.1:{api_port}",
+                "lookup_churn": f"http://127.0.0.1:{churn_port}",
+                "batch_churn": f"http://127.0.0.1:{churn_port}"}
         run_wrk(urls["lookup"], scripts["lookup"], 2, args.connections)  # warm-up
         run_wrk(urls["bare"], scripts["bare"], 2, args.connections)
         results: dict[str, list[dict[str, float]]] = {
-            "bare": [], "lookup": [], "features": [], "batch": []}
+            "bare": [], "lookup": [], "lookup_churn": [], "features": [], "batch": [],
+            "batch_churn": []}
+        run_wrk(urls["lookup_churn"], scripts["lookup"], 2, args.connections)
         for _ in range(args.rounds):
-            for name in ("bare", "lookup", "features"):
-                results[name].append(run_wrk(urls[name], scripts[name], args.duration,
-                                             args.connections))
-            results["batch"].append(run_wrk(urls["batch"], scripts["batch"], args.duration,
-                                            args.batch_connections))
+            for name in ("bare", "lookup", "lookup_churn", "features"):
+                results[name].append(run_wrk(urls[name], scripts[name.split("_")[0]],
+                                             args.duration, args.connections))
+            for name in ("batch", "batch_churn"):
+                results[name].append(run_wrk(urls[name], scripts["batch"], args.duration,
+                                             args.batch_connections))
         for p in procs:  # the servers are done: the sweep gets the cores
             p.terminate()
             p.wait(10)
@@ -278,15 +318,22 @@ def report(results: dict[str, list[dict[str, float]]], sweeps: list[dict[str, An
     print("\n| endpoint | connections | rps | p50 ms | p99 ms | non-2xx |")
     print("|---|---|---|---|---|---|")
     for name, conns in (("bare", args.connections), ("lookup", args.connections),
-                        ("features", args.connections), ("batch", args.batch_connections)):
+                        ("lookup_churn", args.connections),
+                        ("features", args.connections), ("batch", args.batch_connections),
+                        ("batch_churn", args.batch_connections)):
         m = med[name]
         label = {"bare": "bare FastAPI JSON", "lookup": "GET /v1/users/{id}/segment",
+                 "lookup_churn": "GET /v1/users/{id}/segment + churn risk",
                  "features": "GET /v1/users/{id}/features",
-                 "batch": "POST segments:batch (100 ids)"}[name]
+                 "batch": "POST segments:batch (100 ids)",
+                 "batch_churn": "POST segments:batch (100 ids) + churn risk"}[name]
         print(f"| {label} | {conns} | {m['rps']:,.0f} | {m['p50']:.2f} | {m['p99']:.2f} | "
               f"{m['non2xx']:.0f} |")
     print(f"\nlookup / bare rps ratio: {med['lookup']['rps'] / med['bare']['rps']:.2f}; "
-          f"features / bare: {med['features']['rps'] / med['bare']['rps']:.2f}")
+          f"features / bare: {med['features']['rps'] / med['bare']['rps']:.2f}; "
+          f"lookup with churn / without: rps "
+          f"{med['lookup_churn']['rps'] / med['lookup']['rps']:.2f}, p99 "
+          f"{med['lookup_churn']['p99']:.2f} vs {med['lookup']['p99']:.2f} ms")
     for name, runs in results.items():
         print(f"{name} runs (rps): {[round(r['rps']) for r in runs]}")
     if sweeps:

@@ -1,6 +1,7 @@
 """The two servers the serving benchmark compares, run the same way (uvicorn, 1
 worker, uvloop, httptools, no access log): ``bare`` is a FastAPI JSON endpoint that
-does nothing; ``api`` is segstream's app with a model loaded from a directory."""
+does nothing; ``api`` is segstream's app with a model loaded from a directory (and a churn model
+from another with ``--churn-dir``)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ def main() -> None:
     parser.add_argument("--kind", choices=["bare", "api"], required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--model-dir", type=Path)
+    parser.add_argument("--churn-dir", type=Path, help="also serve this churn model")
     parser.add_argument("--redis-url")
     parser.add_argument("--redis-cluster", action="store_true")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/segstream-bench"))
@@ -32,7 +34,14 @@ def main() -> None:
         settings = Settings(redis_url=args.redis_url, redis_cluster=args.redis_cluster,
                             data_dir=args.data_dir,
                             api_keys=["bench-key-123456"], api_model_poll_s=60)
-        app = create_app(settings, StaticSource(SegmentModel.load(args.model_dir), "1"))
+        churn = None
+        if args.churn_dir is not None:
+            from segstream.core.churn_model import ChurnModel
+            from segstream.serving.churn import StaticChurnSource
+
+            churn = StaticChurnSource(ChurnModel.load(args.churn_dir), "1")
+        app = create_app(settings, StaticSource(SegmentModel.load(args.model_dir), "1"),
+                         churn)
     uvicorn.run(app, host="127.0.0.1", port=args.port, loop="uvloop", http="httptools",
                 access_log=False, log_level="warning")
 
