@@ -146,3 +146,36 @@ def test_the_holder_hot_reloads_and_refuses_another_spec() -> None:
     source.promote(make_churn_model(), "3")
     assert holder.refresh() and holder.current.version == "3"
     assert holder.last_error is None
+
+
+@pytest.mark.mlflow
+def test_the_churn_champion_is_hot_reloaded_from_the_registry(
+        api_factory: Callable[..., Api], settings_factory: Callable[..., Any],
+        redis_client: Any) -> None:
+    import time
+
+    from segstream.adapters.registry import ChurnRegistry
+    from segstream.serving.churn import RegistryChurnSource
+
+    settings = settings_factory()
+    registry = ChurnRegistry(settings)
+    put_users(redis_client, ROWS)
+    api = api_factory(churn=RegistryChurnSource(settings), api_model_poll_s=0.1)
+    url = f"{api.url}/v1/users/user-1/segment"
+    assert httpx.get(url, headers=api.headers).json()["churn"] is None  # none registered
+    v1 = registry.register(make_churn_model())
+    registry.set_alias(v1, "champion")
+    deadline = time.monotonic() + 20
+    while (body := httpx.get(url, headers=api.headers).json())["churn"] is None:
+        assert time.monotonic() < deadline, "the churn champion was not picked up"
+        time.sleep(0.1)
+    assert body["churn"]["model_version"] == str(v1)
+    # another feature params' model promoted: refused, v1 keeps serving
+    v2 = registry.register(make_churn_model(params=FeatureParams(session_gap_minutes=5.0)))
+    registry.set_alias(v2, "champion")
+    deadline = time.monotonic() + 20
+    while not (httpx.get(f"{api.url}/readyz").json()["details"]["churn_error"] or ""):
+        assert time.monotonic() < deadline, "the refusal was not reported"
+        time.sleep(0.1)
+    assert httpx.get(url, headers=api.headers).json()["churn"]["model_version"] == str(v1)
+    assert httpx.get(f"{api.url}/readyz").status_code == 200
