@@ -86,8 +86,9 @@ REDIS_ERRORS = Counter(f"{PREFIX}_redis_errors_total", "Redis commands that fail
 
 # --- segment changes and webhooks ---------------------------------------------------
 SEGMENT_CHANGES = Counter(f"{PREFIX}_segment_changes_total", "Change events published (a "
-                          "segment change, an RFM-group change or both), by trigger: a new "
-                          "event, or time alone (the sweep).", ["trigger"])
+                          "segment change, an RFM-group change or both, or an entry into the "
+                          "high churn band), by trigger: a new event, or time alone (the "
+                          "sweep).", ["trigger"])
 SEGMENT_CHANGES_SUPPRESSED = Counter(f"{PREFIX}_segment_changes_suppressed_total",
                                      "Segment or RFM-group changes held back by the minimum "
                                      "dwell (hysteresis).")
