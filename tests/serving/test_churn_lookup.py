@@ -179,3 +179,36 @@ def test_the_churn_champion_is_hot_reloaded_from_the_registry(
         time.sleep(0.1)
     assert httpx.get(url, headers=api.headers).json()["churn"]["model_version"] == str(v1)
     assert httpx.get(f"{api.url}/readyz").status_code == 200
+
+
+def test_one_score_call_per_batch_and_per_turn(api_factory: Callable[..., Api],
+                                               redis_client: Any) -> None:
+    import asyncio
+
+    model = make_churn_model()
+    calls: list[int] = []
+    score = model.score
+
+    def counted(x: np.ndarray, reasons: int = 3) -> Any:
+        calls.append(len(x))
+        return score(x, reasons=reasons)
+
+    model.score = counted  # type: ignore[method-assign]
+    users = {f"v{i}": i % 3 for i in range(24)}
+    put_users(redis_client, users)
+    api = api_factory(churn=StaticChurnSource(model, "1"))
+    r = httpx.post(f"{api.url}/v1/users/segments:batch", headers=api.headers,
+                   json={"user_ids": list(users)})
+    assert r.status_code == 200 and calls == [24]
+
+    async def concurrent() -> list[dict[str, Any]]:
+        async with httpx.AsyncClient(base_url=api.url, headers=api.headers) as client:
+            rs = await asyncio.gather(*(client.get(f"/v1/users/{u}/segment") for u in users))
+        return [x.json() for x in rs]
+
+    calls.clear()
+    bodies = asyncio.run(concurrent())
+    assert all(b["churn"] is not None for b in bodies)
+    # each row scored once, with the others of its event-loop turn (how many share a
+    # turn depends on the arrivals: 1 to 24 calls were seen)
+    assert sum(calls) == len(users), calls
