@@ -25,7 +25,8 @@ reaches with redis-py's asyncio cluster client (the path of ``redis_cluster=true
 Sweep (unless ``--skip-sweep``): an embedded broker for the detector's producer, then
 ``ChangeDetector.sweep`` over the same 10,000 records three times: the first records
 everyone's first segment (a write per user), the second is the steady state (reads
-only), the third is 90 days later (time alone moves many users: changes published).
+only), the third is 90 days later (time alone moves many users: changes published); then the
+same three from fresh state with the churn model too.
 """
 
 from __future__ import annotations
@@ -165,8 +166,11 @@ def fill_redis(url: str, users: list[str], aggs: np.ndarray, cluster: bool = Fal
     client.close()
 
 
-def measure_sweeps(redis_url: str, model_dir: Path) -> list[dict[str, float]]:
-    """Three sweeps of the detector over every record (see the module docstring)."""
+def measure_sweeps(redis_url: str, model_dir: Path, churn_dir: Path | None = None
+                   ) -> list[dict[str, float]]:
+    """Three sweeps of the detector over every record (see the module docstring); with
+    ``churn_dir``, scoring churn too (bands, high-band events, the per-segment hash),
+    from fresh state."""
     import redis
 
     from benchmarks.common import kafka_broker
@@ -174,6 +178,7 @@ def measure_sweeps(redis_url: str, model_dir: Path) -> list[dict[str, float]]:
     from segstream.config import Settings
     from segstream.core.segment_model import SegmentModel
     from segstream.serving.changes import ChangeDetector
+    from segstream.serving.churn import ChurnHolder, StaticChurnSource
     from segstream.serving.model_holder import ModelHolder
     from segstream.serving.model_source import StaticSource
 
@@ -186,7 +191,16 @@ def measure_sweeps(redis_url: str, model_dir: Path) -> list[dict[str, float]]:
                              settings.feature_params())
         holder.refresh()
         client = redis.Redis.from_url(redis_url)
-        detector = ChangeDetector(settings, holder, client, bootstrap)
+        for key in client.scan_iter(match="seg:segment:*", count=1000):  # fresh state
+            client.delete(key)
+        churn = None
+        if churn_dir is not None:
+            from segstream.core.churn_model import ChurnModel
+
+            churn = ChurnHolder(StaticChurnSource(ChurnModel.load(churn_dir), "1"),
+                                settings.feature_params())
+            churn.refresh()
+        detector = ChangeDetector(settings, holder, client, bootstrap, churn)
         now = int(time.time() * 1000)
         for label, at in (("first (records every user's segment)", now),
                           ("steady (nothing changed)", now + 60_000),
@@ -194,6 +208,8 @@ def measure_sweeps(redis_url: str, model_dir: Path) -> list[dict[str, float]]:
             start = time.perf_counter()
             changes = detector.sweep(at)
             seconds = time.perf_counter() - start
+            if churn is not None:
+                label += ", with churn"
             out.append({"label": label, "seconds": seconds, "changes": changes,  # type: ignore[dict-item]
                         "users_per_s": USERS / seconds})
         detector.close()
@@ -295,7 +311,9 @@ def main() -> None:
             p.terminate()
             p.wait(10)
         procs.clear()
-        sweeps = [] if args.skip_sweep else measure_sweeps(redis_url, tmp / "model")
+        sweeps = [] if args.skip_sweep else [
+            *measure_sweeps(redis_url, tmp / "model"),
+            *measure_sweeps(redis_url, tmp / "model", tmp / "churn")]
         report(results, sweeps, args)
     finally:
         for p in procs:
