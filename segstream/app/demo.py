@@ -181,6 +181,44 @@ def step_training(demo: Demo) -> None:
                                                      result.model.personas, strict=True))
 
 
+#: The demo's history holds 25 days: a week's horizon leaves snapshots to train and test on.
+DEMO_CHURN = {"churn_horizon_days": 7.0, "churn_snapshot_every_days": 3.0}
+
+
+def step_churn(demo: Demo) -> None:
+    """Train the churn-risk model on snapshots of the history (label: no accepted event in
+    the next 7 days), beside recency alone and the RFM score; show risk per segment."""
+    from segstream.adapters.registry import RegistryError
+    from segstream.app.churn_commands import evaluation_tables
+    from segstream.training.churn import train_churn
+
+    console = demo.console
+    console.rule("churn risk: a second model on point-in-time snapshots -> MLflow")
+    settings = demo.settings.model_copy(update=DEMO_CHURN)
+    try:
+        result = train_churn(settings, settings.history_dir)
+    except (ValueError, RegistryError) as exc:
+        console.print(f"  no churn model: {exc}")
+        return
+    console.print(f"  label: {result.model.label['definition']}; {len(result.train):,} "
+                  f"training rows, {len(result.test):,} test rows")
+    scores, _, bands = evaluation_tables(result.evaluation, f"churn version "
+                                         f"{result.version}, the later snapshot")
+    console.print(scores)
+    console.print(bands)
+    console.print(f"  gates: {result.gate.summary()}"
+                  + ("; churn champion" if result.promoted else "; not promoted"))
+    names = dict(zip(demo.model.segment_ids, demo.model.personas, strict=True)) if (
+        demo.model is not None) else {}
+    if result.segments:
+        risky = max(result.segments, key=lambda r: r["mean_risk"])
+        name = names.get(risky["segment_id"], risky.get("persona", "?"))
+        demo.summary["churn risk"] = (
+            f"ROC AUC {result.evaluation.metrics['roc_auc']:.3f} on the later snapshot; "
+            f"riskiest segment {risky['segment_id']} {name}: mean risk "
+            f"{risky['mean_risk']:.2f}, observed churn {risky['observed']:.2f}")
+
+
 def step_detect_before(demo: Demo) -> None:
     from segstream.app.demo_serving import step_changes
 
@@ -211,7 +249,7 @@ def step_later(demo: Demo) -> None:
 
     stream_parts(demo.settings, demo.console, [day(k) for k in range(1, LATE_DAYS + 1)])
     n = step_changes(demo.settings, demo.console)
-    demo.summary["segment changes"] = n
+    demo.summary["changes published, days 26-30"] = n
     delivered = deliver_webhooks(demo.settings, demo.console)
     demo.summary["webhooks delivered (signature checked)"] = delivered
 
@@ -258,8 +296,8 @@ def step_summary(demo: Demo) -> None:
     console.print(table)
 
 
-STEPS: list[Step] = [step_stack, step_events, step_stream, step_training, step_detect_before,
-                     step_later, step_drift, step_serve, step_summary]
+STEPS: list[Step] = [step_stack, step_events, step_stream, step_training, step_churn,
+                     step_detect_before, step_later, step_drift, step_serve, step_summary]
 
 
 def run_demo(settings: Settings, console: Console, *, keep_running: bool = False) -> None:

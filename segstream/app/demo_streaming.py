@@ -20,9 +20,17 @@ def _users(redis_url: str) -> int:
         client.close()
 
 
+#: Records per micro-batch of the first run: about a day of the demo's events, so that
+#: the Parquet history holds a record per user per day and snapshots "as of T" (the
+#: churn model's training rows) are true to the day, not to one 25-day batch.
+DAY_OF_RECORDS = 4000
+
+
 def step_stream(settings: Settings, console: Console) -> None:
-    """Run ``segstream stream --available-now`` in-process; print users with records."""
-    stream_parts(settings, console, [lambda: "everything on the topic"])
+    """Run ``segstream stream --available-now`` in-process, in micro-batches of about a
+    day; print users with records."""
+    daily = settings.model_copy(update={"stream_max_records_per_trigger": DAY_OF_RECORDS})
+    stream_parts(daily, console, [lambda: "everything on the topic, a day a batch"])
 
 
 def stream_parts(settings: Settings, console: Console, parts: Sequence[Callable[[], str]]
