@@ -44,6 +44,7 @@ from typing import Any, Literal
 import numpy as np
 
 from segstream.core.contract import FEATURE_SPEC, PURCHASED, Feature, FeatureSpec
+from segstream.core.jsonable import json_default
 from segstream.core.pace import usual_gap_days, usual_order_gap_days
 
 ARTEFACT_FILE = "churn_model.npz"
@@ -285,7 +286,7 @@ class ChurnModel:
             "band_edges": list(self.band_edges), "label": self.label,
             "feature_stats": self.feature_stats, "metrics": self.metrics, "info": self.info,
         }
-        (directory / META_FILE).write_text(json.dumps(meta, indent=1, default=_json_default))
+        (directory / META_FILE).write_text(json.dumps(meta, indent=1, default=json_default))
         return directory
 
     @classmethod
@@ -392,11 +393,3 @@ def reason_text(f: Feature, value: float,
         return f"{words}: {fmt(value, f)}"
     side = "low " if value < median else "high " if value > median else ""
     return f"{side}{words}: {fmt(value, f)} (users who stayed: {fmt_range(low, high, f)})"
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -36,6 +36,7 @@ import numpy as np
 
 from segstream.core import rfm
 from segstream.core.contract import FEATURE_SPEC, PURCHASED, FeatureSpec
+from segstream.core.jsonable import json_default
 
 ARTEFACT_FILE = "segment_model.npz"
 META_FILE = "segment_model.json"
@@ -219,7 +220,7 @@ class SegmentModel:
             "info": self.info,
             "rfm_edges": self.rfm_edges,
         }
-        (directory / META_FILE).write_text(json.dumps(meta, indent=1, default=_json_default))
+        (directory / META_FILE).write_text(json.dumps(meta, indent=1, default=json_default))
         return directory
 
     @classmethod
@@ -261,11 +262,3 @@ def reason_dicts(model: SegmentModel, a: Assignment, row: int, raw: np.ndarray
         out.append({"feature": model.feature_names[j], "value": float(raw[j]), "z": zj,
                     "direction": "high" if zj > 0 else "low", "weight": w})
     return out
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
