@@ -1,4 +1,4 @@
-"""`make test` does not depend on the caller's environment (issue 11, defect 2)."""
+"""`make test` does not depend on the caller's environment."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A record too large for the DLQ topic cannot stop the stream (issue 11, defect 1).
+"""A record too large for the DLQ topic cannot stop the stream.
 
 A 10 MB record (valid JSON, a large ``properties`` object) that the broker accepts is
 rejected by the validator as ``record_too_large``. Before the fix the sink produced all

@@ -1,4 +1,4 @@
-"""Redis goes away while the stream runs (issue 11, fault tests).
+"""Redis goes away while the stream runs.
 
 * Down for a few seconds: the batch in flight retries its writes (``stream_redis_retry_s``)
   and goes through when Redis is back; nothing is lost or counted twice.

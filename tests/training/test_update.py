@@ -156,7 +156,7 @@ def test_cli_models_and_report(settings_factory: Callable[..., Settings],
     out = run(settings, "models", "list")
     assert "passed" in out and "segstream-segments" in out
     registry = Registry(settings)
-    # the champion alias shows in the list (issue 11: search results carry no aliases)
+    # the champion alias shows in the list (MLflow search results carry no aliases)
     assert [v.aliases for v in registry.versions()] == [(), ("champion",)]
     assert "champion" in out
     # a deliberately bad candidate: rejected by the gates, stays registered with its reason
