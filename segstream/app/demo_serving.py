@@ -105,7 +105,8 @@ def step_serve(settings: Settings, console: Console) -> dict[str, Any]:
     if lapsed:
         summary["a user who lapsed (no new event)"] = (
             f"{lapsed['user_id']}: segment {lapsed['from_segment']} -> "
-            f"{lapsed['to_segment']} ({lapsed['persona']}) at {lapsed['at']}")
+            f"{lapsed['to_segment']} ({lapsed['persona']}) at {lapsed['at']}"
+            + (f"; {lapsed['risk']}" if "risk" in lapsed else ""))
     if users:
         summary["lookup load (one API worker)"] = lookup_load(url, users)
     summary["API"] = f"{url}/docs (OpenAPI), {url}/metrics, log {info['log']}"
@@ -297,5 +298,15 @@ def show_lapsed(settings: Settings, console: Console, url: str) -> dict[str, Any
     for name in SHOWN:
         table.add_row(name, f"{at_event['features'][name]:.3f}",
                       f"{at_change['features'][name]:.3f}")
+    risks = [httpx.get(f"{url}/v1/users/{user}/segment", timeout=5,
+                       params={"as_of": when}).json().get("churn") for when in (
+                           then["last_event_at"], change["at"])]
+    out = dict(change)
+    if all(risks):  # a churn champion is served: the same silence raises the risk
+        before, after = risks
+        table.add_row("churn risk", f"{before['risk']:.2f} ({before['band']})",
+                      f"{after['risk']:.2f} ({after['band']})")
+        out["risk"] = (f"churn risk {before['risk']:.2f} -> {after['risk']:.2f} with no new "
+                       f"event; " + "; ".join(after["reasons"][:2]))
     console.print(table)
-    return dict(change)
+    return out
