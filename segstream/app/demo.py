@@ -210,13 +210,33 @@ def step_churn(demo: Demo) -> None:
                   + ("; churn champion" if result.promoted else "; not promoted"))
     names = dict(zip(demo.model.segment_ids, demo.model.personas, strict=True)) if (
         demo.model is not None) else {}
-    if result.segments:
+    if result.segments and demo.model is not None:
         risky = max(result.segments, key=lambda r: r["mean_risk"])
         name = names.get(risky["segment_id"], risky.get("persona", "?"))
+        why = _segment_reasons(demo.model, result.model, result.test.X, risky["segment_id"])
+        console.print(f"  riskiest segment: {risky['segment_id']} {name}, mean risk "
+                      f"{risky['mean_risk']:.2f}; its members' commonest reasons: "
+                      + "; ".join(why))
         demo.summary["churn risk"] = (
             f"ROC AUC {result.evaluation.metrics['roc_auc']:.3f} on the later snapshot; "
             f"riskiest segment {risky['segment_id']} {name}: mean risk "
-            f"{risky['mean_risk']:.2f}, observed churn {risky['observed']:.2f}")
+            f"{risky['mean_risk']:.2f}, observed churn {risky['observed']:.2f}; "
+            + "; ".join(why))
+
+
+def _segment_reasons(segments: Any, churn: Any, X: Any, segment_id: int, top: int = 2
+                     ) -> list[str]:
+    """The reasons most often among a segment's members' top reasons, each with the
+    share of members that have it and one member's words."""
+    members = X[segments.assign(X).segment_ids == segment_id]
+    counts: Counter[str] = Counter()
+    example: dict[str, str] = {}
+    for row in churn.score(members).rows(churn.feature_names):
+        for r in row["reasons"]:
+            counts[r["feature"]] += 1
+            example.setdefault(r["feature"], r["text"])
+    return [f"{example[f]} ({n / max(len(members), 1):.0%} of members)"
+            for f, n in counts.most_common(top)]
 
 
 def step_detect_before(demo: Demo) -> None:
