@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -27,6 +26,7 @@ import numpy as np
 from segstream.core.aggregates import FeatureParams
 from segstream.core.churn_model import BANDS, TOP_REASONS, ChurnModel, ChurnScores
 from segstream.serving import metrics
+from segstream.serving.model_source import RegistryModels, StaticModels
 
 if TYPE_CHECKING:
     from segstream.config import Settings
@@ -43,47 +43,17 @@ class ChurnSource(Protocol):
         """The churn artefact of ``version``."""
 
 
-class RegistryChurnSource:
-    """Adapter over ``segstream.adapters.registry.ChurnRegistry`` (``churn_model_name``)."""
+class RegistryChurnSource(RegistryModels[ChurnModel]):
+    """The churn model's versions in the registry (``ChurnRegistry``, ``churn_model_name``)."""
 
     def __init__(self, settings: Settings) -> None:
         from segstream.adapters.registry import ChurnRegistry  # heavy (mlflow)
 
-        self._registry = ChurnRegistry(settings)
-
-    def champion_version(self) -> str | None:
-        version = self._registry.champion_version()
-        return None if version is None else str(version)
-
-    def load(self, version: str) -> ChurnModel:
-        model = self._registry.load(version)
-        if model.version is None:
-            model.version = str(version)
-        return model
+        super().__init__(ChurnRegistry(settings))
 
 
-class StaticChurnSource:
+class StaticChurnSource(StaticModels[ChurnModel]):
     """In-memory churn versions and a champion pointer (tests, the benchmark)."""
-
-    def __init__(self, model: ChurnModel | None = None, version: str = "1") -> None:
-        self._lock = threading.Lock()
-        self._models: dict[str, ChurnModel] = {}
-        self._champion: str | None = None
-        if model is not None:
-            self.promote(model, version)
-
-    def promote(self, model: ChurnModel, version: str) -> None:
-        with self._lock:
-            model.version = version
-            self._models[version] = model
-            self._champion = version
-
-    def champion_version(self) -> str | None:
-        return self._champion
-
-    def load(self, version: str) -> ChurnModel:
-        with self._lock:
-            return self._models[version]
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from segstream.core.churn_model import ChurnModel
 from segstream.core.segment_model import SegmentModel
+
+M = TypeVar("M", SegmentModel, ChurnModel)
 
 if TYPE_CHECKING:
     from segstream.config import Settings
@@ -50,37 +53,45 @@ def use_poll_env_defaults() -> None:
         os.environ.setdefault(name, value)
 
 
-class RegistrySource:
-    """Adapter over ``segstream.adapters.registry.Registry`` (MLflow). It leaves MLflow's
-    retries as the process has them: see :func:`use_poll_env_defaults`."""
+class RegistryModels(Generic[M]):
+    """Adapter over one registered model of ``segstream.adapters.registry`` (MLflow):
+    its champion alias and its versions. It leaves MLflow's retries as the process has
+    them: see :func:`use_poll_env_defaults`."""
 
-    def __init__(self, settings: Settings) -> None:
-        from segstream.adapters.registry import Registry  # heavy (mlflow): only where it is used
-
-        self._registry = Registry(settings)
+    def __init__(self, registry: Any) -> None:
+        self._registry = registry
 
     def champion_version(self) -> str | None:
         version = self._registry.champion_version()
         return None if version is None else str(version)
 
-    def load(self, version: str) -> SegmentModel:
-        model = self._registry.load(version)
+    def load(self, version: str) -> M:
+        model: M = self._registry.load(version)
         if model.version is None:
             model.version = str(version)
         return model
 
 
-class StaticSource:
+class RegistrySource(RegistryModels[SegmentModel]):
+    """The segment model's versions in the registry (``Registry``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        from segstream.adapters.registry import Registry  # heavy (mlflow): only where it is used
+
+        super().__init__(Registry(settings))
+
+
+class StaticModels(Generic[M]):
     """In-memory versions and a champion pointer; ``promote`` moves the pointer."""
 
-    def __init__(self, model: SegmentModel | None = None, version: str = "1") -> None:
+    def __init__(self, model: M | None = None, version: str = "1") -> None:
         self._lock = threading.Lock()
-        self._models: dict[str, SegmentModel] = {}
+        self._models: dict[str, M] = {}
         self._champion: str | None = None
         if model is not None:
             self.promote(model, version)
 
-    def promote(self, model: SegmentModel, version: str) -> None:
+    def promote(self, model: M, version: str) -> None:
         with self._lock:
             model.version = version
             self._models[version] = model
@@ -89,6 +100,10 @@ class StaticSource:
     def champion_version(self) -> str | None:
         return self._champion
 
-    def load(self, version: str) -> SegmentModel:
+    def load(self, version: str) -> M:
         with self._lock:
             return self._models[version]
+
+
+class StaticSource(StaticModels[SegmentModel]):
+    """In-memory segment model versions (tests, the benchmark)."""
