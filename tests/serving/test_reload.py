@@ -53,17 +53,21 @@ def test_hot_reload_under_concurrent_requests(
     api = api_factory(RegistrySource(settings), api_model_poll_s=0.1)
     reloads_before = metrics.MODEL_RELOADS._value.get()
 
-    async def load() -> tuple[list[int], list[str]]:
+    # (sent, received, version) per request: with 16 requests in flight, completion
+    # order alone does not say which request was served after the swap.
+    async def load() -> tuple[list[int], list[tuple[float, float, str]]]:
         statuses: list[int] = []
-        versions: list[str] = []
+        served: list[tuple[float, float, str]] = []
         stop = asyncio.Event()
+        clock = asyncio.get_running_loop().time
 
         async def worker(client: httpx.AsyncClient, n: int) -> None:
             while not stop.is_set():
+                sent = clock()
                 r = await client.get(f"/v1/users/user-{n % 3}/segment")
                 statuses.append(r.status_code)
                 if r.status_code == 200:
-                    versions.append(r.json()["model_version"])
+                    served.append((sent, clock(), r.json()["model_version"]))
 
         async with httpx.AsyncClient(base_url=api.url, headers=api.headers) as client:
             tasks = [asyncio.create_task(worker(client, n)) for n in range(16)]
@@ -76,20 +80,22 @@ def test_hot_reload_under_concurrent_requests(
 
             v2 = await asyncio.to_thread(promote)
             for _ in range(300):  # until the new version is served, then a bit more
-                if versions and versions[-1] == v2:
+                if served and served[-1][2] == v2:
                     break
                 await asyncio.sleep(0.1)
             await asyncio.sleep(0.5)
             stop.set()
             await asyncio.gather(*tasks)
-        return statuses, versions
+        return statuses, served
 
-    statuses, versions = asyncio.run(load())
+    statuses, served = asyncio.run(load())
     assert statuses and set(statuses) == {200}, "every request succeeded through the swap"
+    versions = [version for _, _, version in served]
     assert versions[0] == v1
     assert versions[-1] != v1
-    switch = versions.index(versions[-1])
-    assert set(versions[switch:]) == {versions[-1]}, "no request went back to the old model"
+    first_new = min(received for _, received, version in served if version == versions[-1])
+    after = {version for sent, _, version in served if sent > first_new}
+    assert after == {versions[-1]}, "no request sent after the swap went back to the old model"
     assert metrics.MODEL_RELOADS._value.get() >= reloads_before + 1
     ready = httpx.get(f"{api.url}/readyz").json()
     assert ready["details"]["model_version"] == versions[-1]
