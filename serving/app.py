@@ -68,10 +68,12 @@ async def _clock_loop(state: AppState) -> None:
 
 
 def create_app(settings: Settings, source: ModelSource | None = None,
-               churn_source: ChurnSource | None = None) -> FastAPI:
+               churn_source: ChurnSource | None = None, redis_client: str = "auto"
+               ) -> FastAPI:
     """Build the API. ``source`` defaults to the MLflow registry of training/; so does
     ``churn_source`` (the churn champion) when ``source`` does too. Given a ``source``
-    and no ``churn_source``, the API has no churn model (its fields are null)."""
+    and no ``churn_source``, the API has no churn model (its fields are null).
+    ``redis_client``: one of ``redis_client.CLIENTS`` (the benchmark compares them)."""
     if settings.env == "prod" and not settings.api_auth_enabled:
         raise ValueError("api_auth_enabled=false is refused when env=prod")
     mapping = load_mapping(settings.api_personalization_file)
@@ -86,7 +88,7 @@ def create_app(settings: Settings, source: ModelSource | None = None,
         state = AppState(
             settings=settings, holder=holder,
             redis=open_redis(redis_address(settings, must_answer=False),
-                             cluster=settings.redis_cluster),
+                             cluster=settings.redis_cluster, client=redis_client),
             mapping=mapping, drift=DriftWindow(settings.api_drift_window, len(FEATURE_SPEC)),
             churn=churn,
         )

@@ -19,7 +19,7 @@ import numpy as np
 from segstream.core import rfm
 from segstream.core.aggregates import FeatureParams
 from segstream.core.contract import FEATURE_SPEC
-from segstream.core.segment_model import Assignment, SegmentModel, reason_dicts
+from segstream.core.segment_model import Assignment, SegmentModel
 from segstream.core.times import format_time
 from segstream.serving.drift_window import Baseline, baseline_of
 
@@ -90,33 +90,74 @@ def rfm_body(score: RfmScore) -> dict[str, Any]:
     return {"r": score[0], "f": score[1], "m": score[2], "group": score[3]}
 
 
-def answer(served: Served, batch: Assignment, row: int, x: np.ndarray, *, user_id: str | None,
-           as_of_ms: int | None, updated_ms: int | None, stale_after_s: float, now: float,
-           score: RfmScore, churn: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The JSON body of one assignment (the shape of ``schemas.SegmentAnswer``);
-    ``churn``: the churn body of the same row (``serving/churn.py``), or null."""
+def reason_lists(model: SegmentModel, a: Assignment, x: np.ndarray
+                 ) -> list[list[dict[str, Any]]]:
+    """Every row's reasons (what :func:`~segstream.core.segment_model.reason_dicts`
+    gives for one row), picked for all rows with array indexing: a positive weight,
+    stopping at the first that is not, and no purchase feature of a user who never
+    bought (nor a missing value); a test compares the two."""
+    n, top = a.reason_cols.shape
+    if n == 0 or top == 0:
+        return [[] for _ in range(n)]
+    rows = np.arange(n)[:, None]
+    cols = a.reason_cols
+    raw = x[rows, cols]
+    given = model.preprocessor.given_columns[cols]
+    keep = np.cumprod(a.reason_weights > 0, axis=1).astype(bool) & ~np.isnan(raw)
+    keep &= (given < 0) | (x[rows, np.maximum(given, 0)] > 0.5)
+    names = model.feature_names
+    out: list[list[dict[str, Any]]] = []
+    for c_row, r_row, z_row, w_row, k_row in zip(
+            cols.tolist(), raw.tolist(), a.z[rows, cols].tolist(), a.reason_weights.tolist(),
+            keep.tolist(), strict=True):
+        out.append([{"feature": names[c], "value": r, "z": z,
+                     "direction": "high" if z > 0 else "low", "weight": w}
+                    for c, r, z, w, k in zip(c_row, r_row, z_row, w_row, k_row, strict=True)
+                    if k])
+    return out
+
+
+def answers(served: Served, a: Assignment, x: np.ndarray, *, user_ids: list[str] | list[None],
+            as_of_ms: list[int] | list[None], updated_ms: list[int] | list[None],
+            stale_after_s: float, now: float, scores: list[RfmScore],
+            churn: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
+    """The JSON bodies (the shape of ``schemas.SegmentAnswer``) of every row of one
+    assignment: each array turned into Python values once, times formatted once per
+    distinct value; ``churn``: each row's churn body (``serving/churn.py``) or null."""
     model = served.model
-    keys = served.segment_keys
-    idx = int(batch.index[row])
-    probs = batch.probabilities[row].tolist()
-    reasons = reason_dicts(model, batch, row, x)
-    out: dict[str, Any] = {
-        "user_id": user_id,
-        "segment_id": int(batch.segment_ids[row]),
-        "persona": model.personas[idx],
-        "probabilities": dict(zip(keys, probs, strict=True)),
-        "distance": float(batch.distances[row]),
-        "reasons": reasons,
-        "model_version": served.version,
-        "feature_spec": model.spec_version,
-        "as_of": None if as_of_ms is None else format_time(as_of_ms),
-        "features_updated_at": None,
-        "stale": False,
-        "cold_start": False,
-        "rfm": rfm_body(score),
-        "churn": churn,
-    }
-    if updated_ms is not None:
-        out["features_updated_at"] = format_time(updated_ms)
-        out["stale"] = now - updated_ms / 1000.0 > stale_after_s
+    keys, personas = served.segment_keys, model.personas
+    version, spec = served.version, model.spec_version
+    reasons = reason_lists(model, a, x)
+    texts: dict[int, str] = {}
+
+    def fmt(ms: int | None) -> str | None:
+        if ms is None:
+            return None
+        text = texts.get(ms)
+        if text is None:
+            text = texts[ms] = format_time(ms)
+        return text
+
+    out = []
+    for i, (idx, seg, dist, probs) in enumerate(zip(
+            a.index.tolist(), a.segment_ids.tolist(), a.distances.tolist(),
+            a.probabilities.tolist(), strict=True)):
+        upd = updated_ms[i]
+        score = scores[i]
+        out.append({
+            "user_id": user_ids[i],
+            "segment_id": seg,
+            "persona": personas[idx],
+            "probabilities": dict(zip(keys, probs, strict=True)),
+            "distance": dist,
+            "reasons": reasons[i],
+            "model_version": version,
+            "feature_spec": spec,
+            "as_of": fmt(as_of_ms[i]),
+            "features_updated_at": fmt(upd),
+            "stale": upd is not None and now - upd / 1000.0 > stale_after_s,
+            "cold_start": False,
+            "rfm": {"r": score[0], "f": score[1], "m": score[2], "group": score[3]},
+            "churn": churn[i],
+        })
     return out

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
 
 import numpy as np
 
-from segstream.adapters.online_store import OnlineRecord, decode_record
+from segstream.adapters.online_store import decode_record
 from segstream.core import times
 from segstream.core.aggregates import (
     AGG_DTYPE,
@@ -39,15 +39,12 @@ from segstream.core.aggregates import (
     RECORD_VERSION,
     FeatureParams,
     RecordMismatch,
-    decode,
     evaluate,
     evaluate_one,
 )
+from segstream.core.contract import FEATURE_SPEC
 from segstream.core.times import format_time
 from segstream.serving.errors import InvalidInput, Unavailable
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
 
 
 def parse_as_of(text: str | None, field: str) -> int | None:
@@ -72,73 +69,86 @@ def wall_ms() -> int:
     return int(time.time() * 1000)
 
 
-def decode_replies(user_ids: Sequence[str], replies: Sequence[Sequence[bytes | None]],
-                   params: FeatureParams) -> list[OnlineRecord | None]:
-    """Records of ``HMGET key agg n ts upd`` replies (``None`` for absent keys). Many
-    records are decoded in one vectorised call; a mismatched one is a 503 naming it."""
-    if len(replies) == 1:
-        return [_decode_one(user_ids[0], replies[0], params)]
-    present = [i for i, r in enumerate(replies) if r[0] is not None]
-    out: list[OnlineRecord | None] = [None] * len(replies)
-    if not present:
+@dataclass(frozen=True)
+class StoredRows:
+    """The ``HMGET key agg n ts upd`` replies of a micro-batch of ids, decoded at once.
+
+    ``aggs`` holds the found records (``AGG_DTYPE``, a read-only view of the reply bytes
+    when every record has this layout and params); ``row`` maps each id's position to
+    its record (-1: no record); ``bad`` names the position and reason of a record this
+    process cannot evaluate (other params or layout)."""
+
+    aggs: np.ndarray
+    row: list[int]
+    last_ms: list[int]  # per found record: its newest event (the hash's ``ts``)
+    updated_ms: list[int]  # per found record: when it was written (``upd``)
+    bad: dict[int, str]
+
+
+def decode_rows(replies: Sequence[Sequence[bytes | None]], params: FeatureParams
+                ) -> StoredRows:
+    """Every record of ``replies`` in one ``frombuffer`` (one check of version and
+    params for all); a mismatched one is decoded alone to name its reason."""
+    row = [-1] * len(replies)
+    blobs: list[bytes] = []
+    last: list[int] = []
+    upd: list[int] = []
+    for i, (agg, _, ts, up) in enumerate(replies):
+        if agg is not None:
+            row[i] = len(blobs)
+            blobs.append(agg)  # type: ignore[arg-type]
+            last.append(int(ts or 0))
+            upd.append(int(up or 0))
+    if not blobs:
+        return StoredRows(np.zeros(0, dtype=AGG_DTYPE), row, last, upd, {})
+    if all(len(b) == RECORD_BYTES for b in blobs):
+        recs = np.frombuffer(b"".join(blobs) if len(blobs) > 1 else blobs[0], RECORD_DTYPE)
+        ok = (recs["version"] == RECORD_VERSION) & (recs["fingerprint"] == params.fingerprint)
+        if ok.all():
+            return StoredRows(recs["agg"], row, last, upd, {})
+    # one or more records of another layout or params: decode each, name the bad ones
+    aggs = np.zeros(len(blobs), dtype=AGG_DTYPE)
+    bad: dict[int, str] = {}
+    for i, r in enumerate(row):
+        if r < 0:
+            continue
+        try:
+            rec = decode_record(replies[i], params)
+        except RecordMismatch as exc:
+            bad[i] = str(exc)
+            continue
+        assert rec is not None
+        aggs[r] = rec.aggregates
+    return StoredRows(aggs, row, last, upd, bad)
+
+
+def unreadable(user_id: str, reason: str) -> Unavailable:
+    """The 503 of a stored record this API cannot evaluate."""
+    return Unavailable(f"the stored record of user {user_id!r} cannot be evaluated by "
+                       f"this API: {reason}")
+
+
+def too_early(field: str, as_of_ms: int, user_id: str, last_ms: int) -> InvalidInput:
+    """The 422 of an explicit ``as_of`` before a user's newest folded event."""
+    return InvalidInput(
+        f"{field}: {format_time(as_of_ms)} is before the newest event of user "
+        f"{user_id!r} ({format_time(last_ms)}); the stored record already holds "
+        "it, so ask for a time at or after it (earlier features come from the "
+        "history snapshots)", field=field)
+
+
+#: below this many rows ``evaluate_one`` per row is cheaper than one ``evaluate``
+#: (numpy's fixed cost per call; docs/serving.md, "Hot path")
+VECTOR_ROWS = 8
+
+
+def evaluate_rows(aggs: np.ndarray, as_of: list[int], params: FeatureParams) -> np.ndarray:
+    """``(n, len(FEATURE_SPEC))`` features of the records at their as-of times, by the
+    one definition (``segstream.core.aggregates``): row by row for a few, else one
+    vectorised call."""
+    if len(as_of) < VECTOR_ROWS:
+        out = np.empty((len(as_of), len(FEATURE_SPEC)))
+        for i, t in enumerate(as_of):
+            out[i] = evaluate_one(aggs[i], t, params)
         return out
-    try:
-        aggs = decode([replies[i][0] for i in present], params)  # type: ignore[misc]
-    except RecordMismatch:
-        for i in present:  # find and name the first bad record
-            _decode_one(user_ids[i], replies[i], params)
-        raise
-    for j, i in enumerate(present):
-        _, n, ts, upd = replies[i]
-        out[i] = OnlineRecord(aggs[j], int(n or 0), int(ts or 0), int(upd or 0))
-    return out
-
-
-def _decode_one(user_id: str, reply: Sequence[bytes | None], params: FeatureParams
-                ) -> OnlineRecord | None:
-    agg, n, ts, upd = reply
-    if agg is not None and len(agg) == RECORD_BYTES:
-        # the hot path: a read-only view of the packed fields when version and params
-        # match (decode_record copies them, field by field, for writers; a lookup only
-        # reads); anything else goes through decode_record and its errors
-        rec = np.frombuffer(agg, RECORD_DTYPE)[0]
-        if rec["version"] == RECORD_VERSION and rec["fingerprint"] == params.fingerprint:
-            return OnlineRecord(rec["agg"], int(n or 0), int(ts or 0), int(upd or 0))
-    try:
-        return decode_record(reply, params)
-    except RecordMismatch as exc:
-        raise Unavailable(f"the stored record of user {user_id!r} cannot be evaluated by "
-                          f"this API: {exc}") from exc
-
-
-def as_of_times(user_ids: Sequence[str], records: Sequence[OnlineRecord],
-                as_of_ms: int | None, field: str, now_ms: int | None) -> np.ndarray:
-    """The as-of time of each record: ``max(now_ms, last event)`` by default (``now_ms``
-    unknown: the last event), else ``as_of_ms`` (a 422 naming ``field`` if it is before
-    a user's newest event)."""
-    now = -1 if now_ms is None else now_ms
-    if len(records) == 1 and (as_of_ms is None or as_of_ms >= records[0].last_event_ms):
-        # the hot path (one user): plain ints, no numpy reductions
-        t = max(records[0].last_event_ms, now) if as_of_ms is None else as_of_ms
-        return np.array([t], dtype=np.int64)
-    last = np.fromiter((r.last_event_ms for r in records), dtype=np.int64, count=len(records))
-    if as_of_ms is None:
-        return np.maximum(last, now)
-    early = np.flatnonzero(last > as_of_ms)
-    if len(early):
-        i = int(early[0])
-        raise InvalidInput(
-            f"{field}: {format_time(as_of_ms)} is before the newest event of user "
-            f"{user_ids[i]!r} ({format_time(int(last[i]))}); the stored record already holds "
-            "it, so ask for a time at or after it (earlier features come from the "
-            "history snapshots)", field=field)
-    return np.full(len(records), as_of_ms, dtype=np.int64)
-
-
-def evaluate_records(records: Sequence[OnlineRecord], as_of: np.ndarray,
-                     params: FeatureParams) -> np.ndarray:
-    """``(n, len(FEATURE_SPEC))`` features of the records at their as-of times."""
-    if len(records) == 1:
-        return evaluate_one(records[0].aggregates, int(as_of[0]), params)[None, :]
-    aggs = np.array([r.aggregates for r in records], dtype=AGG_DTYPE)
-    return evaluate(aggs, as_of, params)
+    return evaluate(aggs, np.asarray(as_of, dtype=np.int64), params)

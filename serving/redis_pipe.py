@@ -28,11 +28,22 @@ class RedisCommandError(RuntimeError):
     """Redis answered a command with an error reply."""
 
 
+class _Waiter:
+    """The replies one ``execute_many`` waits for: one future per call, not per command."""
+
+    __slots__ = ("count", "future", "replies")
+
+    def __init__(self, future: asyncio.Future[list[Any]], count: int) -> None:
+        self.future = future
+        self.count = count
+        self.replies: list[Any] = []
+
+
 class _Protocol(asyncio.Protocol):
     def __init__(self, where: str) -> None:
         self.where = where  # host:port, for error messages
         self.reader = hiredis.Reader()
-        self.pending: deque[asyncio.Future[Any]] = deque()
+        self.pending: deque[_Waiter] = deque()
         self.transport: asyncio.Transport | None = None
         self.buffer: list[bytes] = []
         self.flush_scheduled = False
@@ -44,22 +55,30 @@ class _Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
         pending = self.pending
+        gets = self.reader.gets
         while True:
-            reply = self.reader.gets()
+            reply = gets()
             if reply is False:
                 return
-            fut = pending.popleft()
-            if fut.done():
+            waiter = pending[0]
+            replies = waiter.replies
+            replies.append(reply)
+            if len(replies) < waiter.count:
                 continue
-            if isinstance(reply, hiredis.ReplyError):
-                fut.set_exception(RedisCommandError(str(reply)))
+            pending.popleft()
+            fut = waiter.future
+            if fut.done():  # timed out or cancelled: its replies are dropped in step
+                continue
+            error = next((r for r in replies if isinstance(r, hiredis.ReplyError)), None)
+            if error is not None:
+                fut.set_exception(RedisCommandError(str(error)))
             else:
-                fut.set_result(reply)
+                fut.set_result(replies)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         while self.pending:
-            fut = self.pending.popleft()
+            fut = self.pending.popleft().future
             if not fut.done():
                 fut.set_exception(RedisUnavailable(f"redis connection to {self.where} lost: "
                                                    f"{exc}"))
@@ -110,18 +129,16 @@ class PipelinedRedis:
 
     async def _send(self, proto: _Protocol, commands: list[tuple[Any, ...]]) -> list[Any]:
         loop = asyncio.get_running_loop()
-        futures = []
-        for cmd in commands:
-            proto.buffer.append(hiredis.pack_command(cmd))
-            fut: asyncio.Future[Any] = loop.create_future()
-            proto.pending.append(fut)
-            futures.append(fut)
+        pack = hiredis.pack_command
+        proto.buffer.extend([pack(cmd) for cmd in commands])
+        fut: asyncio.Future[list[Any]] = loop.create_future()
+        proto.pending.append(_Waiter(fut, len(commands)))
         if not proto.flush_scheduled:
             proto.flush_scheduled = True
             loop.call_soon(proto.flush)
         try:
             async with asyncio.timeout(self.timeout_s):
-                return [await f for f in futures]
+                return await fut
         except TimeoutError as exc:
             # a reply that never comes leaves the stream out of step: drop the connection
             if proto.transport is not None:

@@ -14,7 +14,14 @@ from pydantic import BaseModel
 from segstream.core.contract import FEATURE_SPEC
 from segstream.serving.deps import State
 from segstream.serving.records import parse_as_of
-from segstream.serving.routes.raw import MAX_USER_ID, RawRoute, bool_of, parsed_by, user_id_of
+from segstream.serving.routes.raw import (
+    MAX_USER_ID,
+    RawRoute,
+    body_of,
+    bool_of,
+    parsed_by,
+    user_id_of,
+)
 from segstream.serving.schemas import (
     AS_OF_DOC,
     BODY_TOO_LARGE,
@@ -94,17 +101,26 @@ router.add_api_route("/users/{user_id}/features", user_features, methods=["GET"]
                               "feature params than this API's."}))
 
 
-@router.post("/users/segments:batch", response_model=BatchAnswer,
-             responses=error_responses({
-                 **{k: v for k, v in _LOOKUP_ERRORS.items() if k != 404},  # ids: `missing`
-                 413: "More ids than `api_max_batch_ids`, or a body over "
-                      "`api_max_body_bytes`."}))
-async def users_batch(body: BatchRequest, state: State) -> Response:
+async def _batch_args(request: Request) -> dict[str, Any]:
+    return {"body": await body_of(request, BatchRequest), "request": request}
+
+
+@parsed_by(_batch_args)
+async def users_batch(body: BatchRequest, request: Request) -> Response:
     """Segments of many users in one pipelined Redis round trip, all as of `as_of`."""
+    state: AppState = request.app.state.serving
     check_batch_size(len(body.user_ids), state.settings.api_max_batch_ids)
     as_of = parse_as_of(body.as_of, "body.as_of")
     results, missing = await state.lookup(body.user_ids, as_of, "body.as_of")
     return _json({"results": results, "missing": missing})
+
+
+router.add_api_route("/users/segments:batch", users_batch, methods=["POST"],
+                     response_model=BatchAnswer, route_class_override=RawRoute,
+                     responses=error_responses({
+                         **{k: v for k, v in _LOOKUP_ERRORS.items() if k != 404},  # missing
+                         413: "More ids than `api_max_batch_ids`, or a body over "
+                              "`api_max_body_bytes`."}))
 
 
 @router.post("/segments/assign", response_model=SegmentAnswer,
@@ -118,4 +134,4 @@ async def assign_features(body: SessionFeatures, state: State) -> Response:  # t
     values = body.model_dump()
     x = np.array([[values[name] for name in FEATURE_SPEC.names]], dtype=np.float64)
     served = state.served()
-    return _json(state.assign_rows(served, x, [None], [None], [None])[0])
+    return _json(state.assign_rows(served, x)[0])
