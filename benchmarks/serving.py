@@ -246,6 +246,10 @@ def main() -> None:
     parser.add_argument("--skip-sweep", action="store_true")
     parser.add_argument("--redis-cluster", action="store_true",
                         help="serve from a 3-master Redis Cluster (no sweep)")
+    parser.add_argument("--redis-client", default="auto",
+                        choices=["auto", "own", "redis-py", "glide"],
+                        help="the API's Redis client (auto: own for one plain server, "
+                        "redis-py for a cluster)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: sudo apt-get install -y wrk")
@@ -272,12 +276,14 @@ def main() -> None:
         procs.append(start(["--kind", "bare", "--port", str(bare_port)], tmp / "bare.log"))
         procs.append(start(["--kind", "api", "--port", str(api_port), "--model-dir",
                             str(tmp / "model"), "--redis-url", redis_url,
-                            "--data-dir", str(tmp / "data"),
+                            "--data-dir", str(tmp / "data"), "--redis-client",
+                            args.redis_client,
                             *(["--redis-cluster"] if args.redis_cluster else [])],
                            tmp / "api.log"))
         procs.append(start(["--kind", "api", "--port", str(churn_port), "--model-dir",
                             str(tmp / "model"), "--churn-dir", str(tmp / "churn"),
                             "--redis-url", redis_url, "--data-dir", str(tmp / "data-churn"),
+                            "--redis-client", args.redis_client,
                             *(["--redis-cluster"] if args.redis_cluster else [])],
                            tmp / "api-churn.log"))
         wait_http(f"http://127.0.0.1:{bare_port}/bare/x")
@@ -332,7 +338,8 @@ def report(results: dict[str, list[dict[str, float]]], sweeps: list[dict[str, An
     print(f"\nmachine: {platform.node()} {platform.machine()}, "
           f"{len(__import__('os').sched_getaffinity(0))} cpus, Python "
           f"{platform.python_version()}; median of {args.rounds} x {args.duration}s runs; "
-          f"Redis {'Cluster (3 masters)' if args.redis_cluster else 'one server'}")
+          f"Redis {'Cluster (3 masters)' if args.redis_cluster else 'one server'}, "
+          f"client {args.redis_client}")
     print("\n| endpoint | connections | rps | p50 ms | p99 ms | non-2xx |")
     print("|---|---|---|---|---|---|")
     for name, conns in (("bare", args.connections), ("lookup", args.connections),

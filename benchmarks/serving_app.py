@@ -21,6 +21,7 @@ def main() -> None:
     parser.add_argument("--churn-dir", type=Path, help="also serve this churn model")
     parser.add_argument("--redis-url")
     parser.add_argument("--redis-cluster", action="store_true")
+    parser.add_argument("--redis-client", default="auto")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/segstream-bench"))
     args = parser.parse_args()
     if args.kind == "bare":
@@ -41,10 +42,25 @@ def main() -> None:
 
             churn = StaticChurnSource(ChurnModel.load(args.churn_dir), "1")
         app = create_app(settings, StaticSource(SegmentModel.load(args.model_dir), "1"),
-                         churn)
+                         churn, redis_client=args.redis_client)
     uvicorn.run(app, host="127.0.0.1", port=args.port, loop="uvloop", http="httptools",
                 access_log=False, log_level="warning")
 
 
 if __name__ == "__main__":
     main()
+
+
+def api_from_env() -> object:
+    """The API of ``--kind api`` for servers started by an import string (several
+    workers, granian): settings from ``SEGSTREAM_*``, the model from
+    ``BENCH_MODEL_DIR`` (``benchmarks/serving_servers.py``)."""
+    import os
+
+    from segstream.config import Settings
+    from segstream.core.segment_model import SegmentModel
+    from segstream.serving.app import create_app
+    from segstream.serving.model_source import StaticSource
+
+    model = SegmentModel.load(Path(os.environ["BENCH_MODEL_DIR"]))
+    return create_app(Settings(), StaticSource(model, "1"))
