@@ -27,6 +27,7 @@ from segstream.serving.model_source import StaticSource
 from tests.support.api import Api
 from tests.support.archetypes import DAY, HOUR, PARAMS, users_state, write_records
 from tests.support.churn_models import make_churn_model
+from tests.support.models import make_model
 from tests.support.webhooks import T0, produce_records
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
@@ -61,7 +62,7 @@ def stream(settings_factory: Callable[..., Settings], topic_factory: Callable[..
         topic_segment_changes=topic_factory("changes", partitions=1), clock="event",
         rescore_interval_s=3600, segment_min_dwell_s=0)
     write_records(redis_client, users_state(USERS, T0, seed=1))  # last active at T0
-    return Stream(settings, rfm_model_factory(), redis_client, kafka_bootstrap)
+    return Stream(settings, rfm_model_factory(make_model(at_ms=T0)), redis_client, kafka_bootstrap)
 
 
 def _risk(redis_client: Any, churn: Any, user: str, as_of: int) -> tuple[float, str, list[str]]:
@@ -132,7 +133,7 @@ def test_entering_the_high_band_is_an_event_and_the_sweep_counts_bands(
 def test_the_catalogue_shows_each_segments_risk_as_of_the_last_sweep(
         stream: Stream, redis_client: Any, api_factory: Callable[..., Api],
         rfm_model_factory: Callable[..., SegmentModel]) -> None:
-    api = api_factory(StaticSource(rfm_model_factory(), "3"))
+    api = api_factory(StaticSource(rfm_model_factory(make_model(at_ms=T0)), "3"))
     before = httpx.get(f"{api.url}/v1/segments", headers=api.headers).json()
     assert [seg["churn"] for seg in before["segments"]] == [None, None, None]
     s = stream
@@ -151,6 +152,6 @@ def test_the_catalogue_shows_each_segments_risk_as_of_the_last_sweep(
     one = httpx.get(f"{api.url}/v1/segments/20", headers=api.headers).json()
     assert one["churn"] == by_id[20]
     # measured under another segment model version: not shown
-    other = api_factory(StaticSource(rfm_model_factory(), "4"))
+    other = api_factory(StaticSource(rfm_model_factory(make_model(at_ms=T0)), "4"))
     body = httpx.get(f"{other.url}/v1/segments", headers=other.headers).json()
     assert all(seg["churn"] is None for seg in body["segments"])

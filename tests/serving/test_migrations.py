@@ -24,7 +24,7 @@ from segstream.serving.model_source import StaticSource
 from segstream.serving.records import parse_as_of
 from tests.support.api import Api
 from tests.support.archetypes import DAY, HOUR, PARAMS, users_state, write_records
-from tests.support.models import lapsing_model
+from tests.support.models import lapsing_model, make_model
 from tests.support.webhooks import T0, produce_records
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
@@ -81,7 +81,7 @@ def test_the_matrices_add_up_to_the_changes_published_in_each_window(
     rfm_model_factory: Callable[..., SegmentModel], api_factory: Callable[..., Api],
     kafka_bootstrap: str, redis_client: Any,
 ) -> None:
-    model = rfm_model_factory(lapsing_model())
+    model = rfm_model_factory(lapsing_model(at_ms=T0))
     detector, settings = detector_factory(model)
     write_records(redis_client, users_state(USERS, T0, seed=1))  # all last active at T0
     before = {k: metrics.MIGRATIONS.labels(*k)._value.get() for k in (
@@ -147,7 +147,7 @@ def test_a_change_published_twice_after_a_crash_is_counted_once(
     """The detector flushes a batch's changes, then dies before its state commits: the
     restarted one decides them again and publishes them again (same ids). The counts
     are of the committed changes: each once."""
-    model = rfm_model_factory()
+    model = rfm_model_factory(make_model(at_ms=T0))
     a, settings = detector_factory(model)
     users = ["p0", "p1", "p2"]
     produce_records(kafka_bootstrap, settings.topic_features,

@@ -19,6 +19,7 @@ from segstream.streaming.step import EVENT_COLUMNS, GroupState, log_aggregates
 PARAMS = FeatureParams()  # what Settings() evaluates with by default
 DAY, HOUR, MINUTE = 86_400_000, 3_600_000, 60_000
 WATERMARK_MS = 10 * MINUTE
+_FIRST_SAMPLED_MS = int(time.time() * 1000)  # "now" of the default sample, one per run
 
 
 def _event(user: str, n: int, ts: int, typ: str, *, dwell: float | None = None,
@@ -102,18 +103,26 @@ def put_users(client: Any, rows: dict[str, int], *, end_ms: int | dict[str, int]
     return state
 
 
-def recent_ends(users: list[str], seed: int) -> dict[str, int]:
-    """A last-event time for each user within the last two hours."""
+def recent_ends(users: list[str], seed: int, at_ms: int | None = None) -> dict[str, int]:
+    """A last-event time for each user within the two hours before ``at_ms`` (now)."""
     rng = np.random.default_rng(seed)
-    now = int(time.time() * 1000)
+    now = int(time.time() * 1000) if at_ms is None else at_ms
     return {u: now - int(rng.integers(MINUTE, 2 * HOUR)) for u in users}
 
 
+def archetype_sample(per_row: int = 60, at_ms: int | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Features of ``per_row`` users of each archetype, each last active in the two hours
+    before ``at_ms``, evaluated at ``at_ms``: (X, rows). Default now: what a lookup of
+    users active a minute ago sees. A test whose users are active at a fixed time passes
+    that time, or the hour of day the suite runs at would move its users across the
+    centroids (the archetypes' sessions sit at hours of the day)."""
+    return _sample(per_row, _FIRST_SAMPLED_MS if at_ms is None else at_ms)
+
+
 @functools.cache
-def archetype_sample(per_row: int = 60) -> tuple[np.ndarray, np.ndarray]:
-    """Features of ``per_row`` users of each archetype, each last active in the last two
-    hours, evaluated now (what a lookup sees): (X, rows)."""
+def _sample(per_row: int, at_ms: int) -> tuple[np.ndarray, np.ndarray]:
     rows = {f"s{i}": i % 3 for i in range(3 * per_row)}
-    state = users_state(rows, recent_ends(list(rows), seed=4), seed=5)
-    X = evaluate(state.aggs, int(time.time() * 1000), PARAMS)
+    state = users_state(rows, recent_ends(list(rows), seed=4, at_ms=at_ms), seed=5)
+    X = evaluate(state.aggs, at_ms, PARAMS)
     return X, np.array([rows[str(u)] for u in state.users])

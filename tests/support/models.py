@@ -21,10 +21,11 @@ PERSONAS = ("Window shoppers", "Big spenders", "Night owls")
 
 
 def make_model(centroid_shift: float = 0.0, segment_ids: tuple[int, ...] = SEGMENT_IDS,
-               params: FeatureParams | None = PARAMS) -> SegmentModel:
+               params: FeatureParams | None = PARAMS, at_ms: int | None = None) -> SegmentModel:
     """Nearest-centroid model of the three archetypes (ids ``segment_ids``, personas
-    ``PERSONAS``); ``params=None`` records no feature params (an old model)."""
-    X, labels = archetype_sample()
+    ``PERSONAS``) sampled at ``at_ms`` (``archetype_sample``); ``params=None`` records no
+    feature params (an old model)."""
+    X, labels = archetype_sample(at_ms=at_ms)
     heavy = np.array([f.heavy_tailed for f in FEATURE_SPEC.features])
     L = np.where(heavy, np.log1p(np.maximum(X, 0.0)), X)
     std = L.std(0)
@@ -45,15 +46,16 @@ def make_model(centroid_shift: float = 0.0, segment_ids: tuple[int, ...] = SEGME
     )
 
 
-def lapsing_model(after_days: float = 200.0) -> SegmentModel:
+def lapsing_model(after_days: float = 200.0, at_ms: int | None = None) -> SegmentModel:
     """:func:`make_model` plus a fourth segment, 40 "Lapsed": the archetypes' users
-    ``after_days`` later with no event (time alone moves a user there)."""
+    ``after_days`` after ``at_ms`` (now) with no event (time alone moves a user there)."""
     import dataclasses
 
-    base = make_model()
+    base = make_model(at_ms=at_ms)
+    now = int(time.time() * 1000) if at_ms is None else at_ms
     rows = {f"l{i}": i % 3 for i in range(60)}
-    state = users_state(rows, recent_ends(list(rows), seed=6), seed=7)
-    later = evaluate(state.aggs, int(time.time() * 1000) + int(after_days * DAY), PARAMS)
+    state = users_state(rows, recent_ends(list(rows), seed=6, at_ms=now), seed=7)
+    later = evaluate(state.aggs, now + int(after_days * DAY), PARAMS)
     lapsed = base.preprocessor.transform(later).mean(0)
     return dataclasses.replace(
         base, centroids=np.vstack([base.centroids, lapsed]),
