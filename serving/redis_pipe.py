@@ -63,9 +63,9 @@ class _Protocol(asyncio.Protocol):
         # hiredis moves the unread rest of its buffer to the front after each reply past
         # its first kB: a 100 kB read of 1 kB replies costs ~250 us fed at once, ~40 us
         # fed in 8 kB slices (docs/serving.md, "Hot path")
-        view = memoryview(data)
-        for start in range(0, len(data), FEED_BYTES):
-            self.reader.feed(view[start:start + FEED_BYTES])
+        size = len(data)
+        for start in range(0, size, FEED_BYTES):
+            self.reader.feed(data, start, min(FEED_BYTES, size - start))
             self._replies()
 
     def _replies(self) -> None:
