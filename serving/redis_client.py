@@ -1,7 +1,9 @@
 """The API's Redis client, chosen by settings: the own pipelined client
 (:mod:`segstream.serving.redis_pipe`) for one plain ``redis://`` server, where it is the fastest
-(docs/serving.md), and redis-py's maintained asyncio clients for a Redis Cluster
-(``redis_cluster``) or TLS (``rediss://``), which the own client does not speak.
+(docs/benchmarks.md), and valkey-glide (maintained, Rust core) for a Redis Cluster
+(``redis_cluster``) or TLS (``rediss://``), which the own client does not speak; glide
+served the API 1.3x faster than redis-py's asyncio cluster client in the same run.
+redis-py's client stays behind ``client="redis-py"`` for that comparison.
 
 Both answer ``execute`` / ``execute_many`` with raw replies and raise the same two
 errors, so the routes do not know which one runs."""
@@ -165,15 +167,16 @@ def _arg(value: Any) -> str | bytes:
     return value if isinstance(value, (str, bytes)) else str(value)
 
 
-#: which client ``open_redis`` gives by ``api_redis_client`` (``auto``: the own
-#: pipelined client for plain ``redis://``, redis-py for a cluster or TLS)
+#: the clients ``open_redis`` can give (``auto``: the own pipelined client for one
+#: plain ``redis://`` server, valkey-glide for a cluster or TLS; ``redis-py`` only to
+#: compare, docs/benchmarks.md)
 CLIENTS = ("auto", "own", "redis-py", "glide")
 
 
 def open_redis(url: str, *, cluster: bool = False, timeout_s: float = 2.0,
                client: str = "auto") -> AsyncRedis:
-    if client == "glide":
-        return GlideRedis(url, cluster=cluster, timeout_s=timeout_s)
-    if client == "redis-py" or cluster or not url.startswith("redis://"):
+    if client == "redis-py":
         return MaintainedRedis(url, cluster=cluster, timeout_s=timeout_s)
+    if client == "glide" or cluster or not url.startswith("redis://"):
+        return GlideRedis(url, cluster=cluster, timeout_s=timeout_s)
     return PipelinedRedis(url, timeout_s=timeout_s)

@@ -21,7 +21,7 @@ from segstream.core.times import format_time
 from segstream.serving.changes import ChangeDetector
 from segstream.serving.model_holder import ModelHolder
 from segstream.serving.model_source import StaticSource
-from segstream.serving.redis_client import MaintainedRedis, open_redis
+from segstream.serving.redis_client import GlideRedis, MaintainedRedis, open_redis
 from segstream.serving.redis_pipe import PipelinedRedis, RedisUnavailable
 from segstream.serving.rescore import CLOCK_STREAM
 from segstream.sources.clusters import redis_cluster
@@ -75,8 +75,10 @@ def test_single_and_batch_lookups_on_a_cluster(api_factory: Callable[..., Api], 
 def test_client_is_chosen_by_url_and_setting(seeds: list[str]) -> None:
     assert isinstance(open_redis("redis://127.0.0.1:6379/0"), PipelinedRedis)
     tls = open_redis("rediss://127.0.0.1:6380/0")
-    assert isinstance(tls, MaintainedRedis) and not tls.cluster
-    assert isinstance(open_redis(f"redis://{seeds[0]}", cluster=True), MaintainedRedis)
+    assert isinstance(tls, GlideRedis) and not tls.cluster and tls.tls
+    assert isinstance(open_redis(f"redis://{seeds[0]}", cluster=True), GlideRedis)
+    assert isinstance(open_redis(f"redis://{seeds[0]}", cluster=True, client="redis-py"),
+                      MaintainedRedis)
 
 
 def test_cluster_client_down_raises_redis_unavailable(tmp_path: Path) -> None:
