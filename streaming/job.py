@@ -2,7 +2,8 @@
 aggregate fold) -> each touched user's aggregate record to Redis, the `features` topic
 and the Parquet history; rejects and late -> `events.dlq`.
 
-read (``source``) -> pure transforms (``validate_records``, ``make_update``) -> write
+read and validate (``read_events``: inside the Python source's ``read()``, or a
+``mapInArrow`` after Spark's JVM source) -> the state step (``make_update``) -> write
 (``Sinks``), one ``foreachBatch`` per micro-batch.
 """
 
@@ -30,6 +31,7 @@ from segstream.config import Settings
 from segstream.streaming import metrics
 from segstream.streaming.durations import duration_ms
 from segstream.streaming.lag import LagMeter
+from segstream.streaming.late_bytes import LateBytes
 from segstream.streaming.sinks import KafkaMarker, Sinks
 from segstream.streaming.spark_state import (
     DEAD_COLUMNS,
@@ -37,11 +39,11 @@ from segstream.streaming.spark_state import (
     RECORD_COLUMNS,
     STATE_SCHEMA,
     make_update,
-    validated_groups,
+    validated,
+    with_bucket,
 )
 
 log = logging.getLogger("segstream.stream")
-SOURCE_COLUMNS = ("key", "value", "topic", "partition", "offset", "timestamp")
 
 
 #: sessions the Python source is registered in (registering again logs a warning)
@@ -54,7 +56,7 @@ class SourceUnavailable(RuntimeError):
 
 def read_events(spark: SparkSession, settings: Settings, bootstrap: str, source: str
                 ) -> DataFrame:
-    """The `events` topic as (key, value, topic, partition, offset, timestamp)."""
+    """The `events` topic, validated (``validate.VALIDATED_SCHEMA``)."""
     if source == "python":
         from segstream.streaming.kafka_source import FORMAT, KafkaSource
 
@@ -72,6 +74,7 @@ def read_events(spark: SparkSession, settings: Settings, bootstrap: str, source:
     if source == "python":  # one read task per core at most (see kafka_source)
         reader = reader.option("maxInputPartitions",
                                str(spark.sparkContext.defaultParallelism))
+        reader = reader.option("validate", "true")
     reader = reader.option("failOnDataLoss", str(settings.stream_fail_on_data_loss).lower())
     try:
         df = reader.load()
@@ -82,17 +85,17 @@ def read_events(spark: SparkSession, settings: Settings, bootstrap: str, source:
                 "spark.jars.packages), which is not installed here; use --source python"
             ) from exc
         raise
-    return df.select(*SOURCE_COLUMNS)
+    return df if source == "python" else validated(df)
 
 
 def transform(events: DataFrame, settings: Settings) -> DataFrame:
-    """Source records -> the state function's output (kind = record/late/rejected/
+    """Validated records -> the state function's output (kind = record/late/rejected/
     duplicates/expired)."""
     expiry = settings.stream_state_expiry_days
     update = make_update(watermark_ms=duration_ms(settings.stream_watermark),
                          params=settings.feature_params(),
                          expiry_ms=None if expiry is None else int(expiry * 86_400_000))
-    grouped = validated_groups(events, settings.stream_state_buckets)
+    grouped = with_bucket(events, settings.stream_state_buckets).groupBy("bucket")
     return grouped.applyInPandasWithState(
         update, outputStructType=OUTPUT_SCHEMA, stateStructType=STATE_SCHEMA,
         # No timeout: a timeout makes Spark run empty batches forever, so an available-now
@@ -115,9 +118,10 @@ class BatchWriter:
     """The ``foreachBatch`` function: the touched users' records and dead letters to the
     sinks."""
 
-    def __init__(self, settings: Settings, sinks: Sinks) -> None:
+    def __init__(self, settings: Settings, sinks: Sinks, late_bytes: LateBytes) -> None:
         self.settings = settings
         self.sinks = sinks
+        self.late_bytes = late_bytes
         self.stats: dict[int, BatchStats] = {}
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
@@ -128,6 +132,7 @@ class BatchWriter:
         kind = out["kind"]
         records = out[kind == "record"][list(RECORD_COLUMNS)].reset_index(drop=True)
         dead = out[kind.isin(["late", "rejected"])][list(DEAD_COLUMNS)].reset_index(drop=True)
+        dead = self.late_bytes.fill(dead)
         # upd is the wall clock: when the record was written, whatever clock readers use
         result = self.sinks.write(batch_id, records, dead, int(time.time() * 1000))
         log.debug("batch %d: read+validate+state %.2f s, sinks %.2f s", batch_id,
@@ -193,7 +198,7 @@ def start(spark: SparkSession, settings: Settings, *, bootstrap: str, redis_url:
                   # inside the checkpoint: deleting the checkpoint (batch ids restart at 0)
                   # must also forget which batches reached Kafka
                   marker=KafkaMarker(checkpoint / "segstream" / "kafka-sinks"))
-    writer = BatchWriter(settings, sinks)
+    writer = BatchWriter(settings, sinks, LateBytes(bootstrap, settings.topic_events))
     listener = BatchLogger(writer, LagMeter(bootstrap))
     spark.streams.addListener(listener)
     out = transform(read_events(spark, settings, bootstrap, source), settings).writeStream
@@ -251,6 +256,7 @@ def _stop(spark: SparkSession, query: StreamingQuery, listener: BatchLogger,
         signal.signal(s, handler)
     spark.streams.removeListener(listener)
     listener.lag_meter.close()
+    listener.writer.late_bytes.close()
 
 
 class StreamFailed(RuntimeError):

@@ -23,6 +23,10 @@ partition, offset, timestamp. Spark offsets are ``{"topic": {"partition": next}}
   is a duplicate or late by the usual rules;
 * a broker that does not answer stops the query with ``KafkaUnavailable`` naming it;
   a restart resumes from the checkpoint;
+* ``validate`` (``true``: the job's choice): each record goes through the event contract's
+  validator inside ``read()``, so the query's columns are ``validate.VALIDATED_SCHEMA``
+  and records cross from Python to the JVM once, already validated (a ``mapInArrow``
+  after the source was a second crossing of every record);
 * ``maxInputPartitions`` (the job passes Spark's default parallelism): Kafka partitions
   are read by at most this many tasks, balanced by records; at a few thousand records
   per batch the per-task overhead, not the reading, is the cost (4 -> 2 tasks took a
@@ -30,7 +34,7 @@ partition, offset, timestamp. Spark offsets are ``{"topic": {"partition": next}}
 
 The reader holds only options (strings); Kafka clients are opened where they run, and
 cached per Python process: driver side one consumer for offsets; worker side, in
-``read()``, one consumer per partition number (see :func:`_reader`).
+``read()``, one confluent-kafka consumer per partition number (see :func:`_reader`).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from typing import Any
 
 import pyarrow as pa
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError, OffsetOutOfRangeError
+from kafka.errors import KafkaError
 from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
 from pyspark.sql.streaming.datasource import (
     ReadAllAvailable,
@@ -66,6 +70,7 @@ from segstream.streaming.kafka_offsets import (
     to_spark,
     topic_id_of,
 )
+from segstream.streaming.validate import VALIDATED_DDL, validate_values
 
 FORMAT = "segstream_kafka"
 SCHEMA = ("key binary, value binary, topic string, partition int, offset long, "
@@ -89,7 +94,11 @@ UNKNOWN_TOPIC = 3  # Kafka's UNKNOWN_TOPIC_OR_PARTITION error code
 
 log = logging.getLogger("segstream.stream")
 _consumers: dict[str, KafkaConsumer] = {}
-_readers: dict[tuple[str, int], KafkaConsumer] = {}
+_readers: dict[tuple[str, int], Any] = {}  # confluent_kafka.Consumer
+#: where each reader's fetch queue is: (topic, next offset) after its last range, so a
+#: range that starts there keeps the records already prefetched
+_reader_at: dict[tuple[str, int], tuple[str, int]] = {}
+_stall_checkers: dict[str, KafkaConsumer] = {}
 _admins: dict[str, KafkaAdminClient] = {}
 
 
@@ -117,30 +126,40 @@ def _consumer(bootstrap: str) -> KafkaConsumer:
     return consumer
 
 
-def _reader(bootstrap: str, partition: int) -> KafkaConsumer:
-    """A worker's consumer for reading a range: one per process, bootstrap and partition
+def _reader(bootstrap: str, partition: int) -> Any:
+    """A worker's consumer for reading ranges: one per process, bootstrap and partition
     number (Python workers are reused across tasks), as Spark's own Kafka connector keeps
-    one per topic-partition. After a range the consumer has a fetch out at the range's
-    end, which the broker may hold for READ_MAX_WAIT_MS; with one consumer for all
-    partitions that fetch would hold up the next range's first fetch of another
-    partition. Here it is the next batch's first fetch of the same partition. Keyed by
-    partition number, not topic, so a process that reads many topics (the tests) keeps
-    no more consumers than partitions."""
+    one per topic-partition. confluent-kafka (librdkafka): it decodes in C and prefetches,
+    ~3.4-4.2x kafka-python's rate here (``python -m benchmarks.streaming``'s raw-consume
+    rows). One consumer per partition, so the prefetch of one partition never holds up a
+    fetch of another; keyed by partition number, not topic, so a process that reads many
+    topics (the tests) keeps no more consumers than partitions."""
+    from confluent_kafka import Consumer
+
     key = (bootstrap, partition)
     consumer = _readers.get(key)
     if consumer is None:
-        consumer = _readers[key] = _new_consumer(bootstrap, READ_MAX_WAIT_MS)
+        consumer = _readers[key] = Consumer({
+            "bootstrap.servers": bootstrap, "group.id": "segstream-source",
+            "enable.auto.commit": False, "enable.auto.offset.store": False,
+            # an out-of-range position is an error (data loss), never a silent jump
+            "auto.offset.reset": "error", "fetch.wait.max.ms": READ_MAX_WAIT_MS,
+            "allow.auto.create.topics": False, "log.connection.close": False,
+            "logger": log})
     return consumer
 
 
 def close_clients(bootstrap: str | None = None) -> None:
     """Close this process's cached clients (of ``bootstrap``, or all), e.g. before the
     broker they talk to is stopped: otherwise they go on reconnecting."""
-    caches: tuple[dict[Any, Any], ...] = (_consumers, _readers, _admins)
+    caches: tuple[dict[Any, Any], ...] = (_consumers, _readers, _admins, _stall_checkers)
     for cache in caches:
         for key in list(cache):
             if bootstrap in (None, key[0] if isinstance(key, tuple) else key):
                 cache.pop(key).close()
+    for key in list(_reader_at):
+        if bootstrap in (None, key[0]):
+            del _reader_at[key]
 
 
 def _admin(bootstrap: str) -> KafkaAdminClient:
@@ -201,6 +220,7 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):  #
         max_tasks = options.get("maxinputpartitions")
         self.max_tasks = int(max_tasks) if max_tasks else None
         self.fail_on_data_loss = options.get("failondataloss", "true").lower() != "false"
+        self.validate = _validates(options)
         self.target: Offsets | None = None  # set by prepareForTriggerAvailableNow
         self.measured: Offsets | None = None  # last measured log end, for lag reporting
 
@@ -325,58 +345,97 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):  #
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
         assert isinstance(partition, KafkaTask)
         for r in partition.ranges:
-            yield from read_range(self.bootstrap, r)
+            if self.validate:
+                for keys, values, offsets, _ in read_chunks(self.bootstrap, r):
+                    yield validate_values(values, keys=keys, topic=r.topic,
+                                          partition=r.partition, offsets=offsets)
+            else:
+                for chunk in read_chunks(self.bootstrap, r):
+                    yield _batch(r, chunk)
 
 
 def read_range(bootstrap: str, r: KafkaRange) -> Iterator[pa.RecordBatch]:
-    """Exactly the records with ``r.start <= offset < r.end``, as Arrow batches."""
+    """Exactly the records with ``r.start <= offset < r.end``, as Arrow batches
+    (``SCHEMA``)."""
+    for chunk in read_chunks(bootstrap, r):
+        yield _batch(r, chunk)
+
+
+Chunk = tuple[list[Any], list[Any], list[int], list[Any]]  # keys, values, offsets, µs
+
+
+def read_chunks(bootstrap: str, r: KafkaRange) -> Iterator[Chunk]:
+    """Exactly the records with ``r.start <= offset < r.end``, in chunks of at most
+    ``ROWS_PER_ARROW_BATCH``."""
+    from confluent_kafka import TopicPartition as Assignment
+
+    key = (bootstrap, r.partition)
     consumer = _reader(bootstrap, r.partition)
-    tp = TopicPartition(r.topic, r.partition)
-    consumer.assign([tp])
-    consumer.seek(tp, r.start)
-    cols: list[list[Any]] = [[], [], [], [], []]
-    position = r.start
+    if _reader_at.pop(key, None) != (r.topic, r.start):
+        consumer.assign([Assignment(r.topic, r.partition, r.start)])
+    cols: Chunk = ([], [], [], [])
+    position, overshot = r.start, False
     progress_at = time.monotonic()
     while position < r.end:
-        try:
-            batches = consumer.poll(timeout_ms=200, max_records=ROWS_PER_ARROW_BATCH)
-        except OffsetOutOfRangeError as exc:
-            raise DataLossError(
-                f"{r.topic}[{r.partition}]: offset {position} is no longer in the log "
-                f"(planned {r.start}..{r.end}): records were deleted or the log was reset "
-                "while the batch ran; the stream stopped (see failOnDataLoss)") from exc
-        for msg in batches.get(tp, []):
-            if msg.offset >= r.end:
-                break
-            if msg.offset < r.start:
+        for msg in consumer.consume(num_messages=min(ROWS_PER_ARROW_BATCH, r.end - position),
+                                    timeout=0.2):
+            if msg.error() is not None:
+                _on_read_error(msg.error(), position, r)
                 continue
-            cols[0].append(msg.key)
-            cols[1].append(msg.value)
-            cols[2].append(msg.offset)
-            cols[3].append(msg.timestamp * 1000 if msg.timestamp is not None
-                           and msg.timestamp >= 0 else None)
-        new_position = consumer.position(tp)
-        if new_position > position:
-            position, progress_at = new_position, time.monotonic()
-        elif time.monotonic() - progress_at > STALL_TIMEOUT_S:
-            _still_in_log(consumer, tp, position, r)
+            offset = msg.offset()
+            if offset >= r.end:  # past a gap (compaction, a transaction marker): this
+                position, overshot = r.end, True  # record is the next range's, consumed
+                break
+            if offset < r.start:
+                continue
+            cols[0].append(msg.key())
+            cols[1].append(msg.value())
+            cols[2].append(offset)
+            kind, ms = msg.timestamp()
+            cols[3].append(ms * 1000 if kind and ms >= 0 else None)
+            position = offset + 1
+            progress_at = time.monotonic()
+        if position < r.end and time.monotonic() - progress_at > STALL_TIMEOUT_S:
+            _still_in_log(bootstrap, position, r)
             log.warning("%s[%d]: no record for %.0f s at offset %d of %d, which is still in "
                         "the log: the broker is slow; waiting", r.topic, r.partition,
                         STALL_TIMEOUT_S, position, r.end)
-            consumer.seek(tp, position)
+            consumer.assign([Assignment(r.topic, r.partition, position)])
             progress_at = time.monotonic()
         if len(cols[0]) >= ROWS_PER_ARROW_BATCH:
-            yield _batch(r, cols)
-            cols = [[], [], [], [], []]
+            yield cols
+            cols = ([], [], [], [])
+    if not overshot:
+        _reader_at[key] = (r.topic, r.end)
     if cols[0]:
-        yield _batch(r, cols)
+        yield cols
 
 
-def _still_in_log(consumer: Any, tp: TopicPartition, position: int, r: KafkaRange) -> None:
+def _on_read_error(error: Any, position: int, r: KafkaRange) -> None:
+    """A consume error: an offset out of range is data loss; others (a broker
+    reconnecting) are retried by librdkafka, and a read that stops progressing is
+    checked against the log after STALL_TIMEOUT_S."""
+    from confluent_kafka import KafkaError as RdKafkaError
+
+    if error.code() in (RdKafkaError._AUTO_OFFSET_RESET, RdKafkaError.OFFSET_OUT_OF_RANGE):
+        raise DataLossError(
+            f"{r.topic}[{r.partition}]: offset {position} is no longer in the log "
+            f"(planned {r.start}..{r.end}): records were deleted or the log was reset "
+            "while the batch ran; the stream stopped (see failOnDataLoss)")
+    log.debug("%s[%d]: consume error at offset %d: %s", r.topic, r.partition, position, error)
+
+
+def _still_in_log(bootstrap: str, position: int, r: KafkaRange) -> None:
     """A read that makes no progress: records gone from the log are data loss; records
     still there mean a slow broker, worth waiting for (a timeout here once stopped the
     10-minute soak's job while nothing was lost; that stall was the fetch wait, see
-    READ_MAX_WAIT_MS). A broker that does not answer raises, naming itself."""
+    READ_MAX_WAIT_MS). A broker that does not answer raises, naming itself. The log's
+    bounds are measured as the driver measures them (``exact_end_offsets``), by a
+    kafka-python consumer opened at the first stall."""
+    consumer = _stall_checkers.get(bootstrap)
+    if consumer is None:
+        consumer = _stall_checkers[bootstrap] = _new_consumer(bootstrap, fetch_max_wait_ms=10)
+    tp = TopicPartition(r.topic, r.partition)
     try:
         begin = consumer.beginning_offsets([tp])[tp]
         end = exact_end_offsets(consumer, [tp], timeout_s=STALL_TIMEOUT_S)[tp]
@@ -384,6 +443,8 @@ def _still_in_log(consumer: Any, tp: TopicPartition, position: int, r: KafkaRang
         raise KafkaUnavailable(
             f"{r.topic}[{r.partition}]: no record for {STALL_TIMEOUT_S:.0f} s at offset "
             f"{position} of {r.end}, and the broker does not answer ({exc})") from exc
+    finally:
+        consumer.assign([])
     if not begin <= position < end:
         raise DataLossError(
             f"{r.topic}[{r.partition}]: offset {position} is no longer in the log (now "
@@ -391,13 +452,18 @@ def _still_in_log(consumer: Any, tp: TopicPartition, position: int, r: KafkaRang
             "was reset while the batch ran; the stream stopped (see failOnDataLoss)")
 
 
-def _batch(r: KafkaRange, cols: list[list[Any]]) -> pa.RecordBatch:
+def _batch(r: KafkaRange, cols: Chunk) -> pa.RecordBatch:
     n = len(cols[0])
     return pa.RecordBatch.from_arrays([
         pa.array(cols[0], pa.binary()), pa.array(cols[1], pa.binary()),
         pa.array([r.topic] * n, pa.string()), pa.array([r.partition] * n, pa.int32()),
         pa.array(cols[2], pa.int64()), pa.array(cols[3], pa.timestamp("us", tz="UTC")),
     ], schema=ARROW_SCHEMA)
+
+
+def _validates(options: Any) -> bool:
+    lowered = {str(k).lower(): str(v) for k, v in dict(options).items()}
+    return lowered.get("validate", "false").lower() == "true"
 
 
 class KafkaSource(DataSource):  # type: ignore[misc]
@@ -408,7 +474,7 @@ class KafkaSource(DataSource):  # type: ignore[misc]
         return FORMAT
 
     def schema(self) -> str:
-        return SCHEMA
+        return VALIDATED_DDL if _validates(self.options) else SCHEMA
 
     def streamReader(self, schema: StructType) -> DataSourceStreamReader:
         return KafkaStreamReader(dict(self.options))
