@@ -133,7 +133,7 @@ def exact_end_offsets(
             raise TimeoutError(
                 f"no fetch answer for partitions {missing} of {tps[0].topic} within "
                 f"{timeout_s:.0f} s; is the broker overloaded or the partition leaderless?")
-        consumer.poll(timeout_ms=100, max_records=1)
+        consumer.poll(timeout_ms=5, max_records=1)  # returns at its timeout when no records
         for tp in tps:
             hw = consumer.highwater(tp)
             if hw is not None and tp not in result:
