@@ -1,9 +1,11 @@
-"""Streaming benchmark: job throughput against a plain one-process loop and the raw
-reader, flat cost of a steady batch against per-user history, freshness.
+"""Streaming benchmark: job throughput against one-process loops (trivial work and the
+same work) and the raw reader, flat cost of a steady batch against per-user history,
+freshness at several triggers.
 
     .venv/bin/python -m benchmarks.streaming [--events 300000] [--users 3000]
         [--history-events 300000] [--steady-events 20000] [--steady-batches 5]
-        [--rate 2000] [--seconds 30] [--fresh-users 1000] [--skip-freshness]
+        [--rate 2000] [--seconds 30] [--fresh-users 1000]
+        [--triggers "1 second,250 milliseconds,0 seconds"] [--skip-freshness]
 
 Starts its own embedded broker and redis-server on free loopback ports (stopped at the
 end), so it measures only what it starts. Prints a Markdown block for
@@ -11,9 +13,13 @@ docs/benchmarks.md.
 
 1. Throughput: ``--events`` generated events of ``--users`` users on a 4-partition
    topic. Plain loop = the issue's baseline: one process, confluent-kafka consume
-   (batched ``consume``) + ``orjson.loads`` + a dict per user (count, last ts). Raw
-   consume = the job's own reader (``kafka_source.read_range``, kafka-python) reading
-   every partition in this process, one thread. Job = ``segstream stream
+   (batched ``consume``) + ``orjson.loads`` + a dict per user (count, last ts), kept
+   so the figures stay comparable over time. Same-work loop = the job's work without
+   Spark in one process (``_same_work_loop``: confluent-kafka, ``validate_values``,
+   ``advance`` with one state for all users, the job's sinks), the no-Spark figure of
+   this work on one core. Raw consume = the job's own reader
+   (``kafka_source.read_range``, confluent-kafka) reading every partition in this
+   process, one thread. Job = ``segstream stream
    --available-now`` over the same topic into Redis with the default admission
    control, after a warm-up run on another topic (a running job has warm Python
    workers and JIT). Reported: events per second of micro-batch time (what a running
@@ -26,7 +32,7 @@ docs/benchmarks.md.
    (``triggerExecution``, summed if a batch was split) for each history length and
    their ratio.
 3. Freshness: events of ``--fresh-users`` users produced at ``--rate``/s for
-   ``--seconds`` with the job running on a 1 s trigger; for one sampled event every
+   ``--seconds`` with the job running on each of ``--triggers``; for one sampled event every
    100 ms, the time from produce to its effect visible in Redis (the user's record
    ``ts`` reaches the event's time).
 """
@@ -92,6 +98,51 @@ def _plain_loop(bootstrap: str, topic: str, n: int) -> tuple[int, float]:
     return seen, elapsed
 
 
+def _same_work_loop(settings: Any, bootstrap: str, redis_url: str, n: int
+                    ) -> tuple[int, float]:
+    """The job's work without Spark, one process: confluent-kafka batch consume, the
+    project's validation (``validate_values``), the vectorised step (``advance``, one
+    state for every user), and the job's sinks (Redis, the features topic, the Parquet
+    history, the DLQ), in batches of the job's admission limit."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    from segstream.streaming.durations import duration_ms
+    from segstream.streaming.job import make_sinks
+    from segstream.streaming.spark_state import DEAD_COLUMNS, record_rows
+    from segstream.streaming.step import GroupState, advance
+    from segstream.streaming.validate import validate_values
+
+    topic, params = settings.topic_events, settings.feature_params()
+    watermark = duration_ms(settings.stream_watermark)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-same-work",
+                         "enable.auto.commit": False, "fetch.queue.backoff.ms": 10})
+    meta = consumer.list_topics(topic, timeout=10).topics[topic]
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+    sinks = make_sinks(settings, bootstrap=bootstrap, redis_url=redis_url)
+    state = GroupState.empty()
+    seen, batch_id = 0, 0
+    t0 = time.perf_counter()
+    while seen < n:
+        msgs: list[Any] = []
+        while len(msgs) < settings.stream_max_records_per_trigger and seen + len(msgs) < n:
+            msgs += [m for m in consumer.consume(10_000, timeout=1.0) if m.error() is None]
+        validated = validate_values(
+            [m.value() for m in msgs], keys=[m.key() for m in msgs], topic=topic,
+            partition=[m.partition() for m in msgs], offsets=[m.offset() for m in msgs],
+        ).to_pandas()
+        accepted = validated["reason"].isna()
+        step = advance(state, validated[accepted].reset_index(drop=True),
+                       watermark_ms=watermark, params=params)
+        dead = validated.loc[~accepted, list(DEAD_COLUMNS)].reset_index(drop=True)
+        sinks.write(batch_id, record_rows(step.users, step.aggs, params), dead,
+                    int(time.time() * 1000))
+        seen, batch_id = seen + len(msgs), batch_id + 1
+    elapsed = time.perf_counter() - t0
+    consumer.close()
+    sinks.close()
+    return seen, elapsed
+
+
 def _settings(tmp: Path, bootstrap: str, redis_url: str, tag: str, **kw: Any) -> Any:
     from segstream.adapters.kafka import ensure_topics
     from segstream.config import Settings
@@ -125,6 +176,9 @@ def throughput(spark: Any, tmp: Path, bootstrap: str, redis_url: str, events: in
     produce(s.topic_events, events, users, seed=7)
     n, raw_s = _raw_consume(bootstrap, s.topic_events)
     n_plain, plain_s = _plain_loop(bootstrap, s.topic_events, n)
+    same = _settings(tmp, bootstrap, redis_url, "same")  # its own sinks' topics and files
+    n_same, same_s = _same_work_loop(same.model_copy(update={"topic_events": s.topic_events}),
+                                     bootstrap, redis_url, n)
     t0 = time.perf_counter()
     query, writer, listener = start(spark, s, bootstrap=bootstrap, redis_url=redis_url,
                                     available_now=True)
@@ -140,7 +194,8 @@ def throughput(spark: Any, tmp: Path, bootstrap: str, redis_url: str, events: in
             "batches": len(batches), "batch_eps": rows / batch_s, "batch_s": batch_s,
             "ratio": raw_s / job_s, "batch_ratio": (rows / batch_s) / (n / raw_s),
             "plain_eps": plain_eps, "plain_ratio": (rows / batch_s) / plain_eps,
-            "plain_wall_ratio": (n / job_s) / plain_eps}
+            "plain_wall_ratio": (n / job_s) / plain_eps, "same_eps": n_same / same_s,
+            "same_ratio": (rows / batch_s) / (n_same / same_s)}
 
 
 def _send(bootstrap: str, topic: str, log: Any) -> None:
@@ -215,15 +270,16 @@ def flat_cost(spark: Any, tmp: Path, bootstrap: str, redis_url: str, users: int,
 
 
 def freshness(spark: Any, tmp: Path, bootstrap: str, redis_url: str, rate: int,
-              seconds: float, users: int) -> dict[str, float]:
+              seconds: float, users: int, trigger: str) -> dict[str, float]:
     import redis
 
     from segstream.adapters.kafka import Producer
     from segstream.adapters.redis_keys import feature_key
     from segstream.streaming.job import start
 
-    s = _settings(tmp, bootstrap, redis_url, "fresh", stream_starting_offsets="latest",
-                  stream_trigger="1 second")
+    tag = "fresh-" + "".join(c for c in trigger if c.isalnum())
+    s = _settings(tmp, bootstrap, redis_url, tag, stream_starting_offsets="latest",
+                  stream_trigger=trigger)
     client = redis.Redis.from_url(redis_url)
     query, writer, listener = start(spark, s, bootstrap=bootstrap, redis_url=redis_url)
     time.sleep(15)  # first batches compile code; measure the steady state
@@ -286,6 +342,8 @@ def main() -> None:
     parser.add_argument("--history-events", type=int, default=300_000)
     parser.add_argument("--steady-events", type=int, default=20_000)
     parser.add_argument("--steady-batches", type=int, default=5)
+    parser.add_argument("--triggers", default="1 second,250 milliseconds,0 seconds",
+                        help="processing-time triggers the freshness run is measured at")
     parser.add_argument("--skip-freshness", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
     args = parser.parse_args()
@@ -307,22 +365,26 @@ def main() -> None:
             spark, tmp, broker.address, redis_svc.address, args.events, args.users)
         flat = flat_cost(spark, tmp, broker.address, redis_svc.address, args.users,
                          args.history_events, args.steady_events, args.steady_batches)
-        fr = None if args.skip_freshness else freshness(
+        fresh = {} if args.skip_freshness else {trigger: freshness(
             spark, tmp, broker.address, redis_svc.address, args.rate, args.seconds,
-            args.fresh_users)
+            args.fresh_users, trigger) for trigger in args.triggers.split(",")}
     finally:
         spark.stop()
         stop_service(broker)
         stop_service(redis_svc)
-    fresh = "-" if fr is None else (
-        f"{fr['rate']:,.0f} events/s, p50 / p95 {fr['p50']:.2f} s / {fr['p95']:.2f} s "
-        f"({fr['samples']:.0f} samples)")
+    fresh_rows = "".join(
+        f"\n| freshness, {trigger} trigger | {fr['rate']:,.0f} events/s, p50 / p95 "
+        f"{fr['p50']:.2f} s / {fr['p95']:.2f} s ({fr['samples']:.0f} samples) |"
+        for trigger, fr in fresh.items())
     one, sixty = (float(np.median(flat[d])) for d in (1.0, 60.0))
     if tp is not None:
         print(f"""
 | measure | value |
 |---|---|
 | events, users | {tp['events']:,.0f}, {args.users:,} |
+| same-work loop events/s (one process: confluent-kafka, the project's validation, \
+vectorised step and sinks, same run) | {tp['same_eps']:,.0f} |
+| **job / same-work loop, in micro-batches** | **{tp['same_ratio']:.2f}** |
 | plain loop events/s (confluent-kafka + orjson + dict per user, same run) \
 | {tp['plain_eps']:,.0f} |
 | **job / plain loop, in micro-batches** | **{tp['plain_ratio']:.2f}** |
@@ -339,8 +401,7 @@ def main() -> None:
 | steady batch of {args.steady_events:,} events after 1 day of history \
 ({args.history_events:,} events), median of {len(flat[1.0])} | {one:.2f} s |
 | same after 60 days of history, median of {len(flat[60.0])} | {sixty:.2f} s |
-| **flat cost: 60 days / 1 day** | **{sixty / one:.2f}** |
-| freshness, 1 s trigger | {fresh} |
+| **flat cost: 60 days / 1 day** | **{sixty / one:.2f}** |{fresh_rows}
 """)
     print(f"steady batch seconds: 1 day {flat[1.0]}, 60 days {flat[60.0]}")
 

@@ -184,20 +184,27 @@ class BatchLogger(StreamingQueryListener):  # type: ignore[misc]
                  f" error: {event.exception}" if event.exception else "")
 
 
+def make_sinks(settings: Settings, *, bootstrap: str, redis_url: str) -> Sinks:
+    """The job's sinks for these settings (Redis, the features topic, the Parquet
+    history, the DLQ), its marker inside the checkpoint."""
+    checkpoint = settings.checkpoint_dir
+    return Sinks(redis_url=redis_url, bootstrap=bootstrap,
+                 topic_features=settings.topic_features, topic_dlq=settings.topic_dlq,
+                 ttl_s=settings.feature_ttl_s, history_dir=settings.history_dir,
+                 cluster=settings.redis_cluster,
+                 dead_letters=DeadLetterStore(settings.dead_letter_dir),
+                 redis_retry_s=settings.stream_redis_retry_s,
+                 # inside the checkpoint: deleting the checkpoint (batch ids restart at 0)
+                 # must also forget which batches reached Kafka
+                 marker=KafkaMarker(checkpoint / "segstream" / "kafka-sinks"))
+
+
 def start(spark: SparkSession, settings: Settings, *, bootstrap: str, redis_url: str,
           source: str = "python", trigger: str | None = None, available_now: bool = False
           ) -> tuple[StreamingQuery, BatchWriter, BatchLogger]:
     """Start the query; the caller waits for it (``run`` does, with SIGTERM handling)."""
     checkpoint = settings.checkpoint_dir
-    sinks = Sinks(redis_url=redis_url, bootstrap=bootstrap,
-                  topic_features=settings.topic_features, topic_dlq=settings.topic_dlq,
-                  ttl_s=settings.feature_ttl_s, history_dir=settings.history_dir,
-                  cluster=settings.redis_cluster,
-                  dead_letters=DeadLetterStore(settings.dead_letter_dir),
-                  redis_retry_s=settings.stream_redis_retry_s,
-                  # inside the checkpoint: deleting the checkpoint (batch ids restart at 0)
-                  # must also forget which batches reached Kafka
-                  marker=KafkaMarker(checkpoint / "segstream" / "kafka-sinks"))
+    sinks = make_sinks(settings, bootstrap=bootstrap, redis_url=redis_url)
     writer = BatchWriter(settings, sinks, LateBytes(bootstrap, settings.topic_events))
     listener = BatchLogger(writer, LagMeter(bootstrap))
     spark.streams.addListener(listener)
