@@ -10,6 +10,7 @@ import typer
 
 from segstream.app.console import serve_metrics_or_fail
 
+APP_FACTORY = "segstream.serving.app:create_app_from_env"
 webhooks_app = typer.Typer(help="Segment-change detection and webhook delivery.",
                            no_args_is_help=True)
 
@@ -22,8 +23,10 @@ def register(app: typer.Typer) -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default: api_host).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: api_port).")] = None,
-    workers: Annotated[int | None, typer.Option(help="uvicorn workers (default: "
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: "
                                                 "api_workers).")] = None,
+    server: Annotated[str | None, typer.Option(
+        help="ASGI server: granian or uvicorn (default: api_server).")] = None,
 ) -> None:
     """Run the HTTP API (segment lookups, personalization, /metrics, /docs)."""
     from segstream.app.console import console, load_settings
@@ -32,6 +35,10 @@ def serve(
     host = host or settings.api_host
     port = port or settings.api_port
     workers = workers or settings.api_workers
+    server = server or settings.api_server
+    if server not in ("granian", "uvicorn"):
+        console.print(f"[red]--server {server}[/red]: use granian or uvicorn")
+        raise typer.Exit(2)
     if not settings.api_auth_enabled:
         console.print("[yellow]API key auth is DISABLED[/yellow] "
                       "(SEGSTREAM_API_AUTH_ENABLED=false): every /v1 call is accepted")
@@ -44,15 +51,24 @@ def serve(
         shutil.rmtree(mp_dir, ignore_errors=True)
         mp_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(mp_dir.resolve())
-    import uvicorn
-
     from segstream.serving.model_source import use_poll_env_defaults
 
-    use_poll_env_defaults()  # before uvicorn: its worker processes inherit the environment
+    use_poll_env_defaults()  # before the server: its worker processes inherit the environment
     console.print(f"serving on http://{host}:{port} (docs: /docs, metrics: /metrics), "
-                  f"{workers} worker(s)")
-    uvicorn.run("segstream.serving.app:create_app_from_env", factory=True, host=host, port=port,
-                workers=workers, loop="uvloop", http="httptools", access_log=False,
+                  f"{workers} {server} worker(s)")
+    if server == "granian":
+        from granian import Granian
+        from granian.constants import Interfaces, Loops
+        from granian.log import LogLevels
+
+        Granian(APP_FACTORY, address=host, port=port, interface=Interfaces.ASGI,
+                workers=workers, loop=Loops.uvloop, log_access=False, factory=True,
+                log_level=LogLevels(settings.log_level.lower())).serve()
+        return
+    import uvicorn
+
+    uvicorn.run(APP_FACTORY, factory=True, host=host, port=port, workers=workers,
+                loop="uvloop", http="httptools", access_log=False,
                 log_level=settings.log_level.lower())
 
 
