@@ -13,7 +13,7 @@ import importlib.util
 import subprocess
 import sys
 
-BENCHMARKS = ("produce", "aggregates", "streaming", "training", "serving")
+BENCHMARKS = ("produce", "aggregates", "validate", "reader", "streaming", "training", "serving")
 
 
 def main(names: list[str]) -> int:

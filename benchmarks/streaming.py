@@ -6,6 +6,7 @@ freshness at several triggers.
         [--history-events 300000] [--steady-events 20000] [--steady-batches 5]
         [--rate 2000] [--seconds 30] [--fresh-users 1000]
         [--triggers "1 second,250 milliseconds,0 seconds"] [--skip-freshness]
+        [--skip-throughput] [--conf KEY=VALUE ...]
 
 Starts its own embedded broker and redis-server on free loopback ports (stopped at the
 end), so it measures only what it starts. Prints a Markdown block for
@@ -346,6 +347,9 @@ def main() -> None:
                         help="processing-time triggers the freshness run is measured at")
     parser.add_argument("--skip-freshness", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
+                        help="a Spark setting for every query of the run (repeatable), "
+                        "e.g. spark.sql.streaming.stateStore.providerClass=...")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)
@@ -360,6 +364,9 @@ def main() -> None:
     broker = start_broker(free_port(), tmp / "tansu.log")
     redis_svc = start_redis(free_port(), tmp, tmp / "redis.log")
     spark = get_spark(Settings(spark_shuffle_partitions=2), "segstream-bench")
+    for setting in args.conf:
+        key, _, value = setting.partition("=")
+        spark.conf.set(key, value)
     try:
         tp = None if args.skip_throughput else throughput(
             spark, tmp, broker.address, redis_svc.address, args.events, args.users)

@@ -130,10 +130,10 @@ def _reader(bootstrap: str, partition: int) -> Any:
     """A worker's consumer for reading ranges: one per process, bootstrap and partition
     number (Python workers are reused across tasks), as Spark's own Kafka connector keeps
     one per topic-partition. confluent-kafka (librdkafka): it decodes in C and prefetches,
-    ~3.4-4.2x kafka-python's rate here (``python -m benchmarks.streaming``'s raw-consume
-    rows). One consumer per partition, so the prefetch of one partition never holds up a
-    fetch of another; keyed by partition number, not topic, so a process that reads many
-    topics (the tests) keeps no more consumers than partitions."""
+    3.9-5.6x kafka-python's rate here (``python -m benchmarks.reader``). One consumer per
+    partition, so the prefetch of one partition never holds up a fetch of another; keyed
+    by partition number, not topic, so a process that reads many topics (the tests) keeps
+    no more consumers than partitions."""
     from confluent_kafka import Consumer
 
     key = (bootstrap, partition)
