@@ -347,6 +347,7 @@ def main() -> None:
                         help="processing-time triggers the freshness run is measured at")
     parser.add_argument("--skip-freshness", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-flat", action="store_true")
     parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
                         help="a Spark setting for every query of the run (repeatable), "
                         "e.g. spark.sql.streaming.stateStore.providerClass=...")
@@ -370,8 +371,9 @@ def main() -> None:
     try:
         tp = None if args.skip_throughput else throughput(
             spark, tmp, broker.address, redis_svc.address, args.events, args.users)
-        flat = flat_cost(spark, tmp, broker.address, redis_svc.address, args.users,
-                         args.history_events, args.steady_events, args.steady_batches)
+        flat = None if args.skip_flat else flat_cost(
+            spark, tmp, broker.address, redis_svc.address, args.users, args.history_events,
+            args.steady_events, args.steady_batches)
         fresh = {} if args.skip_freshness else {trigger: freshness(
             spark, tmp, broker.address, redis_svc.address, args.rate, args.seconds,
             args.fresh_users, trigger) for trigger in args.triggers.split(",")}
@@ -383,7 +385,6 @@ def main() -> None:
         f"\n| freshness, {trigger} trigger | {fr['rate']:,.0f} events/s, p50 / p95 "
         f"{fr['p50']:.2f} s / {fr['p95']:.2f} s ({fr['samples']:.0f} samples) |"
         for trigger, fr in fresh.items())
-    one, sixty = (float(np.median(flat[d])) for d in (1.0, 60.0))
     if tp is not None:
         print(f"""
 | measure | value |
@@ -402,15 +403,20 @@ vectorised step and sinks, same run) | {tp['same_eps']:,.0f} |
 | **job / raw consume, in micro-batches** | **{tp['batch_ratio']:.2f}** |
 | job events/s, wall time with query start and stop ({tp['job_s']:.1f} s) | {tp['job_eps']:,.0f} |
 | job / raw consume, wall time | {tp['ratio']:.2f} |""")
-    print(f"""
-| measure | value |
-|---|---|
+    flat_rows = ""
+    if flat is not None:
+        one, sixty = (float(np.median(flat[d])) for d in (1.0, 60.0))
+        flat_rows = f"""
 | steady batch of {args.steady_events:,} events after 1 day of history \
 ({args.history_events:,} events), median of {len(flat[1.0])} | {one:.2f} s |
 | same after 60 days of history, median of {len(flat[60.0])} | {sixty:.2f} s |
-| **flat cost: 60 days / 1 day** | **{sixty / one:.2f}** |{fresh_rows}
+| **flat cost: 60 days / 1 day** | **{sixty / one:.2f}** |"""
+    print(f"""
+| measure | value |
+|---|---|{flat_rows}{fresh_rows}
 """)
-    print(f"steady batch seconds: 1 day {flat[1.0]}, 60 days {flat[60.0]}")
+    if flat is not None:
+        print(f"steady batch seconds: 1 day {flat[1.0]}, 60 days {flat[60.0]}")
 
 
 if __name__ == "__main__":
