@@ -19,6 +19,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,4 +175,31 @@ def segment_risk(segments: Any, rows: ChurnExamples, risk: np.ndarray) -> list[d
         out.append({"segment_id": int(sid), "persona": names.get(sid, ""),
                     "rows": int(m.sum()), "mean_risk": float(risk[m].mean()),
                     "observed": float(rows.y[m].mean())})
+    return out
+
+
+def churn_by_segment(churn: ChurnModel, X: np.ndarray, assigned: np.ndarray,
+                     segment_ids: Sequence[int], top: int = 2) -> list[dict[str, Any]]:
+    """Per segment of ``segment_ids`` (in that order), of the users ``X`` whose segment is
+    ``assigned``: ``users``, ``mean_risk``, ``high_share`` (in the high band) and the
+    ``top`` reasons most often among their members' reasons, each ``{"feature", "text"
+    (one member's words), "share" (of the members that have it)}``."""
+    scores = churn.score(X)
+    high = scores.band_index == BANDS.index("high")
+    out = []
+    for sid in segment_ids:
+        rows = np.flatnonzero(assigned == sid)
+        counts: Counter[int] = Counter()
+        example: dict[int, str] = {}
+        for i in rows.tolist():
+            for j, text in zip(scores.reason_cols[i].tolist(), scores.reasons[i],
+                               strict=False):
+                counts[j] += 1
+                example.setdefault(j, text)
+        n = len(rows)
+        out.append({"segment_id": int(sid), "users": n,
+                    "mean_risk": float(scores.risk[rows].mean()) if n else None,
+                    "high_share": float(high[rows].mean()) if n else None,
+                    "reasons": [{"feature": churn.feature_names[j], "text": example[j],
+                                 "share": c / n} for j, c in counts.most_common(top)]})
     return out

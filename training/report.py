@@ -18,6 +18,8 @@ Sections, each of the snapshot's users assigned with the reported model:
   ``max_points``, the sample size in the title;
 * migration matrices: the same users assigned by another version (``previous``), and
   the same source as of an earlier time (``earlier``) assigned by this model;
+* churn risk per segment (with a churn model: ``Inputs.churn``): its members' mean risk,
+  their share in the high band and their commonest reasons, in words;
 * from the registry's tags: segment shares across versions, the k-selection curves.
 """
 
@@ -33,7 +35,9 @@ import numpy as np
 
 from segstream.adapters.registry import VersionInfo
 from segstream.core import rfm
+from segstream.core.churn_model import ChurnModel
 from segstream.core.segment_model import SegmentModel
+from segstream.training.churn_eval import churn_by_segment
 from segstream.training.data import FeatureTable
 from segstream.training.naming import describe
 from segstream.training.profiles import build_profiles
@@ -61,7 +65,8 @@ class Inputs:
     versions: Sequence[VersionInfo] = ()
     previous: SegmentModel | None = None  # another version, assigning the same users
     earlier: FeatureTable | None = None  # the same source as of a time before T
-    notes: Mapping[str, str] = field(default_factory=dict)  # "versions", "times": why not
+    churn: ChurnModel | None = None  # the churn model scoring the same users
+    notes: Mapping[str, str] = field(default_factory=dict)  # "versions", "times", "churn"
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ class Report:
     radar: np.ndarray  # segment row x RADAR_AXES, 0..1
     migrations: dict[str, np.ndarray]  # "versions", "times": from row x to column
     figures: tuple[str, ...]
+    churn: list[dict[str, Any]] | None = None  # per segment row (churn_by_segment)
 
 
 def _e(text: Any) -> str:
@@ -209,6 +215,9 @@ def write_report(out: Path, inputs: Inputs, *, seed: int = 0, max_points: int = 
     migrations: dict[str, np.ndarray] = {}
     versions_html = _version_section(inputs, labels, migrations)
     times_html = _time_section(inputs, labels, migrations)
+    churn = None if inputs.churn is None else churn_by_segment(
+        inputs.churn, table.X, np.asarray(model.segment_ids)[labels], model.segment_ids)
+    churn_html = _churn_section(model, inputs, churn)
     groups_html = matrix_html([label(model, i) for i in range(model.k)], rfm.GROUPS, seg_groups,
                               corner="segment \\ RFM group")
     src = dict(figures)
@@ -244,6 +253,7 @@ bought; <i>bought</i> is the share of the members who bought.</p>
 {groups_html}
 <p>{"; ".join(f"<b>{_e(g)}</b>: {_e(rfm.DEFINITIONS[g])}" for g in rfm.GROUPS)}.</p>
 <h2>Users in two dimensions</h2>{"".join(img(t, "h3") for t, _ in scatters)}
+{churn_html}
 <h2>Migration between versions</h2>{versions_html}
 <h2>Migration over time</h2>{times_html}
 {"<h2>Registry</h2>" if registry_figs else ""}{"".join(img(t, "h3") for t, _ in registry_figs)}
@@ -252,5 +262,27 @@ bought; <i>bought</i> is the share of the members who bought.</p>
     path = out / "index.html"
     path.write_text(page)
     return Report(path, len(table), table.user_ids[take], grid, prospects, profiles,
-                  seg_groups, radar, migrations, tuple(t for t, _ in figures))
+                  seg_groups, radar, migrations, tuple(t for t, _ in figures), churn)
+
+
+def _churn_section(model: SegmentModel, inputs: Inputs, churn: list[dict[str, Any]] | None
+                   ) -> str:
+    if churn is None or inputs.churn is None:
+        why = inputs.notes.get("churn", "No churn model was given.")
+        return f"<h2>Churn risk</h2><p class='note'>{_e(why)}</p>"
+    c = inputs.churn
+    def reasons(r: dict[str, Any]) -> str:
+        return "; ".join(_e(f"{x['text']} ({x['share']:.0%})") for x in r["reasons"])
+
+    rows = "".join(
+        f"<tr><td>{_e(label(model, i))}</td><td>{_count(r['users'])}</td>"
+        f"<td>{_num(r['mean_risk'], '.2f')}</td><td>{_num(r['high_share'], '.0%')}</td>"
+        f"<td>{reasons(r)}</td></tr>" for i, r in enumerate(churn))
+    return (f"<h2>Churn risk</h2><p>Churn model version {_e(c.version or '?')}: "
+            f"{_e(c.label.get('definition', ''))}. Each user scored as of the snapshot; the "
+            "high band starts at a risk of "
+            f"{c.band_edges[1]:.2f}. Reasons: the commonest among the members' top reasons "
+            "(one member's words; the share of the members that have it).</p>"
+            "<table><tr><th>segment</th><th>users</th><th>mean risk</th><th>high band</th>"
+            f"<th>commonest reasons</th></tr>{rows}</table>")
 

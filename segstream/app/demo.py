@@ -228,15 +228,10 @@ def _segment_reasons(segments: Any, churn: Any, X: Any, segment_id: int, top: in
                      ) -> list[str]:
     """The reasons most often among a segment's members' top reasons, each with the
     share of members that have it and one member's words."""
-    members = X[segments.assign(X).segment_ids == segment_id]
-    counts: Counter[str] = Counter()
-    example: dict[str, str] = {}
-    for row in churn.score(members).rows(churn.feature_names):
-        for r in row["reasons"]:
-            counts[r["feature"]] += 1
-            example.setdefault(r["feature"], r["text"])
-    return [f"{example[f]} ({n / max(len(members), 1):.0%} of members)"
-            for f, n in counts.most_common(top)]
+    from segstream.training.churn_eval import churn_by_segment
+
+    (seg,) = churn_by_segment(churn, X, segments.assign(X).segment_ids, [segment_id], top)
+    return [f"{r['text']} ({r['share']:.0%} of members)" for r in seg["reasons"]]
 
 
 def step_detect_before(demo: Demo) -> None:

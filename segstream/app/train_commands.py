@@ -349,12 +349,33 @@ def register(app: typer.Typer) -> None:
                 earlier = read_table(Path(source or history), settings.feature_params(), t1)
             except (ValueError, FeatureSpecMismatch) as exc:
                 notes["times"] = f"No migration over time: {exc}."
+        churn = _churn_champion(settings, fingerprint, notes)
         with console.status("rendering plots..."):
-            written = write_report(out, Inputs(model, table, versions, previous, earlier, notes),
+            written = write_report(out, Inputs(model, table, versions, previous, earlier,
+                                               churn, notes),
                                    seed=settings.random_seed, max_points=points)
         console.print(f"wrote {written.path}: {written.users:,} users as of "
                       f"{format_time(table.as_of_ms or 0, 'seconds')}, {len(written.plotted):,} "
                       f"in the PCA; {', '.join(written.figures)}")
+
+    def _churn_champion(settings: Any, fingerprint: int, notes: dict[str, str]) -> Any:
+        """The churn champion for the report's churn section, or None with the reason
+        in ``notes["churn"]``."""
+        from segstream.adapters.registry import ChurnRegistry, RegistryError
+        from segstream.core.contract import FeatureSpecMismatch
+
+        try:
+            churn = ChurnRegistry(settings).load()
+            churn.check_spec()
+            churn.check(fingerprint)
+        except (RegistryError, LookupError) as exc:
+            notes["churn"] = (f"No churn model: {exc}. `segstream churn train` fits one on "
+                              "the history.")
+            return None
+        except (ValueError, FeatureSpecMismatch) as exc:
+            notes["churn"] = f"The churn champion does not fit these users' features: {exc}."
+            return None
+        return churn
 
     @models_app.command("list")
     def models_list() -> None:

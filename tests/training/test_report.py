@@ -25,6 +25,7 @@ from segstream.core.segment_model import SegmentModel
 from segstream.training.data import FeatureTable, read_table
 from segstream.training.fit import fit_model
 from segstream.training.report import Inputs, Report, write_report
+from tests.support.churn_models import make_churn_model
 from tests.support.models import model_registry
 from tests.support.real_logs import PARAMS, RealLog, real_log, write_history
 
@@ -126,6 +127,42 @@ def test_every_figure_counts_the_snapshot_users(
     assert over_time[:-1].sum(1).tolist() == np.bincount(v2.assign(week_ago.X).index,
                                                          minlength=v2.k).tolist()
     assert over_time[-1].sum() == len(now) - len(week_ago) > 0
+
+
+def test_the_churn_section_is_each_segments_members_scored_as_of_the_snapshot(
+        snapshots: tuple[FeatureTable, FeatureTable],
+        versions: tuple[SegmentModel, SegmentModel],
+        tmp_path: Path) -> None:
+    _, now = snapshots
+    _, v2 = versions
+    churn = make_churn_model()
+    churn.version = "4"
+    with_churn = write_report(tmp_path / "churn", Inputs(v2, now, churn=churn),
+                              max_points=SAMPLE)
+    assert with_churn.churn is not None
+    rows = v2.assign(now.X).index
+    scores = churn.score(now.X)
+    for i, seg in enumerate(with_churn.churn):
+        members = rows == i
+        assert seg["segment_id"] == v2.segment_ids[i]
+        assert seg["users"] == int(members.sum())
+        assert seg["mean_risk"] == pytest.approx(float(scores.risk[members].mean()))
+        assert seg["high_share"] == pytest.approx(float((scores.risk[members] >= 0.6).mean()))
+        for reason in seg["reasons"]:  # in words, with the share of members that have it
+            have = sum(reason["feature"] in {churn.feature_names[j] for j in
+                                             scores.reason_cols[k].tolist() if j >= 0}
+                       for k in np.flatnonzero(members))
+            assert reason["share"] == pytest.approx(have / members.sum())
+    text = text_of(with_churn)
+    assert "Churn model version 4" in text
+    assert any(r["reasons"] for r in with_churn.churn)
+    first = next(r["reasons"][0] for r in with_churn.churn if r["reasons"])
+    assert first["text"] in text
+
+
+def test_without_a_churn_model_the_page_says_so(report: Report) -> None:
+    assert report.churn is None
+    assert "No churn model was given." in text_of(report)
 
 
 def test_on_its_training_snapshot_the_member_table_is_the_models_profiles(
