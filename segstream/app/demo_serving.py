@@ -108,7 +108,7 @@ def step_serve(settings: Settings, console: Console) -> dict[str, Any]:
             f"{lapsed['to_segment']} ({lapsed['persona']}) at {lapsed['at']}"
             + (f"; {lapsed['risk']}" if "risk" in lapsed else ""))
     if users:
-        summary["lookup load (one API worker)"] = lookup_load(url, users)
+        summary["lookup load (one API worker)"] = lookup_load(url, users, settings.api_server)
     summary["API"] = f"{url}/docs (OpenAPI), {url}/metrics, log {info['log']}"
     from segstream.adapters.registry import Registry
 
@@ -151,21 +151,22 @@ def show_catalogue_and_migrations(console: Console, url: str) -> dict[str, str]:
                                     f"{m['rfm_group_changes']} RFM-group changes ({top_groups})"}
 
 
-def lookup_load(url: str, users: list[str]) -> str:
-    """Segment lookups under wrk, with a bare FastAPI endpoint measured the same way
-    in the same run (``segstream.app.loadtest``, as ``benchmarks/serving.py``)."""
+def lookup_load(url: str, users: list[str], server: str) -> str:
+    """Segment lookups under wrk, with a bare FastAPI endpoint served by the API's own
+    server (``server``) and measured the same way in the same run
+    (``segstream.app.loadtest``, as ``benchmarks/serving.py``)."""
     from segstream.app.loadtest import lookup_against_bare
 
     try:
-        r = lookup_against_bare(url, users)
+        r = lookup_against_bare(url, users, server=server)
     except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
         return f"not measured: {exc}"
     lk, bare = r["lookup"], r["bare"]
     errors = f", {lk['non2xx']:.0f} non-2xx" if lk["non2xx"] else ""
     return (f"{lk['rps']:,.0f} rps, p50 {lk['p50']:.1f} ms, p99 {lk['p99']:.1f} ms{errors}; "
             f"bare FastAPI {bare['rps']:,.0f} rps, p50 {bare['p50']:.1f} ms, p99 "
-            f"{bare['p99']:.1f} ms ({lk['rps'] / bare['rps']:.2f}x its rps; {r['wrk']}, "
-            "load and servers on this machine)")
+            f"{bare['p99']:.1f} ms ({lk['rps'] / bare['rps']:.2f}x its rps; both on "
+            f"{r['server']}, {r['wrk']}, load and servers on this machine)")
 
 
 def deliver_webhooks(settings: Settings, console: Console) -> int:

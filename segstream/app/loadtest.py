@@ -1,7 +1,7 @@
 """Lookup load measured the way the serving benchmark measures it: wrk (``-t1 -c32``)
 against the API and, in the same run, against a bare FastAPI endpoint served the same
-way (uvicorn, one worker, uvloop, httptools, no access log), so that a figure comes with
-the machine's own ceiling beside it.
+way (the API's server, granian or uvicorn: one worker, uvloop, no access log), so that a
+figure comes with the machine's own ceiling beside it.
 
 Used by the demo's summary and by ``benchmarks/serving.py``.
 """
@@ -34,13 +34,19 @@ def bare_app() -> FastAPI:
     return app
 
 
-def serve_bare(port: int) -> subprocess.Popen[bytes]:
-    """The bare app in its own process on loopback, as the API is served."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "segstream.app.loadtest:bare_app", "--factory",
-         "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop", "--http",
-         "httptools", "--no-access-log", "--log-level", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def serve_bare(port: int, server: str = "uvicorn") -> subprocess.Popen[bytes]:
+    """The bare app in its own process on loopback, as ``segstream serve --server`` serves
+    the API (one worker)."""
+    app = "segstream.app.loadtest:bare_app"
+    address = ["--host", "127.0.0.1", "--port", str(port)]
+    if server == "granian":
+        command = ["granian", "--interface", "asgi", "--factory", "--loop", "uvloop",
+                   "--no-access-log", "--log-level", "warning", *address, app]
+    else:
+        command = ["uvicorn", app, "--factory", *address, "--loop", "uvloop", "--http",
+                   "httptools", "--no-access-log", "--log-level", "warning"]
+    proc = subprocess.Popen([sys.executable, "-m", *command],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         with socket.socket() as s:
@@ -91,8 +97,8 @@ def run_wrk(url: str, script: str | Path, duration_s: int, connections: int
 
 
 def lookup_against_bare(api_url: str, user_ids: list[str], *, duration_s: int = 3,
-                        connections: int = 32, headers: dict[str, str] | None = None
-                        ) -> dict[str, Any]:
+                        connections: int = 32, headers: dict[str, str] | None = None,
+                        server: str = "uvicorn") -> dict[str, Any]:
     """Segment lookups of ``user_ids`` against the API, then the bare endpoint on a free
     port, each after a 1 s warm-up; both figures from one run."""
     if shutil.which("wrk") is None:
@@ -103,9 +109,9 @@ def lookup_against_bare(api_url: str, user_ids: list[str], *, duration_s: int = 
         port = int(s.getsockname()[1])
     lookups = lua_paths([f"/v1/users/{u}/segment" for u in user_ids[:1000]], headers)
     bare = lua_paths([f"/bare/u{i}" for i in range(100)])
-    proc = serve_bare(port)
+    proc = serve_bare(port, server)
     try:
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = {"server": server}
         for name, url, script in (("lookup", api_url, lookups),
                                   ("bare", f"http://127.0.0.1:{port}", bare)):
             run_wrk(url, script, 1, connections)

@@ -14,9 +14,10 @@ pytestmark = pytest.mark.skipif(shutil.which("wrk") is None,
                                 reason="wrk is not installed (make setup installs it)")
 
 
-def test_wrk_figures_of_the_bare_endpoint_and_errors_counted() -> None:
+@pytest.mark.parametrize("server", ["granian", "uvicorn"])
+def test_wrk_figures_of_the_bare_endpoint_and_errors_counted(server: str) -> None:
     port = free_port()
-    proc = serve_bare(port)
+    proc = serve_bare(port, server)
     try:
         url = f"http://127.0.0.1:{port}"
         ok = run_wrk(url, lua_paths([f"/bare/u{i}" for i in range(10)]), 1, 4)
