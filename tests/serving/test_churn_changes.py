@@ -13,56 +13,35 @@ import pytest
 
 from segstream.adapters.online_store import FIELDS, decode_record
 from segstream.adapters.redis_keys import CHURN_SEGMENTS_KEY, feature_key
-from segstream.adapters.topic_reader import read_topic
 from segstream.config import Settings
 from segstream.core.aggregates import evaluate
 from segstream.core.churn_model import BANDS
 from segstream.core.segment_model import SegmentModel
 from segstream.core.times import format_time
 from segstream.serving import metrics
-from segstream.serving.changes import ChangeDetector
-from segstream.serving.churn import ChurnHolder, StaticChurnSource
-from segstream.serving.model_holder import ModelHolder
 from segstream.serving.model_source import StaticSource
 from tests.support.api import Api
 from tests.support.archetypes import DAY, HOUR, PARAMS, users_state, write_records
+from tests.support.change_stream import ChangeStream
 from tests.support.churn_models import make_churn_model
 from tests.support.models import make_model
-from tests.support.webhooks import T0, produce_records
+from tests.support.webhooks import T0
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 USERS = {"b0": 0, "s1": 1, "o2": 2, "s3": 1}
 
 
-class Stream:
-    def __init__(self, settings: Settings, model: SegmentModel, redis: Any,
-                 bootstrap: str) -> None:
-        self.settings, self.bootstrap = settings, bootstrap
-        self.churn = make_churn_model()
-        self.detector = ChangeDetector(
-            settings, ModelHolder(StaticSource(model, "3"), PARAMS), redis, bootstrap,
-            ChurnHolder(StaticChurnSource(self.churn, "5"), PARAMS))
-
-    def at(self, t: int) -> int:
-        produce_records(self.bootstrap, self.settings.topic_features,
-                        [("tick", users_state({"tick": 0}, t).aggs[0])])
-        return self.detector.run_available_now(timeout_s=60)
-
-    def published(self) -> list[dict[str, Any]]:
-        return [orjson.loads(r.value) for r in read_topic(
-            self.bootstrap, self.settings.topic_segment_changes) if r.value]
-
-
 @pytest.fixture
 def stream(settings_factory: Callable[..., Settings], topic_factory: Callable[..., str],
            kafka_bootstrap: str, redis_client: Any,
-           rfm_model_factory: Callable[..., SegmentModel]) -> Stream:
+           rfm_model_factory: Callable[..., SegmentModel]) -> ChangeStream:
     settings = settings_factory(
         topic_features=topic_factory("features", partitions=1),
         topic_segment_changes=topic_factory("changes", partitions=1), clock="event",
         rescore_interval_s=3600, segment_min_dwell_s=0)
     write_records(redis_client, users_state(USERS, T0, seed=1))  # last active at T0
-    return Stream(settings, rfm_model_factory(make_model(at_ms=T0)), redis_client, kafka_bootstrap)
+    return ChangeStream(settings, rfm_model_factory(make_model(at_ms=T0)), redis_client,
+                        kafka_bootstrap, make_churn_model())
 
 
 def _risk(redis_client: Any, churn: Any, user: str, as_of: int) -> tuple[float, str, list[str]]:
@@ -73,7 +52,7 @@ def _risk(redis_client: Any, churn: Any, user: str, as_of: int) -> tuple[float, 
 
 
 def test_entering_the_high_band_is_an_event_and_the_sweep_counts_bands(
-        stream: Stream, redis_client: Any) -> None:
+        stream: ChangeStream, redis_client: Any) -> None:
     s = stream
     s.at(T0)
     first = T0 + HOUR + 1
@@ -131,7 +110,7 @@ def test_entering_the_high_band_is_an_event_and_the_sweep_counts_bands(
 
 
 def test_the_catalogue_shows_each_segments_risk_as_of_the_last_sweep(
-        stream: Stream, redis_client: Any, api_factory: Callable[..., Api],
+        stream: ChangeStream, redis_client: Any, api_factory: Callable[..., Api],
         rfm_model_factory: Callable[..., SegmentModel]) -> None:
     api = api_factory(StaticSource(rfm_model_factory(make_model(at_ms=T0)), "3"))
     before = httpx.get(f"{api.url}/v1/segments", headers=api.headers).json()

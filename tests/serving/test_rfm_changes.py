@@ -10,56 +10,33 @@ from typing import Any
 import orjson
 import pytest
 
-from segstream.adapters.topic_reader import RedisOffsetReader, read_topic
+from segstream.adapters.topic_reader import RedisOffsetReader
 from segstream.config import Settings
 from segstream.core import rfm
 from segstream.core.segment_model import SegmentModel
 from segstream.serving import metrics
-from segstream.serving.changes import ChangeDetector
-from segstream.serving.model_holder import ModelHolder
-from segstream.serving.model_source import StaticSource
 from segstream.serving.webhooks import Dispatcher
 from segstream.sources.stack import free_port
-from tests.support.archetypes import DAY, HOUR, PARAMS, users_state, write_records
+from tests.support.archetypes import DAY, HOUR, users_state, write_records
+from tests.support.change_stream import ChangeStream
 from tests.support.models import lapsing_model, make_model
-from tests.support.webhooks import T0, WEBHOOK_SECRET, Receiver, drain, produce_records
+from tests.support.webhooks import T0, WEBHOOK_SECRET, Receiver, drain
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 USERS = {"b0": 0, "s1": 1, "o2": 2, "s3": 1}  # two big spenders (buy), two who never do
 
 
-class Stream:
-    """A detector on the event clock whose stream time a tick (another user's message)
-    moves; every run is bounded by the topic's end."""
-
-    def __init__(self, settings: Settings, model: SegmentModel, redis: Any,
-                 bootstrap: str) -> None:
-        self.settings, self.bootstrap = settings, bootstrap
-        self.detector = ChangeDetector(settings, ModelHolder(StaticSource(model, "3"), PARAMS),
-                                       redis, bootstrap)
-
-    def at(self, t: int) -> int:
-        """Move the stream time to ``t``, run; the changes published."""
-        produce_records(self.bootstrap, self.settings.topic_features,
-                        [("tick", users_state({"tick": 0}, t).aggs[0])])
-        return self.detector.run_available_now(timeout_s=60)
-
-    def published(self) -> list[dict[str, Any]]:
-        return [orjson.loads(r.value) for r in read_topic(
-            self.bootstrap, self.settings.topic_segment_changes) if r.value]
-
-
 @pytest.fixture
 def stream_factory(settings_factory: Callable[..., Settings],
                    topic_factory: Callable[..., str], kafka_bootstrap: str,
-                   redis_client: Any) -> Callable[..., Stream]:
-    def make(model: SegmentModel, **overrides: Any) -> Stream:
+                   redis_client: Any) -> Callable[..., ChangeStream]:
+    def make(model: SegmentModel, **overrides: Any) -> ChangeStream:
         settings = settings_factory(
             topic_features=topic_factory("features", partitions=1),
             topic_segment_changes=topic_factory("changes", partitions=1), clock="event",
             rescore_interval_s=3600, **overrides)
         write_records(redis_client, users_state(USERS, T0, seed=1))  # last active at T0
-        return Stream(settings, model, redis_client, kafka_bootstrap)
+        return ChangeStream(settings, model, redis_client, kafka_bootstrap)
 
     return make
 
@@ -72,7 +49,7 @@ def _state(redis_client: Any, user: str) -> dict[str, Any]:
 
 
 def test_a_group_change_alone_is_an_event_with_the_previous_group_and_its_time(
-    stream_factory: Callable[..., Stream], rfm_model_factory: Callable[..., SegmentModel],
+    stream_factory: Callable[..., ChangeStream], rfm_model_factory: Callable[..., SegmentModel],
     redis_client: Any, receivers: list[Receiver],
 ) -> None:
     """The big spenders stay in segment 20 as time passes, but their purchases age: R 5
@@ -132,7 +109,7 @@ def test_a_group_change_alone_is_an_event_with_the_previous_group_and_its_time(
 
 
 def test_a_segment_and_group_change_together_is_one_event_saying_both(
-    stream_factory: Callable[..., Stream], rfm_model_factory: Callable[..., SegmentModel],
+    stream_factory: Callable[..., ChangeStream], rfm_model_factory: Callable[..., SegmentModel],
     redis_client: Any,
 ) -> None:
     """Five silent days move the big spenders to the fourth segment, Lapsed, and their
