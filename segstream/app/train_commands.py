@@ -28,6 +28,10 @@ def _settings() -> Any:
     return load_settings()
 
 
+Kind = Annotated[str, typer.Option(
+    "--kind", help="Which model: segments (the segment model) or churn (churn risk).")]
+
+
 def _fail(message: str, code: int = 1) -> typer.Exit:
     from segstream.app.console import fail
 
@@ -423,29 +427,39 @@ def register(app: typer.Typer) -> None:
                                        "tags": info.tags, "metrics": model.metrics}))
         console.print(segment_table(model, f"segments of version {info.version}"))
 
+    def _registry(kind: str) -> Any:
+        from segstream.adapters.registry import ChurnRegistry, Registry
+
+        if kind not in ("segments", "churn"):
+            raise _fail(f"--kind {kind}: use segments or churn", 2)
+        return (Registry if kind == "segments" else ChurnRegistry)(_settings())
+
     @models_app.command("promote")
     def models_promote(
         version: Annotated[str, typer.Argument(help="Version to make champion.")],
         force: Annotated[bool, typer.Option(help="Promote even if its gates failed.")] = False,
+        kind: Kind = "segments",
     ) -> None:
-        """Point the champion alias at VERSION (only if it passed its gates)."""
-        from segstream.adapters.registry import Registry, RegistryError
+        """Point the champion alias of the segment (or churn) model at VERSION, only if
+        it passed its gates; the serving processes pick it up at their next poll."""
+        from segstream.adapters.registry import RegistryError
 
-        registry = Registry(_settings())
+        registry = _registry(kind)
         try:
             registry.promote(version, force=force)
         except RegistryError as exc:
             raise _fail(str(exc)) from exc
-        console.print(f"champion -> {version}")
+        console.print(f"{registry.name}: champion -> {version}")
 
     @models_app.command("rollback")
-    def models_rollback() -> None:
-        """Point the champion alias back at the previous champion."""
-        from segstream.adapters.registry import Registry, RegistryError
+    def models_rollback(kind: Kind = "segments") -> None:
+        """Point the champion alias of the segment (or churn) model back at the previous
+        champion."""
+        from segstream.adapters.registry import RegistryError
 
-        registry = Registry(_settings())
+        registry = _registry(kind)
         try:
             version = registry.rollback()
         except RegistryError as exc:
             raise _fail(str(exc)) from exc
-        console.print(f"champion -> {version} (rolled back)")
+        console.print(f"{registry.name}: champion -> {version} (rolled back)")

@@ -100,3 +100,25 @@ def test_churn_commands_and_models_list(tmp_path: Path, hist: Path) -> None:
     empty = invoke(tmp_path / "other", "churn", "evaluate", "--from", str(hist))
     assert empty.exit_code == 1
     assert "`segstream churn train` promotes a version" in " ".join(empty.output.split())
+
+
+def test_the_churn_champion_is_promoted_and_rolled_back_like_the_segment_model(
+        tmp_path: Path, hist: Path) -> None:
+    data = tmp_path / "data"
+    settings = Settings(data_dir=data)
+    assert train_churn(settings, hist).version == "1"
+    rejected = train_churn(settings, hist)  # the same data cannot beat the champion
+    assert rejected.version == "2" and not rejected.promoted
+    churn = ChurnRegistry(settings)
+    refused = invoke(data, "models", "promote", "2", "--kind", "churn")
+    assert refused.exit_code == 1 and "only versions that passed" in refused.output
+    assert churn.champion_version() == "1"
+    forced = invoke(data, "models", "promote", "2", "--kind", "churn", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert churn.champion_version() == "2" and "champion -> 2" in forced.output
+    back = invoke(data, "models", "rollback", "--kind", "churn")
+    assert back.exit_code == 0 and "rolled back" in back.output, back.output
+    assert churn.champion_version() == "1"
+    assert Registry(settings).versions() == [], "the segment model's registry is untouched"
+    wrong = invoke(data, "models", "rollback", "--kind", "risk")
+    assert wrong.exit_code == 2 and "use segments or churn" in wrong.output
