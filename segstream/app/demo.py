@@ -181,8 +181,11 @@ def step_training(demo: Demo) -> None:
                                                      result.model.personas, strict=True))
 
 
-#: The demo's history holds 25 days: a week's horizon leaves snapshots to train and test on.
-DEMO_CHURN = {"churn_horizon_days": 7.0, "churn_snapshot_every_days": 3.0}
+#: The demo's history holds 25 days: a week's horizon leaves snapshots to train and test
+#: on, and a snapshot every day gives the model enough rows. Every 3 days it had 1,580
+#: training rows and lost to the RFM score on the later snapshot (ROC AUC 0.718 against
+#: 0.724) in three runs of three; daily, 6,726 rows and 0.733 on the same history.
+DEMO_CHURN = {"churn_horizon_days": 7.0, "churn_snapshot_every_days": 1.0}
 
 
 def step_churn(demo: Demo) -> None:

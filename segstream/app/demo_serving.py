@@ -264,8 +264,10 @@ def step_changes(settings: Settings, console: Console) -> int:
 
 
 def show_lapsed(settings: Settings, console: Console, url: str) -> dict[str, Any] | None:
-    """The newest change that time alone caused, and the user's features before it (at
-    their last event) and at the change: no event in between, the features aged."""
+    """A recent change that time alone caused (with a churn champion served: the one whose
+    churn risk the silence raised most; else the longest silent), and the user's features
+    before it (at their last event) and at the change: no event in between, the features
+    aged."""
     from segstream.adapters.endpoints import endpoints
     from segstream.adapters.topic_reader import read_topic
 
@@ -277,21 +279,39 @@ def show_lapsed(settings: Settings, console: Console, url: str) -> dict[str, Any
         console.print("  no user changed segment by time alone (nobody lapsed far enough "
                       "under this model)")
         return None
+
+    def get(path: str, **params: Any) -> dict[str, Any]:
+        body: dict[str, Any] = httpx.get(f"{url}{path}", timeout=5, params=params).json()
+        return body
+
+    def risks_of(change: dict[str, Any]) -> tuple[Any, Any] | None:
+        """The user's churn risk at their last event and at the change (None: no churn
+        champion served, or the user is gone)."""
+        user = change["user_id"]
+        last = get(f"/v1/users/{user}/features").get("last_event_at")
+        if last is None:
+            return None
+        risks = [get(f"/v1/users/{user}/segment", as_of=when).get("churn")
+                 for when in (last, change["at"])]
+        return (risks[0], risks[1]) if all(risks) else None
+
     def silence(change: dict[str, Any]) -> float:  # days without an event at the change
-        body = httpx.get(f"{url}/v1/users/{change['user_id']}/features", timeout=5,
-                         params={"as_of": change["at"]}).json()
+        body = get(f"/v1/users/{change['user_id']}/features", as_of=change["at"])
         return -1.0 if "error" in body else float(body["features"]["recency_days"])
 
-    change = max(lapsed[-50:], key=silence)  # the longest silent of the recent ones
+    recent = lapsed[-50:]
+    scored = [(c, r) for c in recent if (r := risks_of(c)) is not None]
+    if scored:  # a churn champion is served: the user whose risk the silence raised most
+        change = max(scored, key=lambda cr: cr[1][1]["risk"] - cr[1][0]["risk"])[0]
+    else:  # the longest silent of the recent ones
+        change = max(recent, key=silence)
     user = change["user_id"]
-    then = httpx.get(f"{url}/v1/users/{user}/features", timeout=5).json()
+    then = get(f"/v1/users/{user}/features")
     if "error" in then:
         console.print(f"  {user} lapsed, but: {then['error']['message']}")
         return None
-    at_event = httpx.get(f"{url}/v1/users/{user}/features", timeout=5,
-                         params={"as_of": then["last_event_at"]}).json()
-    at_change = httpx.get(f"{url}/v1/users/{user}/features", timeout=5,
-                          params={"as_of": change["at"]}).json()
+    at_event = get(f"/v1/users/{user}/features", as_of=then["last_event_at"])
+    at_change = get(f"/v1/users/{user}/features", as_of=change["at"])
     table = Table("feature", f"at the last event ({at_event['as_of']})",
                   f"at the change ({at_change['as_of']})",
                   title=f"{user}: segment {change['from_segment']} -> {change['to_segment']} "
@@ -299,11 +319,9 @@ def show_lapsed(settings: Settings, console: Console, url: str) -> dict[str, Any
     for name in SHOWN:
         table.add_row(name, f"{at_event['features'][name]:.3f}",
                       f"{at_change['features'][name]:.3f}")
-    risks = [httpx.get(f"{url}/v1/users/{user}/segment", timeout=5,
-                       params={"as_of": when}).json().get("churn") for when in (
-                           then["last_event_at"], change["at"])]
+    risks = risks_of(change)
     out = dict(change)
-    if all(risks):  # a churn champion is served: the same silence raises the risk
+    if risks is not None:  # a churn champion is served: the risk the same silence gave
         before, after = risks
         table.add_row("churn risk", f"{before['risk']:.2f} ({before['band']})",
                       f"{after['risk']:.2f} ({after['band']})")
