@@ -59,7 +59,7 @@ def make_changes(settings: Settings, kafka_bootstrap: str, redis: Any, users: li
         records.append((u, users_state({u: 0}, at + 1000 * i, seed=i).aggs[0]))
         records.append((u, users_state({u: 1}, at + 1000 * i + 500, seed=i).aggs[0]))
     produce_records(kafka_bootstrap, settings.topic_features, records)
-    holder = ModelHolder(StaticSource(make_model(), "1"), PARAMS)
+    holder = ModelHolder(StaticSource(make_model(at_ms=T0), "1"), PARAMS)
     detector = ChangeDetector(settings, holder, redis, kafka_bootstrap)
     try:
         assert detector.run_available_now(timeout_s=60) == len(users)

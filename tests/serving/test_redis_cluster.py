@@ -108,7 +108,7 @@ def test_detector_sweep_covers_every_master(
     users = {f"u{i}": i % 3 for i in range(30)}
     write_records(cluster, users_state(users, T0, seed=1))
     assert len(_masters_holding(cluster, list(users))) == 3
-    holder = ModelHolder(StaticSource(lapsing_model(), "1"), PARAMS)
+    holder = ModelHolder(StaticSource(lapsing_model(at_ms=T0), "1"), PARAMS)
     detector = ChangeDetector(settings, holder, cluster, kafka_bootstrap)
     detector.sweep_chunk_size = 7
 

@@ -60,7 +60,7 @@ def test_detector_publishes_changes_with_hysteresis(
     records = [(u, users_state({u: row}, T0 + t, seed=i).aggs[0])
                for i, (u, row, t) in enumerate(updates)]
     produce_records(kafka_bootstrap, features, records)
-    holder = ModelHolder(StaticSource(make_model(), "7"), PARAMS)
+    holder = ModelHolder(StaticSource(make_model(at_ms=T0), "7"), PARAMS)
     holder.refresh()
     suppressed = metrics.SEGMENT_CHANGES_SUPPRESSED._value.get()
     detector = ChangeDetector(settings, holder, redis_client, kafka_bootstrap)
@@ -101,7 +101,7 @@ def test_a_record_of_other_params_is_skipped_not_fatal(
         ("a", users_state({"a": 0}, T0 + 1000).aggs[0]),
         ("a", users_state({"a": 1}, T0 + 2000).aggs[0])])
     skipped = metrics.CHANGE_RECORDS_SKIPPED.labels("record_mismatch")._value.get()
-    holder = ModelHolder(StaticSource(make_model(), "1"), PARAMS)
+    holder = ModelHolder(StaticSource(make_model(at_ms=T0), "1"), PARAMS)
     detector = ChangeDetector(settings, holder, redis_client, kafka_bootstrap)
     assert detector.run_available_now(timeout_s=60) == 1
     detector.close()
@@ -188,7 +188,7 @@ def test_a_sweep_interrupted_by_a_crash_is_finished_after_restart_each_change_on
     day, hour = 86_400_000, 3_600_000
     users = {f"u{i}": i % 3 for i in range(12)}
     write_records(redis_client, users_state(users, T0, seed=1))  # last active at T0
-    holder = ModelHolder(StaticSource(lapsing_model(), "1"), PARAMS)
+    holder = ModelHolder(StaticSource(lapsing_model(at_ms=T0), "1"), PARAMS)
 
     def tick(at: int) -> None:  # someone else's event moves the stream time to ``at``
         produce_records(kafka_bootstrap, features, [("tick", users_state({"tick": 0}, at)
@@ -238,7 +238,7 @@ def test_detect_available_now_command_ends_after_the_topic(
     features, changes = topic_factory("features", partitions=2), topic_factory("changes")
     settings = settings_factory(topic_features=features, topic_segment_changes=changes)
     registry = Registry(settings)
-    registry.set_alias(registry.register(make_model()), "champion")
+    registry.set_alias(registry.register(make_model(at_ms=T0)), "champion")
     produce_records(kafka_bootstrap, features, [
         ("a", users_state({"a": 0}, T0 + 1000).aggs[0]),
         ("a", users_state({"a": 1}, T0 + 2000).aggs[0])])
