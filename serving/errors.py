@@ -84,9 +84,15 @@ def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
 
 
 def from_validation(exc: RequestValidationError) -> InvalidInput:
-    errors = exc.errors()
-    details = [{"field": _field_path(e.get("loc", ())), "reason": str(e.get("msg", ""))}
-               for e in errors]
+    return invalid_input(exc.errors())
+
+
+def invalid_input(errors: Any, prefix: tuple[str, ...] = ()) -> InvalidInput:
+    """The 422 of pydantic's ``errors()``, each field path after ``prefix`` (FastAPI's
+    own errors already start with ``body`` or ``query``; a model validated by hand does
+    not)."""
+    details = [{"field": _field_path((*prefix, *e.get("loc", ()))),
+                "reason": str(e.get("msg", ""))} for e in errors]
     first = details[0] if details else {"field": "body", "reason": "invalid request"}
     return InvalidInput(f"{first['field']}: {first['reason']}", field=first["field"],
                         details=details)

@@ -73,7 +73,7 @@ class Job:
     missing: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Lookups:
     """The lookup service of one API process (see the module docstring)."""
 
@@ -85,7 +85,7 @@ class Lookups:
     params: FeatureParams
     now_ms: Callable[[], int | None]
     _pending: list[Job] = field(default_factory=list)
-    _scheduled: list[bool] = field(default_factory=lambda: [False])
+    _scheduled: bool = False  # a flush is queued for this turn
     _segment_children: dict[int, Any] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)  # the loop's refs are weak
 
@@ -109,8 +109,8 @@ class Lookups:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         self._pending.append(Job(ids, as_of_ms, field, served, fut))
-        if not self._scheduled[0]:  # the flush's first step runs behind this turn's
-            self._scheduled[0] = True  # handlers, so it takes every job they submit
+        if not self._scheduled:  # the flush's first step runs behind this turn's
+            self._scheduled = True  # handlers, so it takes every job they submit
             task = loop.create_task(self._flush())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -118,7 +118,7 @@ class Lookups:
 
     # --- the flush ---------------------------------------------------------------
     async def _flush(self) -> None:
-        self._scheduled[0] = False
+        self._scheduled = False
         jobs = self._pending[:]
         self._pending.clear()
         try:

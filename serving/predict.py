@@ -143,7 +143,6 @@ def answers(served: Served, a: Assignment, x: np.ndarray, *, user_ids: list[str]
             a.index.tolist(), a.segment_ids.tolist(), a.distances.tolist(),
             a.probabilities.tolist(), strict=True)):
         upd = updated_ms[i]
-        score = scores[i]
         out.append({
             "user_id": user_ids[i],
             "segment_id": seg,
@@ -157,7 +156,7 @@ def answers(served: Served, a: Assignment, x: np.ndarray, *, user_ids: list[str]
             "features_updated_at": fmt(upd),
             "stale": upd is not None and now - upd / 1000.0 > stale_after_s,
             "cold_start": False,
-            "rfm": {"r": score[0], "f": score[1], "m": score[2], "group": score[3]},
+            "rfm": rfm_body(scores[i]),
             "churn": churn[i],
         })
     return out

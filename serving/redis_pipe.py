@@ -56,10 +56,6 @@ class _Protocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
-        if len(data) <= FEED_BYTES:
-            self.reader.feed(data)
-            self._replies()
-            return
         # hiredis moves the unread rest of its buffer to the front after each reply past
         # its first kB: a 100 kB read of 1 kB replies costs ~250 us fed at once, ~40 us
         # fed in 8 kB slices (docs/serving.md, "Hot path")

@@ -21,7 +21,7 @@ from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
-from segstream.serving.errors import InvalidInput
+from segstream.serving.errors import InvalidInput, invalid_input
 
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Coroutine[Any, Any, Response]])
 Parse = Callable[[Request], dict[str, Any]]
@@ -89,8 +89,8 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 async def body_of(request: Request, model: type[ModelT]) -> ModelT:
     """The JSON body validated by ``model`` (what FastAPI would do for a body
-    parameter, without its solve pass); an error names ``body.<field>`` like FastAPI's
-    (``errors.from_validation``)."""
+    parameter, without its solve pass); an error names ``body.<field>`` as FastAPI's do
+    (``errors.invalid_input``)."""
     raw = await request.body()
     try:
         raw.decode()
@@ -100,8 +100,4 @@ async def body_of(request: Request, model: type[ModelT]) -> ModelT:
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
-        details = [{"field": ".".join(str(p) for p in ("body", *e.get("loc", ()))),
-                    "reason": str(e.get("msg", ""))} for e in exc.errors()]
-        first = details[0] if details else {"field": "body", "reason": "invalid request"}
-        raise InvalidInput(f"{first['field']}: {first['reason']}", field=first["field"],
-                           details=details) from None
+        raise invalid_input(exc.errors(), ("body",)) from None
