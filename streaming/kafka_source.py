@@ -98,7 +98,6 @@ _readers: dict[tuple[str, int], Any] = {}  # confluent_kafka.Consumer
 #: where each reader's fetch queue is: (topic, next offset) after its last range, so a
 #: range that starts there keeps the records already prefetched
 _reader_at: dict[tuple[str, int], tuple[str, int]] = {}
-_stall_checkers: dict[str, KafkaConsumer] = {}
 _admins: dict[str, KafkaAdminClient] = {}
 
 
@@ -106,23 +105,21 @@ class DataLossError(RuntimeError):
     """The checkpoint's offsets no longer point into the log (see ``failOnDataLoss``)."""
 
 
-def _new_consumer(bootstrap: str, fetch_max_wait_ms: int) -> KafkaConsumer:
-    from segstream.adapters.kafka import make_consumer
-
-    # No silent offset reset: an out-of-range fetch raises instead of jumping to the end.
-    return make_consumer(bootstrap, fetch_max_wait_ms=fetch_max_wait_ms,
-                         metadata_max_age_ms=3000, auto_offset_reset="none")
-
-
 def _consumer(bootstrap: str) -> KafkaConsumer:
-    """The driver's consumer, for offsets: one per process and bootstrap.
+    """The consumer for offsets, one per process and bootstrap: the driver's, and a
+    worker's when a stalled read checks the log (:func:`_still_in_log`).
 
     Measuring the log end fetches at the end, where the broker waits the fetch's max wait
     for data: 100 -> 10 ms took exact_end_offsets from ~135 to ~35 ms. Only the high
     watermark of that fetch is used, which tansu answers however short the wait."""
+    from segstream.adapters.kafka import make_consumer
+
     consumer = _consumers.get(bootstrap)
     if consumer is None:
-        consumer = _consumers[bootstrap] = _new_consumer(bootstrap, fetch_max_wait_ms=10)
+        # No silent offset reset: an out-of-range fetch raises instead of jumping to the end.
+        consumer = _consumers[bootstrap] = make_consumer(
+            bootstrap, fetch_max_wait_ms=10, metadata_max_age_ms=3000,
+            auto_offset_reset="none")
     return consumer
 
 
@@ -152,7 +149,7 @@ def _reader(bootstrap: str, partition: int) -> Any:
 def close_clients(bootstrap: str | None = None) -> None:
     """Close this process's cached clients (of ``bootstrap``, or all), e.g. before the
     broker they talk to is stopped: otherwise they go on reconnecting."""
-    caches: tuple[dict[Any, Any], ...] = (_consumers, _readers, _admins, _stall_checkers)
+    caches: tuple[dict[Any, Any], ...] = (_consumers, _readers, _admins)
     for cache in caches:
         for key in list(cache):
             if bootstrap in (None, key[0] if isinstance(key, tuple) else key):
@@ -430,11 +427,9 @@ def _still_in_log(bootstrap: str, position: int, r: KafkaRange) -> None:
     still there mean a slow broker, worth waiting for (a timeout here once stopped the
     10-minute soak's job while nothing was lost; that stall was the fetch wait, see
     READ_MAX_WAIT_MS). A broker that does not answer raises, naming itself. The log's
-    bounds are measured as the driver measures them (``exact_end_offsets``), by a
-    kafka-python consumer opened at the first stall."""
-    consumer = _stall_checkers.get(bootstrap)
-    if consumer is None:
-        consumer = _stall_checkers[bootstrap] = _new_consumer(bootstrap, fetch_max_wait_ms=10)
+    bounds are measured as the driver measures them, with the same consumer
+    (:func:`_consumer`, opened in this process at the first stall)."""
+    consumer = _consumer(bootstrap)
     tp = TopicPartition(r.topic, r.partition)
     try:
         begin = consumer.beginning_offsets([tp])[tp]
