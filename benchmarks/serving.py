@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from segstream.app.loadtest import run_wrk
+from segstream.serving.redis_client import CLIENTS
 
 USERS = 10_000
 KEY = "bench-key-123456"
@@ -246,10 +247,9 @@ def main() -> None:
     parser.add_argument("--skip-sweep", action="store_true")
     parser.add_argument("--redis-cluster", action="store_true",
                         help="serve from a 3-master Redis Cluster (no sweep)")
-    parser.add_argument("--redis-client", default="auto",
-                        choices=["auto", "own", "redis-py", "glide"],
+    parser.add_argument("--redis-client", default="auto", choices=CLIENTS,
                         help="the API's Redis client (auto: own for one plain server, "
-                        "redis-py for a cluster)")
+                        "valkey-glide for a cluster or TLS)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: sudo apt-get install -y wrk")

@@ -216,7 +216,7 @@ def write_report(out: Path, inputs: Inputs, *, seed: int = 0, max_points: int = 
     versions_html = _version_section(inputs, labels, migrations)
     times_html = _time_section(inputs, labels, migrations)
     churn = None if inputs.churn is None else churn_by_segment(
-        inputs.churn, table.X, np.asarray(model.segment_ids)[labels], model.segment_ids)
+        inputs.churn, table.X, a.segment_ids, model.segment_ids)
     churn_html = _churn_section(model, inputs, churn)
     groups_html = matrix_html([label(model, i) for i in range(model.k)], rfm.GROUPS, seg_groups,
                               corner="segment \\ RFM group")

@@ -301,8 +301,9 @@ def show_lapsed(settings: Settings, console: Console, url: str) -> dict[str, Any
 
     recent = lapsed[-50:]
     scored = [(c, r) for c in recent if (r := risks_of(c)) is not None]
+    risks: tuple[Any, Any] | None = None
     if scored:  # a churn champion is served: the user whose risk the silence raised most
-        change = max(scored, key=lambda cr: cr[1][1]["risk"] - cr[1][0]["risk"])[0]
+        change, risks = max(scored, key=lambda cr: cr[1][1]["risk"] - cr[1][0]["risk"])
     else:  # the longest silent of the recent ones
         change = max(recent, key=silence)
     user = change["user_id"]
@@ -319,7 +320,6 @@ def show_lapsed(settings: Settings, console: Console, url: str) -> dict[str, Any
     for name in SHOWN:
         table.add_row(name, f"{at_event['features'][name]:.3f}",
                       f"{at_change['features'][name]:.3f}")
-    risks = risks_of(change)
     out = dict(change)
     if risks is not None:  # a churn champion is served: the risk the same silence gave
         before, after = risks
